@@ -1,0 +1,309 @@
+"""The ``curate`` command line.
+
+    curate run PIPELINE [--input ...] [--output RUN] [--set key=value ...] [--address ...]
+    curate stats RUN ["SQL"]
+    curate status RUN
+    curate extract --input PATHS --output DIR
+    curate filter --input DIR --output DIR
+    curate tokenize --input DOCS --tokenizer PATH --output DIR
+
+Configuration errors are reported as one line (``curate: error: ...``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from curation.core.errors import CurationError
+
+EPILOG = "Run `curate COMMAND --help` for the options of each command."
+
+
+def _add_common_run_options(parser: argparse.ArgumentParser, output_required: bool = False) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value with a dotted key, e.g. filter.steps=... or ray.num_cpus=2; repeatable")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (e.g. auto, ray://head:10001); default: RAY_ADDRESS or a local Ray")
+    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, moto, Ceph); credentials come from AWS_* / ~/.aws")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="curate",
+        description="Turn raw web crawl into a DCLM-style pretraining mix with staged Ray pipelines.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline (a DAG of stages) end to end",
+                         description="Run a pipeline from pipelines/*.yaml (or a YAML path). Finished stages "
+                                     "whose config, code and input are unchanged are skipped; a killed run "
+                                     "resumes and redoes only unfinished shards.")
+    run.add_argument("pipeline", help="pipeline name (e.g. dclm_baseline) or path to a YAML file")
+    run.add_argument("--input", nargs="+", default=None,
+                     help="input files: local paths, globs, directories, s3://, https:// (default: the pipeline's; "
+                          "'demo' writes the bundled demo crawl)")
+    run.add_argument("--output", default=None, help="run directory, local or s3:// (default: runs/<pipeline>)")
+    _add_common_run_options(run)
+
+    stats = sub.add_parser("stats", help="print a run's funnel, or run DuckDB SQL over it",
+                           description="Without SQL: the funnel (documents in and out per stage, with reasons) "
+                                       "and the path of its plot. With SQL: DuckDB over views named after each "
+                                       "stage, plus `stats` (per-shard) and `reasons` (stage, shard, kind, reason, count).")
+    stats.add_argument("run", help="run directory (local or s3://)")
+    stats.add_argument("sql", nargs="?", default=None, help='e.g. "SELECT language, count(*) FROM extract GROUP BY 1"')
+    stats.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    stats.add_argument("--endpoint-url", default=None)
+
+    status = sub.add_parser("status", help="show which stages and shards of a run are done",
+                            description="Per stage: finished (manifest written), shards committed out of planned.")
+    status.add_argument("run", help="run directory (local or s3://)")
+    status.add_argument("--endpoint-url", default=None)
+
+    extract = sub.add_parser("extract", help="extract text and language from WARC/WET/JSONL/Parquet",
+                             description="Write Parquet shards (id, url, text, language, language_score, ...) to DIR, "
+                                         "one per input file.")
+    extract.add_argument("--input", nargs="+", required=True, help="input files, globs, directories, s3://, https://")
+    extract.add_argument("--output", required=True, help="output directory")
+    _add_common_run_options(extract)
+
+    filt = sub.add_parser("filter", help="add DCLM-Baseline heuristic filter columns",
+                          description="Read documents (Parquet, e.g. from `curate extract`) and write them with "
+                                      "<step>_keep / score columns, filter_keep and filter_reason.")
+    filt.add_argument("--input", nargs="+", required=True, help="Parquet files or a directory written by curate")
+    filt.add_argument("--output", required=True, help="output directory")
+    _add_common_run_options(filt)
+
+    tok = sub.add_parser("tokenize", help="tokenize documents into memory-mapped token shards",
+                         description="Write <shard>.npy token files (headerless, EOS after each document) and a "
+                                     "Parquet index (id, file, start, end, num_tokens, attributes).")
+    tok.add_argument("--input", nargs="+", required=True, help="Parquet files or a directory written by curate")
+    tok.add_argument("--tokenizer", required=True, help="path to a tokenizer.json")
+    tok.add_argument("--output", required=True, help="output directory")
+    _add_common_run_options(tok)
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------------------
+def _storage_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "endpoint_url", None):
+        overrides.append(f"storage.endpoint_url={args.endpoint_url}")
+    if getattr(args, "address", None):
+        overrides.append(f"ray.address={args.address}")
+    return overrides
+
+
+def _storage(args: argparse.Namespace):
+    from curation.core import io as fio
+
+    return fio.Storage(endpoint_url=getattr(args, "endpoint_url", None))
+
+
+def resolve_inputs(patterns: list[str], run_root: str, storage) -> list[str]:
+    """Expand inputs; 'demo' writes the demo crawl; a curate output directory means its shards."""
+    from curation.core import io as fio
+    from curation.ingest.demo_crawl import DemoCrawl
+
+    resolved: list[str] = []
+    for pattern in patterns:
+        if pattern == "demo":
+            resolved += DemoCrawl().write(fio.join(run_root, "_input"))
+            continue
+        manifest_path = fio.join(fio.normalize_root(pattern), "manifest.json") if "*" not in pattern else None
+        if manifest_path and fio.exists(manifest_path, storage):
+            manifest = json.loads(fio.read_bytes(manifest_path, storage))
+            base = fio.normalize_root(pattern)
+            resolved += [fio.join(base, f["name"]) for f in manifest["files"] if f["name"].endswith(".parquet")]
+            continue
+        resolved += fio.expand_inputs([pattern], storage)
+    return resolved
+
+
+def _execute(pipeline, run_root: str, inputs: list[str], flat: bool = False) -> list[Any]:
+    from curation.core.runner import Runner
+
+    runner = Runner(pipeline, run_root, echo=_echo, flat=flat)
+    return runner.run(inputs)
+
+
+def _echo(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from curation.core import io as fio
+    from curation.core.pipeline import load_pipeline
+
+    pipeline = load_pipeline(args.pipeline, _storage_overrides(args))
+    run_root = fio.normalize_root(args.output or os.path.join("runs", pipeline.name))
+    storage = pipeline.storage.to_storage()
+    patterns = args.input or pipeline.inputs
+    if not patterns:
+        raise CurationError(f"pipeline {pipeline.name!r} names no input; pass --input")
+    started = time.perf_counter()
+    inputs = resolve_inputs(patterns, run_root, storage)
+    _echo(f"curate: running {pipeline.name} on {len(inputs)} input file(s) -> {run_root}")
+    _execute(pipeline, run_root, inputs)
+    print_summary(run_root, storage, time.perf_counter() - started)
+    return 0
+
+
+def _single_stage(args: argparse.Namespace, kind: str, options: dict[str, Any]) -> int:
+    from curation.core import io as fio
+    from curation.core.pipeline import pipeline_from_tree
+
+    tree = {"name": kind, "stages": {kind: {"kind": kind, **options}}}
+    pipeline = pipeline_from_tree(tree, _storage_overrides(args), None, where=kind)
+    run_root = fio.normalize_root(args.output)
+    storage = pipeline.storage.to_storage()
+    inputs = resolve_inputs(args.input, run_root, storage)
+    started = time.perf_counter()
+    _execute(pipeline, run_root, inputs, flat=True)
+    print_summary(run_root, storage, time.perf_counter() - started, plot=False)
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    return _single_stage(args, "extract", {})
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    return _single_stage(args, "heuristic_filter", {})
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    return _single_stage(args, "tokenize", {"tokenizer": args.tokenizer})
+
+
+def print_summary(run_root: str, storage, seconds: float, plot: bool = True) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from curation.core import io as fio
+    from curation.core.stats import discover, funnel, plot_funnel
+
+    console = Console(width=120)
+    stages = discover(run_root, storage)
+    table = Table(title=f"run {run_root}  ({seconds:.1f}s)")
+    for column in ("stage", "kind", "docs in", "docs out", "MB in", "MB out", "dropped / flagged (top reasons)"):
+        table.add_column(column, justify="right" if column.startswith(("docs", "MB")) else "left")
+    tokens = 0
+    for stage in stages:
+        if stage.manifest is None:
+            table.add_row(stage.name, "-", "-", "-", "-", "-", "not finished")
+            continue
+        t = stage.manifest["totals"]
+        reasons = {**{f"{k}": v for k, v in t.get("dropped", {}).items()},
+                   **{f"~{k}": v for k, v in t.get("flagged", {}).items()}}
+        top = ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+        tokens += int(t.get("extra", {}).get("tokens", 0))
+        table.add_row(stage.name, stage.manifest["kind"], f"{t['docs_in']:,}", f"{t['docs_out']:,}",
+                      f"{t['bytes_in'] / 1e6:.1f}", f"{t['bytes_out'] / 1e6:.1f}", top)
+    console.print(table)
+    console.print("(~reason: flagged as an attribute; removed by `select`)")
+    if tokens:
+        console.print(f"tokens written: {tokens:,}")
+    console.print(f"outputs: {run_root}/<stage>/  (query: curate stats {run_root} \"SELECT ...\")")
+    if plot and len(stages) > 1:
+        path = plot_funnel(funnel(stages), fio.join(run_root, "plots", "funnel.png"),
+                           f"funnel: {run_root.rsplit('/', 1)[-1]}", storage)
+        console.print(f"funnel plot: {path}")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from curation.core.stats import query
+
+    storage = _storage(args)
+    if args.sql is None:
+        print_summary(args.run, storage, 0.0, plot=True)
+        from curation.core.stats import discover, funnel
+
+        for step in funnel(discover(args.run, storage)):
+            print(f"  {step.documents:>10,}  {step.label}  {step.note}")
+        return 0
+    table = query(args.run, args.sql, storage)
+    _print_table(table, args.format)
+    return 0
+
+
+def _print_table(table, fmt: str) -> None:
+    if fmt == "json":
+        for row in table.to_pylist():
+            print(json.dumps(row, default=str))
+        return
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table()
+    for name in table.schema.names:
+        out.add_column(name)
+    for row in table.to_pylist():
+        out.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console(width=160).print(out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from curation.core.stats import discover
+
+    for stage in discover(args.run, _storage(args)):
+        planned = len(stage.plan["shards"]) if stage.plan else None
+        if stage.manifest is not None:
+            state = f"done      {len(stage.manifest['shards'])}/{len(stage.manifest['shards'])} shards"
+        elif planned is not None:
+            state = f"partial   {len(stage.receipts)}/{planned} shards committed"
+        else:
+            state = "pending"
+        print(f"{stage.name:<12} {state}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "stats": cmd_stats, "status": cmd_status,
+    "extract": cmd_extract, "filter": cmd_filter, "tokenize": cmd_tokenize,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except CurationError as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        cause = _user_error_inside(exc)
+        if cause is None:
+            raise
+        print(f"curate: error: {cause}", file=sys.stderr)
+        return 2
+
+
+def _user_error_inside(exc: BaseException) -> CurationError | None:
+    """A CurationError raised inside a Ray worker arrives wrapped; report it as one line."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, CurationError):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__
+        seen += 1
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Running shard tasks on Ray Data.
+
+Each stage becomes one Ray Data pass over its list of shard tasks: ``map_batches`` with an actor
+pool, so a stage's heavy resources (fastText models, tokenizers, GPU scorers) load once per
+actor, with the stage's own ``num_cpus``/``num_gpus`` request. The actor processes a shard's Arrow
+record batches and commits the shard itself. Ray retries tasks whose node died; because a shard
+commit is an atomic, deterministic write, a retried shard gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curation.core import io as fio
+from curation.core.config import build_config
+from curation.core.stage import RECEIPTS_DIR, ShardReceipt, ShardTask, StageContext, stage_class
+
+log = logging.getLogger(__name__)
+
+_RUNTIME_EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info"]
+
+
+def checkout_root() -> Path | None:
+    import curation
+
+    root = Path(curation.__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, progress_bars: bool = True) -> None:
+    """Connect to Ray: local by default, a cluster when ``address`` or ``RAY_ADDRESS`` is set.
+
+    On a cluster the project ships with ``runtime_env`` (the checkout as ``working_dir``), so
+    workers import the same code the driver runs.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"log_to_driver": True, "logging_level": logging.WARNING}
+    root = checkout_root()
+    if address:
+        runtime_env: dict[str, Any] = {}
+        if root is not None:
+            runtime_env = {"working_dir": str(root), "excludes": _RUNTIME_EXCLUDES}
+        ray.init(address=address, runtime_env=runtime_env or None, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    from ray.data import DataContext
+
+    # Progress bars on a terminal; elsewhere (CI, logs) Ray Data would print them as log lines.
+    interactive = progress_bars and sys.stderr.isatty()
+    context = DataContext.get_current()
+    context.enable_progress_bars = interactive
+    context.enable_operator_progress_bars = interactive
+    context.print_on_execution_start = False
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class ShardWorker:
+    """Ray Data actor: builds the stage once, then runs whole shards."""
+
+    def __init__(self, kind: str, config: dict[str, Any], ctx: dict[str, Any]):
+        cls = stage_class(kind)
+        self.stage = cls(build_config(cls.Config, config, kind))
+        self.stage.setup()
+        ctx = dict(ctx)
+        ctx["storage"] = fio.Storage(**ctx["storage"])
+        self.ctx = StageContext(**ctx)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        receipts = []
+        for task_json in batch["task"]:
+            receipts.append(run_and_acknowledge(self.stage, ShardTask(**json.loads(task_json)), self.ctx))
+        return {"receipt": np.array(receipts, dtype=object)}
+
+
+def receipt_path(ctx: StageContext, shard: str) -> str:
+    return fio.join(ctx.stage_dir, RECEIPTS_DIR, f"{shard}.json")
+
+
+def run_and_acknowledge(stage: Any, task: ShardTask, ctx: StageContext) -> str:
+    receipt: ShardReceipt = stage.run_shard(task, ctx)
+    text = receipt.to_json()
+    # The receipt goes last: a shard without one is redone on resume.
+    fio.write_atomic(receipt_path(ctx, task.name), text.encode(), ctx.storage)
+    return text
+
+
+def run_tasks(
+    stage: Any,
+    tasks: list[ShardTask],
+    ctx: StageContext,
+    max_workers: int | None = None,
+) -> list[str]:
+    """Run shard tasks on Ray Data with an actor pool; return receipts as JSON strings."""
+    import ray
+
+    if not tasks:
+        return []
+    resources = stage.resources()
+    cluster_cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    per_worker = max(resources["num_cpus"], 0.001)
+    workers = max(1, min(len(tasks), int(cluster_cpus // per_worker) or 1))
+    if max_workers:
+        workers = min(workers, max_workers)
+    ctx_dict = dataclasses.asdict(ctx)
+    config = dataclasses.asdict(stage.config)
+    items = [{"task": json.dumps(dataclasses.asdict(t))} for t in tasks]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    dataset = dataset.map_batches(
+        ShardWorker,
+        fn_constructor_args=(stage.kind, config, ctx_dict),
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=resources["num_cpus"],
+        num_gpus=resources["num_gpus"] or None,
+    )
+    return [row["receipt"] for row in dataset.take_all()]

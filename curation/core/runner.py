@@ -1,0 +1,264 @@
+"""The DAG runner: resumable, deterministic stages over a run directory (local or s3://).
+
+Layout of a run::
+
+    RUN/run.json                     resolved pipeline, versions, start/end of each invocation
+    RUN/<stage>/plan.json            the shard list and stage key, written before work starts
+    RUN/<stage>/part-00000.parquet   committed shards
+    RUN/<stage>/_receipts/*.json     one per committed shard (its files, checksums, stats)
+    RUN/<stage>/stats.parquet        per-shard stats
+    RUN/<stage>/manifest.json        written last: the stage is finished
+
+A stage whose manifest key (config, code version, input lineage) matches is skipped; otherwise
+only shards without a matching receipt are run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+import curation
+from curation.core import io as fio
+from curation.core.config import config_to_dict, stable_hash
+from curation.core.errors import CurationError
+from curation.core.pipeline import Pipeline, StageSpec
+from curation.core.ray_exec import ensure_ray, receipt_path, run_tasks
+from curation.core.stage import ShardReceipt, StageContext, write_parquet_bytes
+
+MANIFEST = "manifest.json"
+PLAN = "plan.json"
+STATS = "stats.parquet"
+MANIFEST_FORMAT = "curation.stage/1"
+
+_REASON_LIST = pa.list_(pa.struct([("reason", pa.string()), ("count", pa.int64())]))
+STATS_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("shard", pa.string()),
+        ("docs_in", pa.int64()),
+        ("docs_out", pa.int64()),
+        ("bytes_in", pa.int64()),
+        ("bytes_out", pa.int64()),
+        ("seconds", pa.float64()),
+        ("dropped", _REASON_LIST),
+        ("flagged", _REASON_LIST),
+        ("extra", pa.map_(pa.string(), pa.float64())),
+    ]
+)
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    kind: str
+    skipped: bool
+    shards_total: int
+    shards_run: int
+    seconds: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def read_json(path: str, storage: fio.Storage) -> dict[str, Any] | None:
+    try:
+        return json.loads(fio.read_bytes(path, storage))
+    except FileNotFoundError:
+        return None
+
+
+def source_lineage(inputs: list[str], storage: fio.Storage) -> list[dict[str, Any]]:
+    """Identity of raw inputs: path and size (cheap; contents are hashed downstream)."""
+    lineage = []
+    for path in inputs:
+        fs, p = fio.filesystem(path, storage)
+        try:
+            size = fs.size(p)
+        except (FileNotFoundError, OSError):
+            size = None
+        lineage.append({"path": path, "size": size})
+    return lineage
+
+
+class Runner:
+    def __init__(self, pipeline: Pipeline, run_root: str, echo=print, flat: bool = False):
+        """``flat``: a one-stage run writes its shards directly under ``run_root``."""
+        self.pipeline = pipeline
+        self.run_root = fio.normalize_root(run_root)
+        self.storage = pipeline.storage.to_storage()
+        self.echo = echo
+        self.flat = flat
+        if flat and len(pipeline.stages) != 1:
+            raise CurationError("a flat run has exactly one stage")
+
+    def stage_dir(self, name: str) -> str:
+        return self.run_root if self.flat else fio.join(self.run_root, name)
+
+    # -- public --------------------------------------------------------------------------------
+    def run(self, raw_inputs: list[str]) -> list[StageOutcome]:
+        ensure_ray(self.pipeline.ray.address, self.pipeline.ray.num_cpus, self.pipeline.ray.progress_bars)
+        started = time.time()
+        self._write_run_json({"started_at": started, "status": "running", "inputs": raw_inputs})
+        outcomes = []
+        for spec in self.pipeline.stages:
+            outcomes.append(self.run_stage(spec, raw_inputs))
+        self._write_run_json(
+            {"started_at": started, "finished_at": time.time(), "status": "finished", "inputs": raw_inputs}
+        )
+        return outcomes
+
+    def run_stage(self, spec: StageSpec, raw_inputs: list[str]) -> StageOutcome:
+        start = time.perf_counter()
+        stage = spec.build()
+        stage_dir = self.stage_dir(spec.name)
+        if spec.after is None:
+            inputs = raw_inputs if stage.is_source else [p for p in raw_inputs if ".parquet" in p.rsplit("/", 1)[-1]]
+            if not inputs:
+                raise CurationError(f"stage {spec.name!r}: no Parquet files among the inputs")
+            lineage: Any = source_lineage(inputs, self.storage)
+            upstream_dirs: dict[str, str] = {}
+        else:
+            upstream = read_json(fio.join(self.stage_dir(spec.after), MANIFEST), self.storage)
+            if upstream is None:
+                raise CurationError(f"stage {spec.name!r}: upstream stage {spec.after!r} has not finished")
+            inputs = [fio.join(self.stage_dir(spec.after), f["name"]) for f in upstream["files"]
+                      if f["name"].endswith(".parquet")]
+            lineage = {"stage": spec.after, "key": upstream["key"], "files": upstream["files"]}
+            upstream_dirs = {spec.after: self.stage_dir(spec.after)}
+
+        config = config_to_dict(spec.config)
+        code_version = stage.code_version()
+        input_hash = stable_hash(lineage)
+        key = stable_hash({"kind": spec.kind, "config": config, "code": code_version, "input": input_hash})
+
+        manifest_path = fio.join(stage_dir, MANIFEST)
+        existing = read_json(manifest_path, self.storage)
+        if existing is not None and existing.get("key") == key:
+            self.echo(f"[{spec.name}] up to date, skipped ({len(existing['files'])} files)")
+            return StageOutcome(spec.name, spec.kind, True, len(existing.get("shards", [])), 0,
+                                time.perf_counter() - start, existing)
+        if existing is not None:
+            fio.remove(manifest_path, self.storage)  # stale: the stage is being redone
+
+        ctx = StageContext(run_root=self.run_root, stage_name=spec.name, stage_dir=stage_dir, key=key,
+                           storage=self.storage, upstream_dirs=upstream_dirs)
+        ctx.resolved = stage.resolve(inputs, ctx)
+        tasks = stage.plan(inputs, ctx)
+        fio.write_atomic(fio.join(stage_dir, PLAN), json.dumps(
+            {"key": key, "shards": [t.name for t in tasks], "resolved": ctx.resolved}, sort_keys=True, indent=1
+        ).encode(), self.storage)
+
+        receipts: dict[str, ShardReceipt] = {}
+        pending = []
+        for task in tasks:
+            receipt = self._load_receipt(ctx, task.name)
+            if receipt is not None and receipt.key == key:
+                receipts[task.name] = receipt
+            else:
+                pending.append(task)
+        self.echo(f"[{spec.name}] {spec.kind}: {len(tasks)} shards, {len(pending)} to run"
+                  + (f", {len(tasks) - len(pending)} already committed" if len(pending) < len(tasks) else ""))
+        for text in run_tasks(stage, pending, ctx, self.pipeline.ray.max_workers_per_stage):
+            receipt = ShardReceipt.from_json(text)
+            receipts[receipt.shard] = receipt
+        missing = [t.name for t in tasks if t.name not in receipts]
+        if missing:
+            raise CurationError(f"stage {spec.name!r}: shards without receipt: {', '.join(missing[:5])}")
+
+        ordered = [receipts[t.name] for t in tasks]
+        stats_bytes = self._stats_table(spec.name, ordered)
+        fio.write_atomic(fio.join(stage_dir, STATS), stats_bytes, self.storage)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "stage": spec.name,
+            "kind": spec.kind,
+            "key": key,
+            "config": config,
+            "code_version": code_version,
+            "input_sha256": input_hash,
+            "upstream": spec.after,
+            "resolved": ctx.resolved,
+            "shards": [t.name for t in tasks],
+            "files": [dataclasses.asdict(f) for r in ordered for f in r.files],
+            "totals": self._totals(ordered),
+        }
+        fio.write_atomic(manifest_path, json.dumps(manifest, sort_keys=True, indent=1).encode(), self.storage)
+        seconds = time.perf_counter() - start
+        totals = manifest["totals"]
+        self.echo(f"[{spec.name}] done in {seconds:.1f}s: {totals['docs_in']:,} docs in, {totals['docs_out']:,} out")
+        return StageOutcome(spec.name, spec.kind, False, len(tasks), len(pending), seconds, manifest)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _load_receipt(self, ctx: StageContext, shard: str) -> ShardReceipt | None:
+        try:
+            receipt = ShardReceipt.from_json(fio.read_bytes(receipt_path(ctx, shard), self.storage).decode())
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+        # A receipt vouches for its files only while they are all still there.
+        for f in receipt.files:
+            if not fio.exists(fio.join(ctx.stage_dir, f.name), self.storage):
+                return None
+        return receipt
+
+    @staticmethod
+    def _totals(receipts: list[ShardReceipt]) -> dict[str, Any]:
+        totals: dict[str, Any] = {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0}
+        dropped: dict[str, int] = {}
+        flagged: dict[str, int] = {}
+        extra: dict[str, float] = {}
+        for r in receipts:
+            for k in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
+                totals[k] += getattr(r.stats, k)
+            for reason, n in r.stats.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            for reason, n in r.stats.flagged.items():
+                flagged[reason] = flagged.get(reason, 0) + n
+            for k, v in r.stats.extra.items():
+                extra[k] = extra.get(k, 0) + v
+        totals["dropped"] = dict(sorted(dropped.items()))
+        totals["flagged"] = dict(sorted(flagged.items()))
+        totals["extra"] = dict(sorted(extra.items()))
+        return totals
+
+    @staticmethod
+    def _stats_table(stage: str, receipts: list[ShardReceipt]) -> bytes:
+        rows = []
+        for r in receipts:
+            s = r.stats
+            rows.append({
+                "stage": stage, "shard": s.shard, "docs_in": s.docs_in, "docs_out": s.docs_out,
+                "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "seconds": s.seconds,
+                "dropped": [{"reason": k, "count": v} for k, v in sorted(s.dropped.items())],
+                "flagged": [{"reason": k, "count": v} for k, v in sorted(s.flagged.items())],
+                "extra": list(sorted(s.extra.items())),
+            })
+        batch = pa.RecordBatch.from_pylist(rows, schema=STATS_SCHEMA)
+        return write_parquet_bytes([batch], STATS_SCHEMA)
+
+    def _write_run_json(self, status: dict[str, Any]) -> None:
+        import platform
+
+        import ray
+
+        if self.flat:
+            return
+        path = fio.join(self.run_root, "run.json")
+        previous = read_json(path, self.storage) or {}
+        history = previous.get("invocations", [])
+        if status.get("status") == "running":
+            history.append(status)
+        elif history:
+            history[-1] = status
+        body = {
+            "pipeline": self.pipeline.name,
+            "resolved": self.pipeline.source_tree,
+            "versions": {"curation": curation.__version__, "ray": ray.__version__, "python": platform.python_version(),
+                         "pyarrow": pa.__version__},
+            "stages": [s.name for s in self.pipeline.stages],
+            "invocations": history,
+        }
+        fio.write_atomic(path, json.dumps(body, indent=1, sort_keys=True, default=str).encode(), self.storage)

@@ -1,0 +1,540 @@
+"""DCLM-Baseline's heuristic filters (its RefinedWeb reproduction), as attributes.
+
+Every step is small: a *filter* decides keep/drop and reports scores; a *line modifier* removes
+lines and rewrites the text. The stage runs the steps in the order the pipeline YAML lists them
+(all thresholds live there), adds ``<step>_keep`` and ``<step>_<score>`` columns, plus
+``filter_keep`` and ``filter_reason`` (the first step that failed). Nothing is deleted here:
+selection drops rows, so a new threshold is a re-select.
+
+Words are whitespace tokens; statistics are vectorised over the batch (``TextView``). Two steps
+reuse datatrove: the URL blocklist (``URLFilter`` and its bundled lists) and the Gopher
+repetition helpers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.core.config import build_config
+from curation.core.errors import ConfigError
+from curation.core.stage import BatchStage, ShardStats, register
+from curation.filters.text_view import TextView, per_document_sum
+
+_STEP_TYPES: dict[str, type[Step]] = {}
+
+
+def step_type(name: str):
+    def wrap(cls):
+        cls.type_name = name
+        _STEP_TYPES[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class StepState:
+    """Carried across the steps of one batch."""
+
+    words_before_modifiers: np.ndarray | None = None
+    words_removed: np.ndarray | None = None
+
+
+class Step:
+    type_name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    is_modifier: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: Any):
+        self.name = name
+        self.config = config
+
+    def setup(self) -> None:
+        """Load resources (block lists) once per worker."""
+
+
+class Filter(Step):
+    def evaluate(self, view: TextView, batch: pa.RecordBatch, state: StepState) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Return (keep mask, {score name: values})."""
+        raise NotImplementedError
+
+
+class LineModifier(Step):
+    is_modifier = True
+
+    def remove_lines(self, view: TextView) -> np.ndarray:
+        """Boolean mask over ``view.flat_lines``: True where the line is removed."""
+        raise NotImplementedError
+
+    def rewrite_lines(self, lines: pa.Array) -> pa.Array:
+        return lines
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=np.float64), where=denominator > 0)
+
+
+# -- page-level filters --------------------------------------------------------------------------
+@dataclass
+class LanguageConfig:
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    min_score: float = 0.65
+
+
+@step_type("language")
+class LanguageFilter(Filter):
+    Config = LanguageConfig
+
+    def evaluate(self, view, batch, state):
+        if "language" not in batch.schema.names:
+            raise ConfigError("language filter: no 'language' column (enable extract.language_id)")
+        language = pc.fill_null(batch.column("language"), "")
+        score = pc.fill_null(batch.column("language_score"), 0.0).to_numpy(zero_copy_only=False)
+        in_set = pc.is_in(language, value_set=pa.array(self.config.languages)).to_numpy(zero_copy_only=False)
+        return in_set & (score >= self.config.min_score), {}
+
+
+@dataclass
+class UrlBlocklistConfig:
+    extra_domains: list[str] = field(default_factory=list)
+    extra_urls: list[str] = field(default_factory=list)
+    soft_word_threshold: int = 2
+
+
+@step_type("url_blocklist")
+class UrlBlocklistFilter(Filter):
+    """datatrove's URLFilter with its bundled block lists (domains, URLs, banned words)."""
+
+    Config = UrlBlocklistConfig
+
+    def setup(self) -> None:
+        import logging
+
+        from datatrove.pipeline.filters.url_filter import URLFilter
+        from loguru import logger
+        from tldextract import TLDExtract
+
+        logger.disable("datatrove")
+        logging.getLogger("filelock").setLevel(logging.WARNING)
+        self._filter = URLFilter(
+            extra_domains=self.config.extra_domains or None,
+            extra_urls=self.config.extra_urls or None,
+            soft_word_threshold=self.config.soft_word_threshold,
+        )
+        # Offline: use tldextract's bundled public-suffix snapshot instead of fetching it.
+        self._filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
+        self._filter.download_data()
+
+    def evaluate(self, view, batch, state):
+        from datatrove.data import Document
+
+        if not hasattr(self, "_filter"):
+            self.setup()
+        urls = batch.column("url").to_pylist() if "url" in batch.schema.names else [None] * batch.num_rows
+        keep = np.ones(batch.num_rows, dtype=bool)
+        for i, url in enumerate(urls):
+            if url:
+                keep[i] = self._filter.filter(Document(text="", id="", metadata={"url": url})) is True
+        return keep, {}
+
+
+@dataclass
+class PageLengthConfig:
+    min_words: int = 50
+    max_words: int = 100_000
+
+
+@step_type("page_length")
+class PageLengthFilter(Filter):
+    Config = PageLengthConfig
+
+    def evaluate(self, view, batch, state):
+        words = view.word_count
+        return (words >= self.config.min_words) & (words <= self.config.max_words), {"words": words}
+
+
+@dataclass
+class WordLengthConfig:
+    min_mean: float = 3.0
+    max_mean: float = 10.0
+
+
+@step_type("word_length")
+class WordLengthFilter(Filter):
+    Config = WordLengthConfig
+
+    def evaluate(self, view, batch, state):
+        mean = view.mean_word_length
+        return (mean >= self.config.min_mean) & (mean <= self.config.max_mean), {"mean": mean}
+
+
+@dataclass
+class SymbolRatioConfig:
+    max_ratio: float = 0.1
+    pattern: str = r"#|\.\.\.|…"
+
+
+@step_type("symbol_ratio")
+class SymbolRatioFilter(Filter):
+    """Hash symbols and ellipses per word (Gopher)."""
+
+    Config = SymbolRatioConfig
+
+    def evaluate(self, view, batch, state):
+        ratio = _ratio(view.count_in_text(self.config.pattern), view.word_count)
+        return ratio <= self.config.max_ratio, {"ratio": ratio}
+
+
+@dataclass
+class LineFractionConfig:
+    max_fraction: float = 0.9
+    pattern: str = r"^\s*[•●○◦▪▫‣⁃∙·\-\*]"
+
+
+@step_type("bullet_lines")
+class BulletLinesFilter(Filter):
+    Config = LineFractionConfig
+
+    def evaluate(self, view, batch, state):
+        fraction = _ratio(view.lines_matching(self.config.pattern), view.line_count)
+        return fraction <= self.config.max_fraction, {"fraction": fraction}
+
+
+@dataclass
+class EllipsisLinesConfig:
+    max_fraction: float = 0.3
+    pattern: str = r"(\.\.\.|…)\s*$"
+
+
+@step_type("ellipsis_lines")
+class EllipsisLinesFilter(BulletLinesFilter):
+    Config = EllipsisLinesConfig
+
+
+@dataclass
+class AlphabeticWordsConfig:
+    min_fraction: float = 0.8  # DCLM: at most 20% of words without an alphabetic character
+
+
+@step_type("alphabetic_words")
+class AlphabeticWordsFilter(Filter):
+    Config = AlphabeticWordsConfig
+
+    def evaluate(self, view, batch, state):
+        fraction = _ratio(view.words_matching(r"\pL"), view.word_count)
+        return fraction >= self.config.min_fraction, {"fraction": fraction}
+
+
+@dataclass
+class StopWordsConfig:
+    min_count: int = 2
+    words: list[str] = field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+
+
+@step_type("stop_words")
+class StopWordsFilter(Filter):
+    Config = StopWordsConfig
+
+    def evaluate(self, view, batch, state):
+        count = view.words_in(self.config.words)
+        return count >= self.config.min_count, {"count": count}
+
+
+@dataclass
+class RepetitionConfig:
+    """Gopher / MassiveWeb repetition thresholds (Rae et al. 2021, table A1)."""
+
+    dup_line_frac: float = 0.3
+    dup_para_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    dup_para_char_frac: float = 0.2
+    top_n_grams: dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    dup_n_grams: dict[int, float] = field(default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+
+
+_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_LINE_SPLIT = re.compile(r"\n+")
+
+
+@step_type("repetition")
+class RepetitionFilter(Filter):
+    """Per document (n-gram counting has no vectorised form); datatrove's Gopher helpers."""
+
+    Config = RepetitionConfig
+
+    def evaluate(self, view, batch, state):
+        from datatrove.pipeline.filters.gopher_repetition_filter import (
+            find_all_duplicate,
+            find_duplicates,
+            find_top_duplicate,
+            get_n_grams,
+        )
+
+        c = self.config
+        texts = view.text.to_pylist()
+        keep = np.ones(len(texts), dtype=bool)
+        worst = np.zeros(len(texts), dtype=np.float64)  # the largest value/threshold ratio
+        for i, text in enumerate(texts):
+            text = text.strip()
+            if not text:
+                keep[i] = False
+                continue
+            length = len(text)
+            paragraphs = _PARAGRAPH_SPLIT.split(text)
+            para_dups, para_chars = find_duplicates(paragraphs)
+            lines = _LINE_SPLIT.split(text)
+            line_dups, line_chars = find_duplicates(lines)
+            ratios = [
+                para_dups / len(paragraphs) / c.dup_para_frac,
+                para_chars / length / c.dup_para_char_frac,
+                line_dups / len(lines) / c.dup_line_frac,
+                line_chars / length / c.dup_line_char_frac,
+            ]
+            words = text.split()
+            for n, limit in c.top_n_grams.items():
+                grams = get_n_grams(words, n)
+                if grams:
+                    ratios.append(find_top_duplicate(grams) / length / limit)
+            if max(ratios) <= 1.0:
+                for n, limit in c.dup_n_grams.items():
+                    ratios.append(find_all_duplicate(words, n) / length / limit)
+                    if ratios[-1] > 1.0:
+                        break
+            worst[i] = max(ratios)
+            keep[i] = worst[i] <= 1.0
+        return keep, {"worst_ratio": worst}
+
+
+# -- line modifiers ------------------------------------------------------------------------------
+@dataclass
+class UppercaseLinesConfig:
+    max_fraction: float = 0.5
+
+
+@step_type("uppercase_lines")
+class UppercaseLinesModifier(LineModifier):
+    Config = UppercaseLinesConfig
+
+    def remove_lines(self, view):
+        lines = view.flat_lines
+        upper = pc.count_substring_regex(lines, r"\p{Lu}").to_numpy(zero_copy_only=False)
+        length = pc.utf8_length(lines).to_numpy(zero_copy_only=False)
+        return _ratio(upper.astype(np.float64), length.astype(np.float64)) > self.config.max_fraction
+
+
+@dataclass
+class NumericLinesConfig:
+    max_fraction: float = 0.999999
+
+
+@step_type("numeric_lines")
+class NumericLinesModifier(LineModifier):
+    Config = NumericLinesConfig
+
+    def remove_lines(self, view):
+        lines = view.flat_lines
+        digits = pc.count_substring_regex(lines, r"\p{Nd}").to_numpy(zero_copy_only=False)
+        length = pc.utf8_length(lines).to_numpy(zero_copy_only=False)
+        return _ratio(digits.astype(np.float64), length.astype(np.float64)) > self.config.max_fraction
+
+
+@dataclass
+class CounterLinesConfig:
+    pattern: str = (
+        r"(?i)^\W*\d(?:,|\.|\d)*(?:k|m|b)?\s+(?:likes|shares|comments|retweets|reposts|quotes|bookmarks"
+        r"|upvotes|downvotes|downloads|views|followers)\W*$"
+    )
+
+
+@step_type("counter_lines")
+class CounterLinesModifier(LineModifier):
+    """Lines that are only social counters ("12 likes", "3.4K views")."""
+
+    Config = CounterLinesConfig
+
+    def remove_lines(self, view):
+        return pc.match_substring_regex(view.flat_lines, self.config.pattern).to_numpy(zero_copy_only=False)
+
+
+@dataclass
+class ShortLinesConfig:
+    min_words: int = 2
+
+
+@step_type("short_lines")
+class ShortLinesModifier(LineModifier):
+    Config = ShortLinesConfig
+
+    def remove_lines(self, view):
+        words = pc.list_value_length(pc.utf8_split_whitespace(view.flat_lines)).to_numpy(zero_copy_only=False)
+        return words < self.config.min_words
+
+
+@dataclass
+class SubstringLinesConfig:
+    banned_substrings: list[str] = field(default_factory=lambda: ["items in cart"])
+    strip_suffixes: list[str] = field(default_factory=lambda: ["Read more..."])
+    strip_prefixes: list[str] = field(default_factory=lambda: ["Sign-in"])
+
+
+@step_type("substring_lines")
+class SubstringLinesModifier(LineModifier):
+    """Drop lines that contain a banned phrase; strip boilerplate prefixes and suffixes."""
+
+    Config = SubstringLinesConfig
+
+    def remove_lines(self, view):
+        lines = pc.utf8_lower(view.flat_lines)
+        removed = np.zeros(len(lines), dtype=bool)
+        for phrase in self.config.banned_substrings:
+            removed |= pc.match_substring(lines, phrase.lower()).to_numpy(zero_copy_only=False)
+        return removed
+
+    def rewrite_lines(self, lines):
+        for suffix in self.config.strip_suffixes:
+            lines = pc.replace_substring_regex(lines, "(?i)" + re.escape(suffix) + r"\s*$", "")
+        for prefix in self.config.strip_prefixes:
+            lines = pc.replace_substring_regex(lines, "(?i)^\\s*" + re.escape(prefix), "")
+        return lines
+
+
+@dataclass
+class WordRemovalRatioConfig:
+    max_fraction: float = 0.05
+
+
+@step_type("word_removal_ratio")
+class WordRemovalRatioFilter(Filter):
+    """Drop a page when line modifiers removed more than ``max_fraction`` of its words."""
+
+    Config = WordRemovalRatioConfig
+
+    def evaluate(self, view, batch, state):
+        if state.words_before_modifiers is None:
+            fraction = np.zeros(len(view))
+        else:
+            fraction = _ratio(state.words_removed, state.words_before_modifiers)
+        return fraction <= self.config.max_fraction, {"fraction": fraction}
+
+
+# -- the stage ---------------------------------------------------------------------------------
+def dclm_baseline_steps() -> list[dict[str, Any]]:
+    """DCLM-Baseline's RefinedWeb heuristics in order (the pipeline YAML states them too)."""
+    return [
+        {"type": "url_blocklist"},
+        {"type": "language", "languages": ["en"], "min_score": 0.65},
+        {"type": "page_length", "min_words": 50, "max_words": 100_000},
+        {"type": "word_length", "min_mean": 3, "max_mean": 10},
+        {"type": "symbol_ratio", "max_ratio": 0.1},
+        {"type": "bullet_lines", "max_fraction": 0.9},
+        {"type": "ellipsis_lines", "max_fraction": 0.3},
+        {"type": "alphabetic_words", "min_fraction": 0.8},
+        {"type": "stop_words", "min_count": 2},
+        {"type": "repetition"},
+        {"type": "uppercase_lines", "max_fraction": 0.5},
+        {"type": "numeric_lines", "max_fraction": 0.999999},
+        {"type": "counter_lines"},
+        {"type": "short_lines", "min_words": 2},
+        {"type": "substring_lines"},
+        {"type": "word_removal_ratio", "max_fraction": 0.05},
+    ]
+
+
+@dataclass
+class HeuristicFilterConfig:
+    steps: list[dict[str, Any]] = field(default_factory=dclm_baseline_steps)
+    text_column: str = "text"
+    batch_size: int = 512
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        build_steps(self.steps)  # fail at load time, with the step named
+
+
+def build_steps(specs: list[dict[str, Any]]) -> list[Step]:
+    steps: list[Step] = []
+    names: set[str] = set()
+    for position, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(f"filter step #{position}: needs a 'type'; known: {', '.join(sorted(_STEP_TYPES))}")
+        options = dict(spec)
+        kind = options.pop("type")
+        name = options.pop("name", kind)
+        if kind not in _STEP_TYPES:
+            raise ConfigError(f"filter step #{position}: unknown type {kind!r}; known: {', '.join(sorted(_STEP_TYPES))}")
+        if name in names:
+            raise ConfigError(f"filter step #{position}: duplicate name {name!r}; give it a 'name'")
+        names.add(name)
+        cls = _STEP_TYPES[kind]
+        steps.append(cls(name, build_config(cls.Config, options, f"filter.steps.{name}")))
+    return steps
+
+
+@register("heuristic_filter")
+class HeuristicFilterStage(BatchStage):
+    Config = HeuristicFilterConfig
+
+    def setup(self) -> None:
+        self.steps = build_steps(self.config.steps)
+        for step in self.steps:
+            step.setup()
+
+    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+        if not hasattr(self, "steps"):
+            self.setup()
+        column = self.config.text_column
+        view = TextView(batch.column(column))
+        state = StepState()
+        n = batch.num_rows
+        reason = np.full(n, None, dtype=object)
+        added: dict[str, pa.Array] = {}
+        for step in self.steps:
+            if step.is_modifier:
+                view = self._modify(step, view, state, added)
+                continue
+            keep, scores = step.evaluate(view, batch, state)
+            keep = np.asarray(keep, dtype=bool)
+            added[f"{step.name}_keep"] = pa.array(keep)
+            for score_name, values in scores.items():
+                added[f"{step.name}_{score_name}"] = pa.array(np.asarray(values, dtype=np.float32))
+            first_failure = (~keep) & (reason == None)  # noqa: E711 - elementwise on an object array
+            reason[first_failure] = step.name
+        overall = reason == None  # noqa: E711
+        stats.flagged.update(Counter(r for r in reason if r is not None))
+        names = list(batch.schema.names)
+        arrays = [view.text if name == column else batch.column(name) for name in names]
+        for name, values in added.items():
+            names.append(name)
+            arrays.append(values)
+        names += ["filter_keep", "filter_reason"]
+        arrays += [pa.array(overall.astype(bool)), pa.array(reason.tolist(), pa.string())]
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    @staticmethod
+    def _modify(step: LineModifier, view: TextView, state: StepState, added: dict[str, pa.Array]) -> TextView:
+        removed = np.asarray(step.remove_lines(view), dtype=bool)
+        line_words = pc.list_value_length(pc.utf8_split_whitespace(view.flat_lines)).to_numpy(zero_copy_only=False)
+        removed_words = per_document_sum(line_words * removed, view.line_offsets)
+        if state.words_before_modifiers is None:
+            state.words_before_modifiers = view.word_count.copy()
+            state.words_removed = np.zeros(len(view))
+        state.words_removed = state.words_removed + removed_words
+        added[f"{step.name}_removed_words"] = pa.array(removed_words.astype(np.int32))
+        kept_lines = step.rewrite_lines(pc.filter(view.flat_lines, pa.array(~removed)))
+        kept_per_doc = per_document_sum((~removed).astype(np.int64), view.line_offsets).astype(np.int32)
+        offsets = np.concatenate([[0], np.cumsum(kept_per_doc)]).astype(np.int32)
+        rebuilt = pa.ListArray.from_arrays(pa.array(offsets), kept_lines)
+        text = pc.binary_join(rebuilt, "\n")
+        return TextView(text)
+
+
+def step_types() -> list[str]:
+    return sorted(_STEP_TYPES)
+

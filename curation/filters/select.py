@@ -1,0 +1,141 @@
+"""Selection: the one step that drops rows, from attribute columns written upstream.
+
+Thresholds can be absolute or quantiles resolved over the whole dataset (or per group, e.g.
+per source or per crawl), so a new threshold is a re-select, not a re-run. The resolved
+threshold is logged and stored in the stage manifest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.core import io as fio
+from curation.core.errors import ConfigError
+from curation.core.stage import BatchStage, ShardStats, StageContext, register
+
+
+@dataclass
+class SelectConfig:
+    require: list[str] = field(default_factory=lambda: ["filter_keep"])  # boolean columns that must be true
+    drop_duplicates: bool = True  # drop rows whose is_duplicate column is true, when it exists
+    where: str | None = None  # extra DuckDB SQL predicate over the columns
+    score: str | None = None  # score column for a threshold
+    top_percent: float | None = None  # keep the top k% by score (quantile over the whole dataset)
+    min_score: float | None = None  # or an absolute threshold
+    group_by: str | None = None  # resolve the quantile per group (e.g. source, crawl)
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.top_percent is not None or self.min_score is not None) and not self.score:
+            raise ValueError("a threshold (top_percent or min_score) needs 'score'")
+        if self.top_percent is not None and not 0 < self.top_percent <= 100:
+            raise ValueError("top_percent must be in (0, 100]")
+        if self.top_percent is not None and self.min_score is not None:
+            raise ValueError("give top_percent or min_score, not both")
+
+
+@register("select")
+class SelectStage(BatchStage):
+    Config = SelectConfig
+
+    def _prefilter(self, batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of rows passing everything but the score threshold, reason per row)."""
+        n = batch.num_rows
+        keep = np.ones(n, dtype=bool)
+        reason = np.full(n, None, dtype=object)
+        names = batch.schema.names
+
+        def apply(mask: np.ndarray, why: np.ndarray | str) -> None:
+            newly = keep & ~mask
+            reason[newly] = why[newly] if isinstance(why, np.ndarray) else why
+            keep[:] = keep & mask
+
+        for column in self.config.require:
+            if column not in names:
+                raise ConfigError(f"select: required column {column!r} is missing; have {', '.join(names)}")
+            mask = pc.fill_null(batch.column(column), False).to_numpy(zero_copy_only=False)
+            if column == "filter_keep" and "filter_reason" in names:
+                why = np.array([f"filter:{r}" for r in batch.column("filter_reason").to_pylist()], dtype=object)
+            else:
+                why = f"not_{column}"
+            apply(mask, why)
+        if self.config.drop_duplicates and "is_duplicate" in names:
+            apply(~pc.fill_null(batch.column("is_duplicate"), False).to_numpy(zero_copy_only=False), "duplicate")
+        if self.config.where:
+            apply(self._where_mask(batch), "where")
+        return keep, reason
+
+    def _where_mask(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        connection = duckdb.connect()
+        try:
+            connection.register("docs", table)
+            result = connection.execute(f"SELECT coalesce(({self.config.where}), false) AS keep FROM docs").fetch_arrow_table()
+        except duckdb.Error as exc:
+            raise ConfigError(f"select.where: {exc}") from None
+        finally:
+            connection.close()
+        return result.column("keep").to_numpy(zero_copy_only=False).astype(bool)
+
+    def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
+        c = self.config
+        if c.score is None:
+            return {}
+        if c.min_score is not None:
+            return {"thresholds": {"*": c.min_score}}
+        scores: list[np.ndarray] = []
+        groups: list[np.ndarray] = []
+        for path in inputs:
+            fs, p = fio.filesystem(path, ctx.storage)
+            with fs.open(p, "rb") as handle:
+                table = pq.read_table(handle)
+            if c.score not in table.schema.names:
+                raise ConfigError(f"select: score column {c.score!r} is missing")
+            keep, _ = self._prefilter(table)
+            scores.append(pc.fill_null(table.column(c.score), -np.inf).to_numpy(zero_copy_only=False)[keep])
+            if c.group_by:
+                groups.append(np.asarray(table.column(c.group_by).to_pylist(), dtype=object)[keep])
+        values = np.concatenate(scores) if scores else np.array([])
+        quantile = 1.0 - c.top_percent / 100.0
+        thresholds: dict[str, float] = {}
+        if c.group_by:
+            labels = np.concatenate(groups) if groups else np.array([], dtype=object)
+            for group in sorted({str(g) for g in labels}):
+                selected = values[labels.astype(str) == group]
+                thresholds[group] = float(np.quantile(selected, quantile, method="higher"))
+        elif values.size:
+            thresholds["*"] = float(np.quantile(values, quantile, method="higher"))
+        print(f"[{ctx.stage_name}] resolved {c.score} >= {thresholds} (top {c.top_percent}% of {values.size:,} rows)")
+        return {"thresholds": thresholds, "pool_rows": int(values.size)}
+
+    def setup(self) -> None:
+        self.thresholds: dict[str, float] | None = None
+
+    def run_shard(self, task, ctx):
+        self.thresholds = ctx.resolved.get("thresholds")
+        return super().run_shard(task, ctx)
+
+    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+        keep, reason = self._prefilter(batch)
+        thresholds = getattr(self, "thresholds", None)
+        if self.config.score and thresholds:
+            score = pc.fill_null(batch.column(self.config.score), -np.inf).to_numpy(zero_copy_only=False)
+            if self.config.group_by:
+                group = np.asarray([str(g) for g in batch.column(self.config.group_by).to_pylist()], dtype=object)
+                limit = np.array([thresholds.get(g, np.inf) for g in group], dtype=np.float64)
+            else:
+                limit = np.full(batch.num_rows, thresholds["*"])
+            above = score >= limit
+            newly = keep & ~above
+            reason[newly] = f"below_{self.config.score}_threshold"
+            keep &= above
+        stats.dropped.update(Counter(r for r in reason if r is not None))
+        return batch.filter(pa.array(keep))

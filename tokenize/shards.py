@@ -1,0 +1,92 @@
+"""The token shard format, as OLMo-core and Dolma read it.
+
+A token file is a headerless little-endian array of token ids (``np.memmap`` layout) with a
+``.npy`` name, in the smallest unsigned dtype that holds the vocabulary; documents follow one
+another, each followed by the EOS id. Beside the token files, a Parquet index holds one row per
+document: ``id``, ``file``, ``start``, ``end`` (token offsets, end exclusive, EOS included),
+``num_tokens`` and every attribute column carried from upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = "curation.tokens/1"
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """Smallest unsigned dtype that holds every id < vocab_size."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype).newbyteorder("<")
+    return np.dtype(np.uint64).newbyteorder("<")
+
+
+def pack_documents(token_lists: list[list[int]], eos_id: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate documents, EOS after each. Returns (tokens, offsets of length n+1)."""
+    lengths = np.fromiter((len(t) + 1 for t in token_lists), dtype=np.int64, count=len(token_lists))
+    offsets = np.zeros(len(token_lists) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.empty(int(offsets[-1]), dtype=dtype)
+    for i, ids in enumerate(token_lists):
+        start, end = offsets[i], offsets[i + 1]
+        tokens[start : end - 1] = ids
+        tokens[end - 1] = eos_id
+    return tokens, offsets
+
+
+def to_bytes(tokens: np.ndarray) -> bytes:
+    return np.ascontiguousarray(tokens, dtype=tokens.dtype.newbyteorder("<")).tobytes()
+
+
+def open_tokens(path: str | Path, dtype: np.dtype | str) -> np.memmap:
+    """Memory-map a token file; nothing is read until sliced."""
+    return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    path: str
+    sha256: str
+    vocab_size: int
+    eos_id: int
+    bos_id: int | None
+    pad_id: int | None
+    dtype: str
+
+
+_EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+_PAD_CANDIDATES = ("<|padding|>", "<|pad|>", "<pad>", "[PAD]")
+_BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>")
+
+
+def tokenizer_info(path: str, eos_token: str | None = None) -> TokenizerInfo:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(path)
+    data = Path(path).read_bytes()
+
+    def first(candidates: tuple[str, ...]) -> int | None:
+        for token in candidates:
+            token_id = tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return None
+
+    eos = tokenizer.token_to_id(eos_token) if eos_token else first(_EOS_CANDIDATES)
+    if eos is None:
+        raise ValueError(f"{path}: no EOS token found (tried {eos_token or _EOS_CANDIDATES}); set eos_token")
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    return TokenizerInfo(
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        vocab_size=vocab,
+        eos_id=eos,
+        bos_id=first(_BOS_CANDIDATES),
+        pad_id=first(_PAD_CANDIDATES),
+        dtype=dtype_for_vocab(max(vocab, eos + 1)).str,
+    )
