@@ -235,7 +235,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def _print_table(table, fmt: str) -> None:
     if fmt == "json":
         for row in table.to_pylist():
-            print(json.dumps(row, default=str))
+            print(json.dumps(row, default=_json_value))
         return
     if fmt == "csv":
         import pyarrow.csv as pacsv
@@ -251,6 +251,14 @@ def _print_table(table, fmt: str) -> None:
     for row in table.to_pylist():
         out.add_row(*("" if v is None else str(v) for v in row.values()))
     Console(width=160).print(out)
+
+
+def _json_value(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):  # DuckDB's sum() over integers is a HUGEINT, i.e. a decimal
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -99,7 +99,7 @@ def query(run_root: str, sql: str, storage: fio.Storage | None = None):
     """Run SQL over a run's views; returns a pyarrow Table."""
     connection, _ = connect(run_root, storage)
     try:
-        return connection.execute(sql).fetch_arrow_table()
+        return connection.execute(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise CurationError(f"SQL error: {exc}") from None
     finally:

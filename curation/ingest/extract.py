@@ -203,6 +203,9 @@ class ExtractStage(Stage):
         if not record.payload:
             stats.dropped["empty_record"] += 1
             return None
+        if record.record_type == "resource" and not record.url.startswith(("http://", "https://")):
+            stats.dropped["non_web_resource"] += 1  # e.g. wget's log stored as metadata://
+            return None
         content_type = record.content_type.split(";")[0].strip()
         if record.record_type == "conversion" or content_type == "text/plain" and record.record_type != "response":
             from resiliparse.parse.encoding import bytes_to_str

@@ -1,0 +1,86 @@
+"""Shared fixtures: the fixture data in ../shared/data, a small demo crawl, the CLI as a subprocess,
+and a real S3 endpoint (moto's server) on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CURATE = [sys.executable, "-m", "curation.cli"]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("CURATION_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "MANIFEST.md").is_file():
+        pytest.skip(f"fixture data not found at {path} (set CURATION_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(shared_data: Path) -> Path:
+    return shared_data / "tokenizers" / "allenai_gpt-neox-olmo-dolma-v1_5.json"
+
+
+@pytest.fixture(scope="session")
+def small_crawl(tmp_path_factory) -> list[str]:
+    """A 480-page demo crawl in 8 WARC files (8 shards per stage)."""
+    from curation.ingest.demo_crawl import DemoCrawl, DemoCrawlConfig
+
+    directory = tmp_path_factory.mktemp("crawl")
+    return DemoCrawl(DemoCrawlConfig(pages=480, files=8, seed=7)).write(str(directory))
+
+
+def run_curate(args: list[str], env: dict[str, str] | None = None, timeout: float = 600,
+               check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("CURATION_DATA", str(shared_data_dir()))
+    result = subprocess.run([*CURATE, *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"curate {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on loopback. s3fs fails with moto when region_name is passed, so the
+    region comes from AWS_DEFAULT_REGION."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield endpoint, env
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

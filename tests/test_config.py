@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from curation.core.config import apply_overrides, expand_env
+from curation.core.errors import ConfigError
+from curation.core.pipeline import load_pipeline
+
+
+def test_dotted_overrides_are_typed():
+    pipeline = load_pipeline("dclm_baseline", ["extract.max_payload_bytes=1000", "ray.num_cpus=2",
+                                               "select.where=language = 'en'"])
+    assert pipeline.stage("extract").config.max_payload_bytes == 1000
+    assert pipeline.ray.num_cpus == 2
+    assert pipeline.stage("select").config.where == "language = 'en'"
+
+
+def test_filter_thresholds_come_from_yaml():
+    pipeline = load_pipeline("dclm_baseline")
+    steps = {s["type"]: s for s in pipeline.stage("filter").config.steps}
+    assert steps["page_length"] == {"type": "page_length", "min_words": 50, "max_words": 100000}
+    assert steps["language"]["min_score"] == 0.65
+    assert steps["word_removal_ratio"]["max_fraction"] == 0.05
+
+
+def test_wrong_type_names_the_field():
+    with pytest.raises(ConfigError, match=r"^extract\.language_id"):
+        load_pipeline("dclm_baseline", ["extract.language_id=[1, 2]"])
+
+
+def test_apply_overrides_creates_levels():
+    assert apply_overrides({}, ["a.b.c=3"]) == {"a": {"b": {"c": 3}}}
+    with pytest.raises(ConfigError):
+        apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_env_expansion(monkeypatch):
+    monkeypatch.setenv("CURATION_TEST_X", "/data")
+    assert expand_env("${CURATION_TEST_X}/t.json") == "/data/t.json"
+    assert expand_env("${CURATION_TEST_UNSET:-/d}/t") == "/d/t"
+    with pytest.raises(ConfigError):
+        expand_env("${CURATION_TEST_UNSET}")
