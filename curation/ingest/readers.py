@@ -43,12 +43,17 @@ class RawRecord:
 
 
 def _looks_like_warc_member(handle: BinaryIO, offset: int) -> bool:
+    """A gzip member that inflates to ``WARC/1.`` (or to a prefix of it, when the file ends)."""
     handle.seek(offset)
     head = handle.read(4096)
     try:
-        return zlib.decompressobj(wbits=31).decompress(head, 16).startswith(_WARC_MAGIC)
+        inflated = zlib.decompressobj(wbits=31).decompress(head, 16)
     except zlib.error:
         return False
+    if inflated.startswith(_WARC_MAGIC):
+        return True
+    # Near the end of the file a truncated member may not inflate to anything yet.
+    return len(head) < 4096 and _WARC_MAGIC.startswith(inflated[: len(_WARC_MAGIC)])
 
 
 def _find_next_start(handle: BinaryIO, after: int, compressed: bool) -> int | None:
@@ -80,8 +85,14 @@ def _byte_at(handle: BinaryIO, offset: int) -> bytes:
 
 
 def _is_gzip(handle: BinaryIO) -> bool:
+    """Gzip-member WARC, also when the first member's header itself is damaged."""
     handle.seek(0)
-    return handle.read(2) == b"\x1f\x8b"
+    head = handle.read(len(_WARC_MAGIC))
+    if head[:2] == b"\x1f\x8b":
+        return True
+    if head.startswith(_WARC_MAGIC):
+        return False
+    return _find_next_start(handle, 1, compressed=True) is not None
 
 
 _WANTED = WarcRecordType.response | WarcRecordType.conversion | WarcRecordType.resource
@@ -147,21 +158,75 @@ def _to_raw(record: Any, offset: int, errors: Counter, max_payload_bytes: int) -
         "language_hint": headers.get("WARC-Identified-Content-Language"),
     }
     length = record.content_length
-    if record_type == "response":
-        try:
-            record.parse_http()
-        except Exception:
-            errors["bad_http_headers"] += 1
-            return None
-        content_type = (record.http_content_type or "").lower()
-        charset = record.http_charset
-    else:
-        content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-        charset = "utf-8"
+    warc_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if length > max_payload_bytes:
-        return RawRecord(content_type=content_type, charset=charset, payload=None, payload_length=length, **common)
-    payload = record.reader.read()
+        return RawRecord(content_type=warc_type, charset=None, payload=None, payload_length=length, **common)
+    block = record.reader.read()
+    if len(block) < length:
+        errors["truncated_record"] += 1  # the file ends (or a member breaks) inside this record
+        return None
+    if record_type != "response":
+        return RawRecord(content_type=warc_type, charset="utf-8", payload=block, payload_length=len(block), **common)
+    try:
+        content_type, charset, payload = parse_http_response(block)
+    except ValueError:
+        errors["bad_http_headers"] += 1
+        return None
     return RawRecord(content_type=content_type, charset=charset, payload=payload, payload_length=len(payload), **common)
+
+
+def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
+    """(content type, charset, decoded body) of a raw HTTP response block."""
+    head, separator, body = block.partition(b"\r\n\r\n")
+    if not separator:
+        head, separator, body = block.partition(b"\n\n")
+    if not separator or not head.startswith(b"HTTP/"):
+        raise ValueError("not an HTTP response")
+    fields: dict[str, str] = {}
+    for line in head.decode("latin-1").splitlines()[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            fields[name.strip().lower()] = value.strip()
+    content_type, _, params = fields.get("content-type", "").partition(";")
+    charset = None
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip("\"'").lower()
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    encoding = fields.get("content-encoding", "").lower()
+    if encoding in ("gzip", "x-gzip", "deflate", "br"):
+        body = _decompress(body, encoding)
+    return content_type.strip().lower(), charset, body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, position = bytearray(), 0
+    while position < len(body):
+        line_end = body.find(b"\r\n", position)
+        if line_end == -1:
+            return body  # not really chunked (crawlers often store it decoded)
+        try:
+            size = int(body[position:line_end].split(b";")[0], 16)
+        except ValueError:
+            return body
+        if size == 0:
+            break
+        out += body[line_end + 2 : line_end + 2 + size]
+        position = line_end + 2 + size + 2
+    return bytes(out)
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    try:
+        if encoding == "br":
+            import brotli
+
+            return brotli.decompress(body)
+        return zlib.decompressobj(wbits=47 if encoding != "deflate" else 15).decompress(body)
+    except Exception:
+        return body  # stored already decoded, as Common Crawl does
 
 
 def iter_jsonl(handle: BinaryIO, path: str, errors: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
