@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from curation.dedup.minhash import EMPTY, ShingleSpec, optimal_bands, shingle_hashes, signatures
 
 
-def _sigs(texts: list[str], num_perm: int = 64, spec: ShingleSpec = ShingleSpec()) -> np.ndarray:
-    hashes, offsets = shingle_hashes(pa.array(texts, pa.string()), spec)
+def _sigs(texts: list[str], num_perm: int = 64, spec: ShingleSpec | None = None) -> np.ndarray:
+    hashes, offsets = shingle_hashes(pa.array(texts, pa.string()), spec or ShingleSpec())
     return signatures(hashes, offsets, num_perm)
 
 
