@@ -5,6 +5,7 @@
     curate status RUN
     curate extract --input PATHS --output DIR
     curate filter --input DIR --output DIR
+    curate dedup --input DOCS --output DIR [--threshold 0.8] [--ngram 5] [--num-perm N]
     curate tokenize --input DOCS --tokenizer PATH --output DIR
 
 Configuration errors are reported as one line (``curate: error: ...``), never a traceback.
@@ -86,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--tokenizer", required=True, help="path to a tokenizer.json")
     tok.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(tok)
+    dedup = sub.add_parser("dedup", help="global exact + MinHash LSH deduplication (attributes)",
+                           description="Cluster near-duplicates of DOCS (JSONL or Parquet with id and text) globally on "
+                                       "Ray and write Parquet with every input column plus cluster_id, cluster_size and "
+                                       "is_duplicate (one keeper per cluster).")
+    dedup.add_argument("--input", nargs="+", required=True, help="JSONL(.gz) or Parquet files, or a curate output directory")
+    dedup.add_argument("--output", required=True, help="output directory")
+    dedup.add_argument("--threshold", type=float, default=0.8, help="target Jaccard similarity of n-gram sets (default 0.8)")
+    dedup.add_argument("--ngram", type=int, default=5, help="shingle size in words (default 5)")
+    dedup.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
+    dedup.add_argument("--id-field", default="id")
+    dedup.add_argument("--text-field", default="text")
+    _add_common_run_options(dedup)
     return parser
 
 
@@ -175,6 +188,55 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_filter(args: argparse.Namespace) -> int:
     return _single_stage(args, "heuristic_filter", {})
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from curation.core import io as fio
+
+    storage = _storage(args)
+    run_root = fio.normalize_root(args.output)
+    inputs = resolve_inputs(args.input, run_root, storage)
+    args.input = jsonl_to_parquet(inputs, fio.join(run_root, "_input"), storage, args.id_field, args.text_field)
+    options = {"threshold": args.threshold, "ngram": args.ngram, "num_perm": args.num_perm,
+               "id_column": args.id_field, "text_column": args.text_field, "url": False}
+    return _single_stage(args, "dedup", options)
+
+
+def jsonl_to_parquet(inputs: list[str], directory: str, storage, id_field: str, text_field: str) -> list[str]:
+    """JSONL inputs become Parquet shards (one per file); Parquet inputs pass through."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    from curation.core import io as fio
+
+    out = []
+    for index, path in enumerate(inputs):
+        name = path.rsplit("/", 1)[-1]
+        if ".parquet" in name:
+            out.append(path)
+            continue
+        fs, p = fio.filesystem(path, storage)
+        with fs.open(p, "rb") as raw, pa.input_stream(raw, compression=_compression(name)) as stream:
+            try:
+                table = pajson.read_json(stream)
+            except pa.ArrowInvalid as exc:
+                raise CurationError(f"{path}: not valid JSONL ({exc})") from None
+        for field in (id_field, text_field):
+            if field not in table.schema.names:
+                raise CurationError(f"{path}: no field {field!r} (fields: {', '.join(table.schema.names)})")
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        target = fio.join(directory, f"part-{index:05d}.parquet")
+        fio.write_atomic(target, buffer.getvalue(), storage)
+        out.append(target)
+    return out
+
+
+def _compression(name: str) -> str | None:
+    return {"gz": "gzip", "zst": "zstd", "bz2": "bz2"}.get(name.rsplit(".", 1)[-1])
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -278,7 +340,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "stats": cmd_stats, "status": cmd_status,
-    "extract": cmd_extract, "filter": cmd_filter, "tokenize": cmd_tokenize,
+    "extract": cmd_extract, "filter": cmd_filter, "dedup": cmd_dedup, "tokenize": cmd_tokenize,
 }
 
 

@@ -62,7 +62,7 @@ def test_worker_node_removed_mid_stage(small_crawl, tmp_path, monkeypatch, share
         ray.shutdown()
         cluster.shutdown()
 
-    for stage in ("extract", "filter", "select"):
+    for stage in ("extract", "filter", "dedup", "select"):
         got, want = _ids(run / stage), _ids(reference / stage)
         assert len(got) == len(set(got)), f"{stage}: duplicated documents"
         assert sorted(got) == sorted(want), f"{stage}: documents lost or added"

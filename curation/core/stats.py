@@ -137,6 +137,12 @@ def funnel(stages: list[StageInfo]) -> list[FunnelStep]:
             tokens = int(totals.get("extra", {}).get("tokens", 0))
             steps.append(FunnelStep(f"{stage.name}", totals["docs_out"], f"{tokens:,} tokens"))
             continue
+        flagged = totals.get("flagged", {})
+        if flagged:  # attribute stages (dedup, scorers): what selection will remove
+            previous = steps[-1].documents
+            steps.append(FunnelStep(f"{stage.name}: {', '.join(sorted(flagged))}", previous - sum(flagged.values()),
+                                    f"-{sum(flagged.values()):,}"))
+            continue
         note = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])[:4])
         steps.append(FunnelStep(stage.name, totals["docs_out"], note))
     return steps

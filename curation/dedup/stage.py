@@ -1,0 +1,328 @@
+"""Global fuzzy and exact deduplication as a stage: attributes, not deletions.
+
+The stage resolves clusters over the whole input before its per-shard pass, as a chain of Ray
+task rounds in which every task sees one shard or one hash partition, never the corpus:
+
+1. signatures (one task per shard): MinHash, band keys, exact content and URL keys, 8-bit
+   sketches; bucket rows go out split into P partitions by key, node rows by node.
+2. buckets (one task per partition): group equal keys, verify candidates, emit edges.
+3. connected components: large-star / small-star rounds over P edge partitions.
+4. clusters: sizes per component root, then every member routed back to its shard.
+
+A node is a document's rank key, so the smallest node of a component is its keeper: the highest
+``score_column`` (quantised to 16 bits) when set, ties and the no-score case broken by the
+64-bit hash of the document id. Same input, same survivors, whatever P or the shard count.
+The per-shard pass then adds ``cluster_id``, ``cluster_size`` and ``is_duplicate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from curation.core import io as fio
+from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
+from curation.dedup.components import connected_components, partition_of
+from curation.dedup.lsh import band_keys, bbit, verify_group
+from curation.dedup.minhash import EMPTY, ShingleSpec, normalize, optimal_bands, shingle_hashes, signatures
+
+CLUSTERS_DIR = "_clusters"
+
+
+@dataclass
+class DedupConfig:
+    threshold: float = 0.8  # target Jaccard of word n-gram sets
+    verify_threshold: float | None = None  # estimated-Jaccard cut for candidates (default: threshold - 0.1)
+    lsh_threshold: float | None = None  # the threshold bands are tuned for (default: verify_threshold - 0.05)
+    ngram: int = 5
+    shingle: str = "word"  # word | char
+    num_perm: int = 128
+    bands: int | None = None  # default: datasketch's optimal (bands, rows) for lsh_threshold
+    rows: int | None = None
+    false_positive_weight: float = 0.5
+    false_negative_weight: float = 0.5
+    exact: bool = True  # exact duplicates of the normalised content
+    url: bool = True  # same URL
+    score_column: str | None = None  # keep the highest score in a cluster (e.g. quality_fasttext)
+    require: list[str] = dataclasses.field(default_factory=list)  # only rows where these bool columns are true take part
+    text_column: str = "text"
+    id_column: str = "id"
+    url_column: str = "url"
+    partitions: int | None = None  # hash partitions for buckets and components (default: 2 x CPUs)
+    seed: int = 1
+    batch_size: int = 2048
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ValueError("threshold must be in (0, 1]")
+        if self.shingle not in ("word", "char"):
+            raise ValueError("shingle must be word or char")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError("bands x rows must not exceed num_perm")
+
+    @property
+    def verify_at(self) -> float:
+        return self.verify_threshold if self.verify_threshold is not None else max(self.threshold - 0.1, 0.05)
+
+    def banding(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        target = self.lsh_threshold if self.lsh_threshold is not None else max(self.verify_at - 0.05, 0.05)
+        return optimal_bands(target, self.num_perm, self.false_positive_weight, self.false_negative_weight)
+
+
+# -- task bodies (plain functions; the stage wraps them with ray.remote) -----------------------
+_EXACT_BAND, _URL_BAND = 65534, 65535
+
+
+def node_ids(ids: list[str], scores: np.ndarray | None) -> np.ndarray:
+    id_hash = np.fromiter((xxhash.xxh3_64_intdigest(i.encode()) for i in ids), dtype=np.uint64, count=len(ids))
+    if scores is None:
+        return id_hash
+    quantised = np.round((1.0 - np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)) * 65535).astype(np.uint64)
+    return (quantised << np.uint64(48)) | (id_hash >> np.uint64(16))
+
+
+def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[str, Any], partitions: int):
+    c = DedupConfig(**config)
+    bands, rows = c.banding()
+    fs, p = fio.filesystem(path, fio.Storage(**storage))
+    with fs.open(p, "rb") as handle:
+        columns = [c.id_column, c.text_column] + ([c.url_column] if c.url else []) + ([c.score_column] if c.score_column else [])
+        table = pq.read_table(handle, columns=columns + list(c.require))
+    eligible = np.ones(table.num_rows, dtype=bool)
+    for column in c.require:
+        eligible &= pc.fill_null(table.column(column), False).to_numpy(zero_copy_only=False).astype(bool)
+    ids = [str(x) for x in table.column(c.id_column).to_pylist()]
+    scores = table.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64) if c.score_column else None
+    nodes = node_ids(ids, scores)
+    hashes, offsets = shingle_hashes(table.column(c.text_column), ShingleSpec(c.ngram, c.shingle))
+    sigs = signatures(hashes, offsets, c.num_perm, c.seed)
+    has_shingles = ~(sigs == EMPTY).all(axis=1)
+    keys = band_keys(sigs, bands, rows)
+    sketch = bbit(sigs)
+    key_parts, band_parts, node_parts, sketch_rows = [], [], [], []
+    doc_index = np.flatnonzero(has_shingles & eligible)
+    for b in range(bands):
+        key_parts.append(keys[doc_index, b])
+        band_parts.append(np.full(len(doc_index), b, dtype=np.uint16))
+        node_parts.append(nodes[doc_index])
+        sketch_rows.append(doc_index)
+    if c.exact:
+        normalized = normalize(table.column(c.text_column)).to_pylist()
+        content = np.fromiter((xxhash.xxh3_64_intdigest(t.encode()) for t in normalized), dtype=np.uint64, count=len(normalized))
+        key_parts.append(content[doc_index])
+        band_parts.append(np.full(len(doc_index), _EXACT_BAND, dtype=np.uint16))
+        node_parts.append(nodes[doc_index])
+        sketch_rows.append(doc_index)
+    if c.url:
+        urls = table.column(c.url_column).to_pylist()
+        with_url = np.array([bool(u) for u in urls], dtype=bool) & eligible
+        url_keys = np.fromiter((xxhash.xxh3_64_intdigest((u or "").strip().lower().encode()) for u in urls),
+                               dtype=np.uint64, count=len(urls))
+        key_parts.append(url_keys[with_url])
+        band_parts.append(np.full(int(with_url.sum()), _URL_BAND, dtype=np.uint16))
+        node_parts.append(nodes[with_url])
+        sketch_rows.append(np.flatnonzero(with_url))
+    key = np.concatenate(key_parts)
+    band = np.concatenate(band_parts)
+    node = np.concatenate(node_parts)
+    rows_for_sketch = np.concatenate(sketch_rows)
+    with np.errstate(over="ignore"):
+        destination = partition_of(key ^ band.astype(np.uint64), partitions)
+    buckets = []
+    for q in range(partitions):
+        mask = destination == q
+        buckets.append({"key": key[mask], "band": band[mask], "node": node[mask], "sketch": sketch[rows_for_sketch[mask]]})
+    node_partition = partition_of(nodes, partitions)
+    directory = []
+    for q in range(partitions):
+        mask = node_partition == q
+        directory.append({"node": nodes[mask], "shard": np.full(int(mask.sum()), shard, np.int32),
+                          "row": np.flatnonzero(mask).astype(np.int64)})
+    return (*buckets, *directory) if partitions > 0 else ()
+
+
+def bucket_task(verify_at: float, *blocks: dict[str, np.ndarray]):
+    key = np.concatenate([b["key"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
+    band = np.concatenate([b["band"] for b in blocks]) if blocks else np.zeros(0, np.uint16)
+    node = np.concatenate([b["node"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
+    sketch = np.concatenate([b["sketch"] for b in blocks]) if blocks else np.zeros((0, 1), np.uint8)
+    order = np.lexsort((node, key, band))
+    key, band, node, sketch = key[order], band[order], node[order], sketch[order]
+    if len(key) == 0:
+        return np.zeros((2, 0), np.uint64), np.zeros(3, np.int64)
+    boundary = np.flatnonzero(np.concatenate([[True], (key[1:] != key[:-1]) | (band[1:] != band[:-1]), [True]]))
+    sizes = np.diff(boundary)
+    sources, targets = [], []
+    candidates = compared = 0
+    for g in np.flatnonzero(sizes >= 2):
+        lo, hi = boundary[g], boundary[g + 1]
+        members = node[lo:hi]
+        unique_members, first = np.unique(members, return_index=True)
+        if len(unique_members) < 2:
+            continue
+        candidates += len(unique_members) * (len(unique_members) - 1) // 2
+        if band[lo] == _URL_BAND or band[lo] == _EXACT_BAND:
+            s, t, n = verify_group(unique_members, None, verify_at)
+        else:
+            s, t, n = verify_group(unique_members, sketch[lo:hi][first], verify_at)
+        compared += n
+        sources.append(s)
+        targets.append(t)
+    if sources:
+        edges = np.stack([np.concatenate(sources), np.concatenate(targets)]).astype(np.uint64)
+        edges = np.unique(np.sort(edges, axis=0).T, axis=0).T if edges.shape[1] else edges
+    else:
+        edges = np.zeros((2, 0), np.uint64)
+    return edges, np.array([candidates, compared, edges.shape[1]], dtype=np.int64)
+
+
+def members_by_root(partitions: int, *label_blocks: np.ndarray):
+    """Component sizes per root; every member (root included) sent to its node's partition."""
+    labels = np.concatenate(label_blocks, axis=1) if label_blocks else np.zeros((2, 0), np.uint64)
+    nodes, roots = labels[0], labels[1]
+    unique_roots, counts = np.unique(roots, return_counts=True)
+    all_nodes = np.concatenate([nodes, unique_roots])
+    all_roots = np.concatenate([roots, unique_roots])
+    size = np.concatenate([counts[np.searchsorted(unique_roots, roots)], counts]) + 1
+    destination = partition_of(all_nodes, partitions)
+    out = []
+    for q in range(partitions):
+        mask = destination == q
+        out.append(np.stack([all_nodes[mask], all_roots[mask], size[mask].astype(np.uint64)]))
+    return out if partitions > 1 else out[0]
+
+
+def route_to_shards(shards: int, directory_blocks: int, *blocks):
+    """Join members with the node directory of the same partition; split by shard.
+
+    ``blocks``: ``directory_blocks`` node-directory blocks, then the member blocks (all top-level
+    arguments, so Ray resolves them)."""
+    directory, member_blocks = blocks[:directory_blocks], blocks[directory_blocks:]
+    members = np.concatenate(member_blocks, axis=1) if member_blocks else np.zeros((3, 0), np.uint64)
+    nodes = np.concatenate([d["node"] for d in directory]) if directory else np.zeros(0, np.uint64)
+    shard = np.concatenate([d["shard"] for d in directory]) if directory else np.zeros(0, np.int32)
+    row = np.concatenate([d["row"] for d in directory]) if directory else np.zeros(0, np.int64)
+    order = np.argsort(members[0], kind="stable")
+    members = members[:, order]
+    position = np.searchsorted(members[0], nodes)
+    found = (position < members.shape[1]) & (members[0][np.minimum(position, max(members.shape[1] - 1, 0))] == nodes) \
+        if members.shape[1] else np.zeros(len(nodes), dtype=bool)
+    position = position[found]
+    out = []
+    for s in range(shards):
+        mask = shard[found] == s
+        out.append({"row": row[found][mask], "node": nodes[found][mask],
+                    "root": members[1][position[mask]], "size": members[2][position[mask]]})
+    return out if shards > 1 else out[0]
+
+
+def write_clusters(path: str, storage: dict[str, Any], *blocks: dict[str, np.ndarray]) -> int:
+    row = np.concatenate([b["row"] for b in blocks]) if blocks else np.zeros(0, np.int64)
+    root = np.concatenate([b["root"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
+    size = np.concatenate([b["size"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
+    node = np.concatenate([b["node"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
+    order = np.argsort(row, kind="stable")
+    table = pa.table({"row": row[order], "node": node[order], "root": root[order], "size": size[order].astype(np.int64)})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    fio.write_atomic(path, buffer.getvalue(), fio.Storage(**storage))
+    return len(row)
+
+
+@register("dedup")
+class DedupStage(BatchStage):
+    """Adds ``cluster_id``, ``cluster_size`` and ``is_duplicate``; ``select`` removes duplicates."""
+
+    Config = DedupConfig
+
+    def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
+        import ray
+
+        c = self.config
+        partitions = c.partitions or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        bands, rows = c.banding()
+        storage = dataclasses.asdict(ctx.storage)
+        config = dataclasses.asdict(c)
+        tasks = self.plan(inputs, ctx)
+        signature = ray.remote(num_returns=2 * partitions, num_cpus=c.num_cpus)(signature_task)
+        outputs = [signature.remote(path, i, config, storage, partitions) for i, path in enumerate(inputs)]
+        bucket = ray.remote(num_returns=2)(bucket_task)
+        bucket_results = [bucket.remote(c.verify_at, *[o[q] for o in outputs]) for q in range(partitions)]
+        edge_refs = [r[0] for r in bucket_results]
+        counts = np.sum(ray.get([r[1] for r in bucket_results]), axis=0)
+        label_refs = connected_components(edge_refs, partitions)
+        members = ray.remote(num_returns=partitions)(members_by_root)
+        member_parts = [members.remote(partitions, label_refs[q]) for q in range(partitions)]
+        if partitions == 1:
+            member_parts = [[m] for m in member_parts]
+        route = ray.remote(num_returns=len(inputs))(route_to_shards)
+        routed = []
+        for q in range(partitions):
+            directory = [o[partitions + q] for o in outputs]
+            routed.append(route.remote(len(inputs), len(directory), *directory, *[m[q] for m in member_parts]))
+        if len(inputs) == 1:
+            routed = [[r] for r in routed]
+        write = ray.remote(write_clusters)
+        written = ray.get([
+            write.remote(fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet"), storage, *[r[i] for r in routed])
+            for i, task in enumerate(tasks)
+        ])
+        summary = {
+            "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,
+            "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
+            "clustered_documents": int(sum(written)),
+        }
+        print(f"[{ctx.stage_name}] LSH {bands} bands x {rows} rows (num_perm {c.num_perm}), verify at "
+              f"{c.verify_at:.2f}: {summary['candidate_pairs']:,} candidate pairs, {summary['verified_edges']:,} edges, "
+              f"{summary['clustered_documents']:,} documents in clusters", flush=True)
+        return summary
+
+    def run_shard(self, task: ShardTask, ctx: StageContext):
+        path = fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet")
+        fs, p = fio.filesystem(path, ctx.storage)
+        with fs.open(p, "rb") as handle:
+            clusters = pq.read_table(handle)
+        self._clusters = {
+            "row": clusters.column("row").to_numpy(),
+            "node": clusters.column("node").to_numpy(),
+            "root": clusters.column("root").to_numpy(),
+            "size": clusters.column("size").to_numpy(),
+        }
+        self._row_offset = 0
+        return super().run_shard(task, ctx)
+
+    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+        n = batch.num_rows
+        c = self.config
+        clusters = getattr(self, "_clusters", None)
+        start = getattr(self, "_row_offset", 0)
+        self._row_offset = start + n
+        ids = [str(x) for x in batch.column(c.id_column).to_pylist()] if n else []
+        scores = (pc.fill_null(batch.column(c.score_column), 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+                  if c.score_column and n else None)
+        nodes = node_ids(ids, scores) if n else np.zeros(0, np.uint64)
+        root = nodes.copy()
+        size = np.ones(n, dtype=np.int64)
+        if clusters is not None and n:
+            lo, hi = np.searchsorted(clusters["row"], [start, start + n])
+            rows = clusters["row"][lo:hi] - start
+            root[rows] = clusters["root"][lo:hi]
+            size[rows] = clusters["size"][lo:hi]
+        duplicate = root != nodes
+        stats.flagged["duplicate"] += int(duplicate.sum())
+        return (batch.append_column("cluster_id", pa.array([f"{r:016x}" for r in root.tolist()], pa.string()))
+                .append_column("cluster_size", pa.array(size, pa.int64()))
+                .append_column("is_duplicate", pa.array(duplicate, pa.bool_())))

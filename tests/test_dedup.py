@@ -1,0 +1,147 @@
+"""Global dedup: components against union-find, determinism across partitions and shards,
+planted duplicates, the keeper rule, and the `curate dedup` contract."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_curate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _union_find_labels(edges: list[tuple[int, int]]) -> dict[int, int]:
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in list(parent)}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=0, max_size=80), st.integers(1, 4),
+       st.integers(1, 3))
+def test_components_match_union_find(ray_local, edges, partitions, blocks):
+    import ray
+
+    from curation.dedup.components import connected_components
+
+    edges = [(a, b) for a, b in edges if a != b]
+    array = np.array(edges, dtype=np.uint64).T.reshape(2, -1)
+    chunks = np.array_split(np.arange(array.shape[1]), blocks)
+    labels = np.concatenate(ray.get(connected_components([array[:, c] for c in chunks], partitions)), axis=1)
+    got = {int(n): int(lab) for n, lab in labels.T}
+    expected = _union_find_labels(edges)
+    for node, root in expected.items():
+        assert got.get(node, node) == root
+    assert set(got) == {n for n, r in expected.items() if n != r}
+
+
+def _planted_corpus(seed: int = 3) -> tuple[list[dict], dict[str, str]]:
+    """Originals, exact copies, 1-word edits (near duplicates) and unrelated documents.
+    Returns rows and, per duplicate id, the id of the original it copies."""
+    from pydoc_data.topics import topics
+
+    words = re.sub(r"\s+", " ", " ".join(topics.values())).split()
+    rng = random.Random(seed)
+    rows, truth = [], {}
+    starts = rng.sample(range(0, len(words) - 400, 400), 60)  # disjoint windows: unrelated originals
+    for k, start in enumerate(starts):
+        text = " ".join(words[start : start + 250])
+        rows.append({"id": f"orig-{k}", "text": text, "url": f"https://a.example/{k}", "score": rng.random()})
+        if k % 3 == 0:
+            rows.append({"id": f"copy-{k}", "text": text, "url": f"https://b.example/{k}", "score": rng.random()})
+            truth[f"copy-{k}"] = f"orig-{k}"
+        if k % 4 == 0:
+            edited = text.split()
+            edited[rng.randrange(len(edited))] = "zebra"
+            rows.append({"id": f"near-{k}", "text": " ".join(edited), "url": f"https://c.example/{k}", "score": rng.random()})
+            truth[f"near-{k}"] = f"orig-{k}"
+    rng.shuffle(rows)
+    return rows, truth
+
+
+def _run_dedup(rows: list[dict], tmp_path, shards: int, partitions: int, **options) -> dict[str, dict]:
+    from curation.core.pipeline import pipeline_from_tree
+    from curation.core.runner import Runner
+
+    inputs = []
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), shards)):
+        path = tmp_path / f"in-{shards}-{partitions}" / f"part-{i:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist([rows[j] for j in part]), path)
+        inputs.append(str(path))
+    tree = {"name": "d", "stages": {"dedup": {"kind": "dedup", "partitions": partitions, **options}}}
+    out = tmp_path / f"out-{shards}-{partitions}"
+    Runner(pipeline_from_tree(tree, [], None), str(out), echo=lambda m: None, flat=True).run(inputs)
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])
+    return {r["id"]: r for r in table.to_pylist()}
+
+
+def test_planted_duplicates_found_and_deterministic(ray_local, tmp_path):
+    rows, truth = _planted_corpus()
+    results = [_run_dedup(rows, tmp_path, shards, partitions) for shards, partitions in ((1, 1), (3, 2), (4, 7))]
+    first = results[0]
+    for other in results[1:]:
+        assert {k: (v["cluster_id"], v["is_duplicate"]) for k, v in other.items()} == \
+               {k: (v["cluster_id"], v["is_duplicate"]) for k, v in first.items()}
+    for duplicate, original in truth.items():
+        assert first[duplicate]["cluster_id"] == first[original]["cluster_id"]
+        assert first[duplicate]["cluster_size"] >= 2
+    clusters = {}
+    for row in first.values():
+        clusters.setdefault(row["cluster_id"], []).append(row)
+    for members in clusters.values():
+        assert sum(not m["is_duplicate"] for m in members) == 1  # exactly one keeper
+        assert all(m["cluster_size"] == len(members) for m in members)
+    unrelated = [r for r in first.values() if r["id"].startswith("orig-") and r["cluster_size"] == 1]
+    assert len(unrelated) >= 60 - len({o for o in truth.values()}) - 2
+
+
+def test_keeper_is_highest_score(ray_local, tmp_path):
+    rows, truth = _planted_corpus(seed=5)
+    result = _run_dedup(rows, tmp_path, 2, 3, score_column="score")
+    clusters = {}
+    for row in result.values():
+        clusters.setdefault(row["cluster_id"], []).append(row)
+    for members in clusters.values():
+        keeper = next(m for m in members if not m["is_duplicate"])
+        assert keeper["score"] == max(m["score"] for m in members)
+
+
+def test_curate_dedup_cli_on_jsonl(tmp_path):
+    rows, truth = _planted_corpus(seed=9)
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps({"doc_id": r["id"], "body": r["text"]}) for r in rows) + "\n")
+    out = tmp_path / "out"
+    run_curate(["dedup", "--input", str(path), "--output", str(out), "--threshold", "0.8", "--ngram", "5",
+                "--num-perm", "128", "--id-field", "doc_id", "--text-field", "body"])
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])
+    assert {"doc_id", "cluster_id", "cluster_size", "is_duplicate"} <= set(table.schema.names)
+    result = {r["doc_id"]: r for r in table.to_pylist()}
+    assert len(result) == len(rows)
+    assert sum(r["is_duplicate"] for r in result.values()) == len(truth)
