@@ -183,12 +183,12 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 1,
-               chunk_shingles: int = 32_768) -> np.ndarray:
+               chunk_shingles: int = 1024) -> np.ndarray:
     """uint32 MinHash signatures, shape (n_docs, num_perm); documents without shingles get EMPTY.
 
     Permutation j maps a shingle hash x to the high 32 bits of (a_j x + b_j) mod 2^64, computed
     as 32-bit multiply-adds of x's high half (a 2-universal family), a few hundred documents at a
-    time so the (shingles x num_perm) block stays in cache.
+    time so the (shingles x num_perm) block stays in L2 cache (1024 shingles measured fastest).
     """
     n_docs = len(offsets) - 1
     out = np.full((n_docs, num_perm), EMPTY, dtype=np.uint32)
