@@ -269,6 +269,10 @@ def print_summary(run_root: str, storage, seconds: float, plot: bool = True) -> 
                       f"{t['bytes_in'] / 1e6:.1f}", f"{t['bytes_out'] / 1e6:.1f}", top)
     console.print(table)
     console.print("(~reason: flagged as an attribute; removed by `select`)")
+    for stage in stages:
+        resolved = (stage.manifest or {}).get("resolved") or {}
+        if resolved:
+            console.print(f"{stage.name} resolved: {_compact(resolved)}", highlight=False)
     if tokens:
         console.print(f"tokens written: {tokens:,}")
     console.print(f"outputs: {run_root}/<stage>/  (query: curate stats {run_root} \"SELECT ...\")")
@@ -276,6 +280,14 @@ def print_summary(run_root: str, storage, seconds: float, plot: bool = True) -> 
         path = plot_funnel(funnel(stages), fio.join(run_root, "plots", "funnel.png"),
                            f"funnel: {run_root.rsplit('/', 1)[-1]}", storage)
         console.print(f"funnel plot: {path}")
+
+
+def _compact(value: Any, limit: int = 300) -> str:
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={_compact(v, 80)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

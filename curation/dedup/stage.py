@@ -73,7 +73,7 @@ class DedupConfig:
 
     @property
     def verify_at(self) -> float:
-        return self.verify_threshold if self.verify_threshold is not None else max(self.threshold - 0.1, 0.05)
+        return self.verify_threshold if self.verify_threshold is not None else round(max(self.threshold - 0.1, 0.05), 6)
 
     def banding(self) -> tuple[int, int]:
         if self.bands is not None:
