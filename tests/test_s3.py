@@ -67,7 +67,8 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
 
     fs.invalidate_cache()
     names = set(fs.find("curation-test/runs/r1"))
-    assert "curation-test/runs/r1/tokenize/part-00000.npy" in names
+    assert "curation-test/runs/r1/tokenize/part-00000-train-000.npy" in names
+    assert "curation-test/runs/r1/tokenize/part-00000-train-000.csv.gz" in names
     assert "curation-test/runs/r1/plots/funnel.png" in names
     # Every shard was written before its stage's manifest (object timestamps).
     for stage in ("extract", "filter", "dedup", "select", "tokenize"):

@@ -1,8 +1,18 @@
-"""The tokenize stage: documents in, token shards plus a Parquet document index out."""
+"""The tokenize stage: documents in, token shards plus a Parquet document index out.
+
+Per input shard: documents are ordered by a seeded hash of their id (a deterministic
+document-level shuffle that does not depend on how the corpus was sharded), split into train
+and validation by id hash, tokenized in batches with EOS after each, and written as
+``<shard>-<split>-<k>.npy`` token files of at most ``max_tokens_per_file`` tokens (documents are
+never cut), each with Dolma's ``.csv.gz`` start,end metadata beside it, plus ``<shard>.parquet``:
+the document index with every upstream attribute column.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -12,12 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 from curation.tokenize.shards import FORMAT_VERSION, pack_documents, to_bytes, tokenizer_info
 
 from curation.core import io as fio
 from curation.core.config import expand_env
 from curation.core.errors import ConfigError
 from curation.core.stage import (
+    OutputFile,
     ShardReceipt,
     ShardStats,
     ShardTask,
@@ -29,6 +41,7 @@ from curation.core.stage import (
 
 #: Upstream columns not carried into the index (the text is in the tokens now).
 _NOT_CARRIED = {"text"}
+SPLITS = ("train", "validation")
 
 
 @dataclass
@@ -36,8 +49,18 @@ class TokenizeConfig:
     tokenizer: str = "${CURATION_DATA:-../shared/data}/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
     eos_token: str | None = None  # default: the tokenizer's <|endoftext|> (50279 for OLMo's NeoX)
     text_column: str = "text"
+    id_column: str = "id"
+    shuffle_seed: int | None = 0  # None keeps upstream order
+    validation_fraction: float = 0.0  # share of documents (by id hash) written to validation files
+    max_tokens_per_file: int = 1 << 30
     batch_size: int = 1024
     num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError("validation_fraction must be in [0, 1)")
+        if self.max_tokens_per_file < 1:
+            raise ValueError("max_tokens_per_file must be positive")
 
 
 def resolve_tokenizer_path(path: str) -> str:
@@ -53,6 +76,70 @@ def resolve_tokenizer_path(path: str) -> str:
         if os.path.isfile(candidate):
             return os.path.abspath(candidate)
     raise ConfigError(f"tokenizer not found: {path} (set tokenize.tokenizer=PATH to a tokenizer.json)")
+
+
+def id_hash(ids: list[str], salt: str) -> np.ndarray:
+    return np.fromiter((xxhash.xxh3_64_intdigest(f"{salt}:{i}".encode()) for i in ids), dtype=np.uint64, count=len(ids))
+
+
+def validation_mask(ids: list[str], fraction: float) -> np.ndarray:
+    if fraction <= 0:
+        return np.zeros(len(ids), dtype=bool)
+    return id_hash(ids, "split") < np.uint64(int(fraction * float(1 << 64)))
+
+
+def dolma_metadata(starts: np.ndarray, ends: np.ndarray) -> bytes:
+    """Dolma's ``<file>.csv.gz``: one ``start,end`` line per document (gzip with mtime 0)."""
+    text = "".join(f"{s},{e}\n" for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as handle:
+        handle.write(text.encode())
+    return buffer.getvalue()
+
+
+class _TokenFileWriter:
+    """Accumulates packed documents for one split and cuts files at document boundaries."""
+
+    def __init__(self, stage: TokenizeStage, ctx: StageContext, shard: str, split: str, dtype: np.dtype):
+        self.stage, self.ctx, self.shard, self.split, self.dtype = stage, ctx, shard, split, dtype
+        self.chunks: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.size = 0
+        self.file_index = 0
+        self.files: list[OutputFile] = []
+
+    @property
+    def current_name(self) -> str:
+        return f"{self.shard}-{self.split}-{self.file_index:03d}.npy"
+
+    def add(self, tokens: np.ndarray, offsets: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Add one batch; returns per-document (file, start, end)."""
+        names: list[str] = []
+        starts = np.empty(len(offsets) - 1, dtype=np.int64)
+        ends = np.empty(len(offsets) - 1, dtype=np.int64)
+        lengths = np.diff(offsets)
+        for i, length in enumerate(lengths.tolist()):
+            if self.size and self.size + length > self.stage.config.max_tokens_per_file:
+                self.flush()
+            names.append(self.current_name)
+            starts[i] = self.size
+            ends[i] = self.size + length
+            self.size += length
+            self.chunks.append(tokens[offsets[i] : offsets[i + 1]])
+        return names, starts, ends
+
+    def flush(self) -> None:
+        if not self.chunks:
+            return
+        tokens = np.concatenate(self.chunks)
+        lengths = np.array([len(c) for c in self.chunks], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        name = self.current_name
+        self.files.append(self.stage.commit_bytes(self.ctx, name, to_bytes(tokens), len(tokens)))
+        meta = name.removesuffix(".npy") + ".csv.gz"
+        self.files.append(self.stage.commit_bytes(self.ctx, meta, dolma_metadata(ends - lengths, ends), len(lengths)))
+        self.chunks, self.size = [], 0
+        self.file_index += 1
 
 
 @register("tokenize")
@@ -78,47 +165,59 @@ class TokenizeStage(Stage):
         encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
+    def _read_ordered(self, task: ShardTask, ctx: StageContext) -> pa.Table:
+        tables = []
+        for path in task.inputs:
+            fs, p = fio.filesystem(path, ctx.storage)
+            with fs.open(p, "rb") as handle:
+                tables.append(pq.read_table(handle))
+        table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        if self.config.shuffle_seed is not None and table.num_rows:
+            ids = [str(i) for i in table.column(self.config.id_column).to_pylist()]
+            order = np.argsort(id_hash(ids, f"shuffle-{self.config.shuffle_seed}"), kind="stable")
+            table = table.take(pa.array(order))
+        return table
+
     def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
         start = time.perf_counter()
         self._load(ctx)
         info = ctx.resolved["tokenizer"]
         dtype = np.dtype(info["dtype"])
         stats = ShardStats(shard=task.name)
-        token_chunks: list[np.ndarray] = []
+        writers = {split: _TokenFileWriter(self, ctx, task.name, split, dtype) for split in SPLITS}
+        table = self._read_ordered(task, ctx)
+        ids_all = [str(i) for i in table.column(self.config.id_column).to_pylist()]
+        is_validation = validation_mask(ids_all, self.config.validation_fraction)
         index_batches: list[pa.RecordBatch] = []
-        position = 0
-        token_file = f"{task.name}.npy"
-        for path in task.inputs:
-            fs, p = fio.filesystem(path, ctx.storage)
-            with fs.open(p, "rb") as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=self.config.batch_size):
-                    texts = pc.fill_null(batch.column(self.config.text_column), "").to_pylist()
-                    tokens, offsets = pack_documents(self.encode(texts), info["eos_id"], dtype)
-                    token_chunks.append(tokens)
-                    starts = offsets[:-1] + position
-                    ends = offsets[1:] + position
-                    position += len(tokens)
-                    stats.docs_in += batch.num_rows
-                    stats.bytes_in += sum(len(t.encode()) for t in texts)
-                    carried = {name: batch.column(name) for name in batch.schema.names if name not in _NOT_CARRIED}
-                    index = {
-                        "id": carried.pop("id"),
-                        "file": pa.array([token_file] * batch.num_rows, pa.string()),
-                        "start": pa.array(starts, pa.int64()),
-                        "end": pa.array(ends, pa.int64()),
-                        "num_tokens": pa.array(ends - starts, pa.int64()),
-                        **carried,
-                    }
-                    index_batches.append(pa.RecordBatch.from_pydict(index))
-        tokens = np.concatenate(token_chunks) if token_chunks else np.array([], dtype=dtype)
+        tokens_total = 0
+        for split in SPLITS:
+            selected = table.filter(pa.array(is_validation if split == "validation" else ~is_validation))
+            for batch in selected.to_batches(max_chunksize=self.config.batch_size):
+                texts = pc.fill_null(batch.column(self.config.text_column), "").to_pylist()
+                tokens, offsets = pack_documents(self.encode(texts), info["eos_id"], dtype)
+                names, starts, ends = writers[split].add(tokens, offsets)
+                tokens_total += len(tokens)
+                stats.docs_in += batch.num_rows
+                stats.bytes_in += sum(len(t.encode()) for t in texts)
+                carried = {n: batch.column(n) for n in batch.schema.names if n not in _NOT_CARRIED}
+                index = {
+                    "id": carried.pop(self.config.id_column),
+                    "file": pa.array(names, pa.string()),
+                    "start": pa.array(starts, pa.int64()),
+                    "end": pa.array(ends, pa.int64()),
+                    "num_tokens": pa.array(ends - starts, pa.int64()),
+                    "split": pa.array([split] * batch.num_rows, pa.string()),
+                    **carried,
+                }
+                index_batches.append(pa.RecordBatch.from_pydict(index))
+            writers[split].flush()
         stats.docs_out = stats.docs_in
-        stats.bytes_out = tokens.nbytes
-        stats.extra["tokens"] = float(len(tokens))
-        token_out = self.commit_bytes(ctx, token_file, to_bytes(tokens), len(tokens))
+        stats.bytes_out = tokens_total * dtype.itemsize
+        stats.extra["tokens"] = float(tokens_total)
+        files = [f for split in SPLITS for f in writers[split].files]
         schema = index_batches[0].schema if index_batches else pa.schema(
             [("id", pa.string()), ("file", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
-             ("num_tokens", pa.int64())])
-        index_out = self.commit_bytes(ctx, f"{task.name}.parquet", write_parquet_bytes(index_batches, schema),
-                                      stats.docs_out)
+             ("num_tokens", pa.int64()), ("split", pa.string())])
+        files.append(self.commit_bytes(ctx, f"{task.name}.parquet", write_parquet_bytes(index_batches, schema), stats.docs_out))
         stats.seconds = round(time.perf_counter() - start, 3)
-        return ShardReceipt(key=ctx.key, shard=task.name, files=[token_out, index_out], stats=stats)
+        return ShardReceipt(key=ctx.key, shard=task.name, files=files, stats=stats)
