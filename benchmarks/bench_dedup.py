@@ -303,7 +303,7 @@ def run_scale(args) -> None:
     from curation.core.runner import Runner
 
     bases = base_documents(shared_data())
-    vocabulary = np.array(sorted({w for d in bases for w in d.split()}))
+    vocabulary = np.array(sorted({w for d in bases for w in d.split() if len(w) <= 20}), dtype=object)
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         work = Path(tmp)

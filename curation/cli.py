@@ -7,6 +7,7 @@
     curate filter --input DIR --output DIR
     curate dedup --input DOCS --output DIR [--threshold 0.8] [--ngram 5] [--num-perm N]
     curate tokenize --input DOCS --tokenizer PATH --output DIR
+    curate mix SPEC --output DIR;  curate publish MIX --to DIR|s3://...;  curate verify BUNDLE
 
 Configuration errors are reported as one line (``curate: error: ...``), never a traceback.
 """
@@ -99,6 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--id-field", default="id")
     dedup.add_argument("--text-field", default="text")
     _add_common_run_options(dedup)
+
+    mix = sub.add_parser("mix", help="resolve a mix spec (YAML) into file spans over token shards",
+                         description="Sources are SQL filters over token-shard indexes (quantile thresholds allowed) "
+                                     "with weights or token targets and a maximum repetition; DuckDB resolves them "
+                                     "into mix.json (file, start, end, repeat spans) and documents.parquet, without "
+                                     "re-tokenizing. Prints the proportions achieved.")
+    mix.add_argument("spec", help="mix spec YAML")
+    mix.add_argument("--output", required=True, help="mix directory")
+    mix.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    mix.add_argument("--endpoint-url", default=None)
+
+    publish = sub.add_parser("publish", help="publish a mix as a checksummed bundle with a dataset card",
+                             description="Copy the token files, metadata and indexes a mix uses, the stage manifests, "
+                                         "mix.json and a README dataset card to DIR or s3://, with SHA256SUMS written last.")
+    publish.add_argument("mix", help="mix directory (from curate mix)")
+    publish.add_argument("--to", required=True, help="bundle directory or s3:// prefix")
+    publish.add_argument("--endpoint-url", default=None)
+
+    verify = sub.add_parser("verify", help="re-check every checksum of a published bundle",
+                            description="Exit 0 when every file matches SHA256SUMS and nothing is missing or unlisted; "
+                                        "1 otherwise, naming each bad file.")
+    verify.add_argument("bundle", help="bundle directory or s3:// prefix")
+    verify.add_argument("--endpoint-url", default=None)
     return parser
 
 
@@ -350,9 +374,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mix(args: argparse.Namespace) -> int:
+    from curation.tokenize.mix import load_mix_spec, resolve_mix, write_mix
+
+    storage = _storage(args)
+    spec = load_mix_spec(args.spec, args.overrides)
+    mix = resolve_mix(spec, storage)
+    path = write_mix(mix, args.output, storage)
+    print(f"mix {spec.name}: {mix['total_tokens']:,} tokens in {len(mix['spans']):,} spans -> {path}")
+    for s in mix["sources"]:
+        capped = "  (capped by max_repetition)" if s["capped_by_max_repetition"] else ""
+        print(f"  {s['name']:<20} {s['achieved_tokens']:>14,} tokens  {s['proportion']:7.2%} (requested "
+              f"{s['requested_proportion']:.2%})  repetition {s['repetition']:.2f}  from {s['documents']:,} docs{capped}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from curation.tokenize.publish import publish
+
+    result = publish(args.mix, args.to, _storage(args))
+    print(f"published {result['tokens']:,} tokens, {result['files']} files -> {result['bundle']}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from curation.tokenize.publish import verify
+
+    result = verify(args.bundle, _storage(args))
+    for name in result.mismatched:
+        print(f"MISMATCH  {name}")
+    for name in result.missing:
+        print(f"MISSING   {name}")
+    for name in result.unlisted:
+        print(f"UNLISTED  {name}")
+    print(f"{'OK' if result.ok else 'FAILED'}: {result.checked} files checked")
+    return 0 if result.ok else 1
+
+
 COMMANDS = {
     "run": cmd_run, "stats": cmd_stats, "status": cmd_status,
     "extract": cmd_extract, "filter": cmd_filter, "dedup": cmd_dedup, "tokenize": cmd_tokenize,
+    "mix": cmd_mix, "publish": cmd_publish, "verify": cmd_verify,
 }
 
 

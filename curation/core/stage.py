@@ -144,6 +144,7 @@ def known_kinds() -> list[str]:
 def _load_builtin_stages() -> None:
     # Imported for their @register side effect; kept lazy so `curate --help` stays fast.
     import curation.dedup.stage  # noqa: F401
+    import curation.filters.decontaminate  # noqa: F401
     import curation.filters.heuristics  # noqa: F401
     import curation.filters.select  # noqa: F401
     import curation.ingest.extract  # noqa: F401

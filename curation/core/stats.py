@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from curation.core import io as fio
 from curation.core.errors import CurationError
@@ -99,7 +100,8 @@ def query(run_root: str, sql: str, storage: fio.Storage | None = None):
     """Run SQL over a run's views; returns a pyarrow Table."""
     connection, _ = connect(run_root, storage)
     try:
-        return connection.execute(sql).to_arrow_table()
+        relation = connection.sql(sql)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.Error as exc:
         raise CurationError(f"SQL error: {exc}") from None
     finally:

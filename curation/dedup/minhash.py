@@ -116,8 +116,11 @@ def _word_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return hashes, new_offsets
 
 
-def shingle_hashes(texts: pa.Array, spec: ShingleSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit shingle hashes, per-document offsets into them, length n_docs+1)."""
+def shingle_hashes(texts: pa.Array, spec: ShingleSpec, whole_if_short: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit shingle hashes, per-document offsets into them, length n_docs+1).
+
+    A document with fewer than ``ngram`` words is one shingle, unless ``whole_if_short`` is off
+    (then it has none)."""
     if spec.unit == "char":
         return _char_shingle_hashes(texts, spec.ngram)
     word_hashes, word_offsets = _word_hashes(texts)
@@ -137,7 +140,7 @@ def shingle_hashes(texts: pa.Array, spec: ShingleSpec) -> tuple[np.ndarray, np.n
         else:
             hashes = np.zeros(0, np.uint64)
             shingle_doc = np.zeros(0, np.int64)
-        short = np.flatnonzero((words_per_doc > 0) & (words_per_doc < n))
+        short = np.flatnonzero((words_per_doc > 0) & (words_per_doc < n)) if whole_if_short else np.zeros(0, np.int64)
         if len(short):  # fewer words than n: the whole document is one shingle
             whole = np.zeros(len(short), dtype=np.uint64)
             for k in range(n):  # combine up to n-1 words, padding with zeros

@@ -78,7 +78,7 @@ class SelectStage(BatchStage):
         connection = duckdb.connect()
         try:
             connection.register("docs", table)
-            result = connection.execute(f"SELECT coalesce(({self.config.where}), false) AS keep FROM docs").to_arrow_table()
+            result = connection.sql(f"SELECT coalesce(({self.config.where}), false) AS keep FROM docs").to_arrow_table()
         except duckdb.Error as exc:
             raise ConfigError(f"select.where: {exc}") from None
         finally:
