@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("run", help="run directory (local or s3://)")
     stats.add_argument("sql", nargs="?", default=None, help='e.g. "SELECT language, count(*) FROM extract GROUP BY 1"')
     stats.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    stats.add_argument("--plots", action="store_true",
+                       help="also write PNG plots: tokens per language and domain, document length, score "
+                            "distributions by source (RUN/plots/), or tokens per source for a mix directory")
     stats.add_argument("--endpoint-url", default=None)
 
     status = sub.add_parser("status", help="show which stages and shards of a run are done",
@@ -315,9 +318,17 @@ def _compact(value: Any, limit: int = 300) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from curation.core import io as fio
     from curation.core.stats import query
 
     storage = _storage(args)
+    if fio.exists(fio.join(fio.normalize_root(args.run), "mix.json"), storage):
+        return _mix_stats(args, storage)
+    if args.plots:
+        from curation.core.plots import run_plots
+
+        for path in run_plots(args.run, storage):
+            print(f"plot: {path}")
     if args.sql is None:
         print_summary(args.run, storage, 0.0, plot=True)
         from curation.core.stats import discover, funnel
@@ -349,6 +360,36 @@ def _print_table(table, fmt: str) -> None:
     for row in table.to_pylist():
         out.add_row(*("" if v is None else str(v) for v in row.values()))
     Console(width=160).print(out)
+
+
+def _mix_stats(args: argparse.Namespace, storage) -> int:
+    """A mix directory: per-source summary, SQL over `documents` (one row per selected document)."""
+    import duckdb
+
+    from curation.core import io as fio
+
+    root = fio.normalize_root(args.run)
+    mix = json.loads(fio.read_bytes(fio.join(root, "mix.json"), storage))
+    if args.plots:
+        from curation.core.plots import mix_plots
+
+        for path in mix_plots(root, storage):
+            print(f"plot: {path}")
+    if args.sql is None:
+        print(f"mix {mix['name']}: {mix['total_tokens']:,} tokens, {len(mix['spans']):,} spans")
+        for s in mix["sources"]:
+            print(f"  {s['name']:<20} {s['achieved_tokens']:>14,} tokens  {s['proportion']:7.2%}  repetition {s['repetition']:.2f}")
+        return 0
+    connection = duckdb.connect()
+    if not fio.is_local(root):
+        connection.register_filesystem(fio.filesystem(root, storage)[0])
+    connection.execute(f"CREATE VIEW documents AS SELECT * FROM read_parquet('{fio.join(root, 'documents.parquet')}')")
+    try:
+        relation = connection.sql(args.sql)
+    except duckdb.Error as exc:
+        raise CurationError(f"SQL error: {exc}") from None
+    _print_table(relation.to_arrow_table(), args.format)
+    return 0
 
 
 def _json_value(value: Any) -> Any:

@@ -138,3 +138,18 @@ def test_decontamination_flags_quoted_eval_text(shared_data, tmp_path):
     assert out[0]["contaminated"] and out[0]["decontam_ngrams"] > 5 and out[0]["decontam_sets"] == ["lambada_openai"]
     assert not out[1]["contaminated"] and not out[2]["contaminated"]
     assert stats.flagged["contaminated"] == 1 and stats.extra["contaminated:lambada_openai"] == 1
+
+
+def test_stats_plots_for_run_and_mix(token_run, tmp_path):
+    printed = run_curate(["stats", str(token_run), "--plots"]).stdout
+    for name in ("tokens_by_language", "tokens_by_domain", "document_length", "scores_by_source"):
+        path = token_run / "plots" / f"{name}.png"
+        assert f"plot: {path}" in printed and path.stat().st_size > 5000
+    out = tmp_path / "mix"
+    run_curate(["mix", str(_spec(tmp_path, token_run)), "--output", str(out)])
+    printed = run_curate(["stats", str(out), "--plots"]).stdout
+    assert (out / "plots" / "tokens_by_source.png").is_file() and "long" in printed
+    rows = run_curate(["stats", str(out), "SELECT source, sum(num_tokens * repeat) AS t FROM documents GROUP BY 1 ORDER BY 1",
+                       "--format", "json"]).stdout.strip().splitlines()
+    mix = json.loads((out / "mix.json").read_text())
+    assert {json.loads(r)["source"]: json.loads(r)["t"] for r in rows} == {s["name"]: s["achieved_tokens"] for s in mix["sources"]}

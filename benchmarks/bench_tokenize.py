@@ -1,0 +1,79 @@
+"""Tokenize-and-write throughput against the same tokenizer's raw ``encode_batch``.
+
+Same texts, same tokenizer (OLMo's GPT-NeoX JSON from ../shared/data/tokenizers), same threads,
+one run, median of --repeats:
+  raw          Tokenizer.encode_batch(texts) and nothing else
+  ours         TokenizeStage.run_shard: read Parquet, shuffle by id hash, encode, pack with EOS,
+               write .npy + Dolma .csv.gz + the Parquet index (local disk)
+Also the shard write bandwidth (bytes of token files written per second of np.tofile-equivalent).
+
+Texts: web documents of ../shared/data/web_negatives and WikiText, cycled to --docs documents.
+
+    .venv/bin/python benchmarks/bench_tokenize.py --docs 20000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from common import median_seconds, print_table, shared_data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = shared_data()
+    texts: list[str] = []
+    for path in sorted((data / "web_negatives").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as handle:
+            texts += [json.loads(line)["text"] for line in handle if line.strip()]
+    wiki = (data / "hq_reference" / "wikitext-2_valid.txt").read_text().split("\n \n")
+    texts += [t for t in wiki if len(t) > 200]
+    texts = [texts[i % len(texts)] for i in range(args.docs)]
+    tokenizer_path = data / "tokenizers" / "allenai_gpt-neox-olmo-dolma-v1_5.json"
+    megabytes = sum(len(t.encode()) for t in texts) / 1e6
+
+    from curation.tokenize.stage import TokenizeConfig, TokenizeStage
+    from tokenizers import Tokenizer
+
+    from curation.core.stage import ShardTask, StageContext
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), work / "part-00000.parquet")
+        stage = TokenizeStage(TokenizeConfig(tokenizer=str(tokenizer_path)))
+        stage.setup()
+        ctx = StageContext(run_root=str(work), stage_name="tokenize", stage_dir=str(work / "out"), key="k")
+        ctx.resolved = stage.resolve([], ctx)
+
+        def raw():
+            return sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+
+        def ours():
+            return stage.run_shard(ShardTask(0, "part-00000", [str(work / "part-00000.parquet")]), ctx).stats.extra["tokens"]
+
+        raw_s, tokens = median_seconds(raw, args.repeats)
+        ours_s, _ = median_seconds(ours, args.repeats)
+        array = np.random.default_rng(0).integers(0, 50280, size=50_000_000, dtype=np.uint16)
+        write_s, _ = median_seconds(lambda: (work / "bw.npy").write_bytes(array.tobytes()), args.repeats)
+    print(f"{len(texts):,} documents, {megabytes:.1f} MB of text, {tokens:,} tokens")
+    print_table(f"tokenize (median of {args.repeats})", [
+        ("raw encode_batch", len(texts) / raw_s, f"{tokens / raw_s / 1e6:.2f} M tokens/s"),
+        ("ours: TokenizeStage (encode + pack + write)", len(texts) / ours_s,
+         f"{tokens / ours_s / 1e6:.2f} M tokens/s; ours/raw = {raw_s / ours_s:.2f}x"),
+    ], "docs/s")
+    print(f"\nshard write bandwidth (100 MB of uint16 tokens to local disk): {array.nbytes / write_s / 1e6:,.0f} MB/s")
+
+
+if __name__ == "__main__":
+    main()
