@@ -7,6 +7,8 @@
     curate filter --input DIR --output DIR
     curate dedup --input DOCS --output DIR [--threshold 0.8] [--ngram 5] [--num-perm N]
     curate tokenize --input DOCS --tokenizer PATH --output DIR
+    curate classify train --positives PATHS --negatives PATHS --output MODEL_DIR [--kind fasttext|embedding]
+    curate classify score --model MODEL_DIR --input DOCS --output DIR
     curate mix SPEC --output DIR;  curate publish MIX --to DIR|s3://...;  curate verify BUNDLE
 
 Configuration errors are reported as one line (``curate: error: ...``), never a traceback.
@@ -103,6 +105,34 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--id-field", default="id")
     dedup.add_argument("--text-field", default="text")
     _add_common_run_options(dedup)
+
+    classify = sub.add_parser("classify", help="train quality classifiers, or score documents with one",
+                              description="`curate classify train` trains a fastText or embedding classifier on "
+                                          "high-quality references (positives) against web text (negatives) and writes "
+                                          "the model with its card; `curate classify score` adds a score column.")
+    classify_sub = classify.add_subparsers(dest="classify_command", metavar="ACTION")
+    train = classify_sub.add_parser("train", help="train a classifier and write MODEL_DIR (weights + card)",
+                                    description="Inputs: JSONL/JSON/Parquet with a text field, or plain text files with "
+                                                "one document per blank-line-separated paragraph. A held-out split "
+                                                "gives the card's ROC AUC and precision at the kept fraction.")
+    train.add_argument("--positives", nargs="+", required=True, help="high-quality reference files (globs allowed)")
+    train.add_argument("--negatives", nargs="+", required=True, help="negative files, e.g. raw web text")
+    train.add_argument("--output", required=True, help="model directory")
+    train.add_argument("--kind", choices=["fasttext", "embedding"], default="fasttext")
+    train.add_argument("--max-per-class", type=int, default=20000)
+    train.add_argument("--heldout-fraction", type=float, default=0.1)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="recipe options, e.g. epoch=10 or lr=0.05 (fastText); c=0.5 (embedding head)")
+    score = classify_sub.add_parser("score", help="score documents: Parquet with id and score",
+                                    description="Adds `score` (and quality_<kind>) to every document of DOCS "
+                                                "(JSONL or Parquet with id and text).")
+    score.add_argument("--model", required=True, help="model directory from `classify train`, or a local HF checkpoint")
+    score.add_argument("--input", nargs="+", required=True)
+    score.add_argument("--output", required=True)
+    score.add_argument("--id-field", default="id")
+    score.add_argument("--text-field", default="text")
+    _add_common_run_options(score)
 
     mix = sub.add_parser("mix", help="resolve a mix spec (YAML) into file spans over token shards",
                          description="Sources are SQL filters over token-shard indexes (quantile thresholds allowed) "
@@ -415,6 +445,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    if args.classify_command == "train":
+        from curation.classifiers.models import train_classifier
+        from curation.classifiers.references import expand, read_texts, split_references
+        from curation.core.config import apply_overrides
+
+        positives = [t for path in expand(args.positives) for t in read_texts(path)]
+        negatives = [t for path in expand(args.negatives) for t in read_texts(path)]
+        split = split_references(positives, negatives, args.heldout_fraction, args.seed, args.max_per_class, min_words=10)
+        recipe = apply_overrides({}, args.overrides)
+        if args.kind == "fasttext":
+            recipe.setdefault("seed", args.seed)
+        card = train_classifier(args.kind, split, args.output, {"positives": args.positives, "negatives": args.negatives},
+                                recipe)
+        sizes = ", ".join(f"{k} {v['documents']:,}" for k, v in card["data"].items())
+        metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in card["metrics"].items())
+        print(f"trained {args.kind} in {card['train_seconds']}s on {sizes}\nheld-out: {metrics}\nmodel: {args.output}")
+        return 0
+    if args.classify_command == "score":
+        from curation.core import io as fio
+
+        storage = _storage(args)
+        run_root = fio.normalize_root(args.output)
+        inputs = resolve_inputs(args.input, run_root, storage)
+        args.input = jsonl_to_parquet(inputs, fio.join(run_root, "_input"), storage, args.id_field, args.text_field)
+        from curation.classifiers.card import read_card
+
+        model = fio.normalize_root(args.model)
+        kind = read_card(model)["kind"] if (os.path.isfile(os.path.join(model, "card.json"))) else "hf"
+        options = {"fasttext_model" if kind == "fasttext" else "embedding_model": model, "score_alias": "score",
+                   "text_column": args.text_field}
+        return _single_stage(args, "quality", options)
+    raise CurationError("curate classify needs an action: train or score (see curate classify --help)")
+
+
 def cmd_mix(args: argparse.Namespace) -> int:
     from curation.tokenize.mix import load_mix_spec, resolve_mix, write_mix
 
@@ -455,7 +520,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "stats": cmd_stats, "status": cmd_status,
     "extract": cmd_extract, "filter": cmd_filter, "dedup": cmd_dedup, "tokenize": cmd_tokenize,
-    "mix": cmd_mix, "publish": cmd_publish, "verify": cmd_verify,
+    "mix": cmd_mix, "publish": cmd_publish, "verify": cmd_verify, "classify": cmd_classify,
 }
 
 

@@ -21,7 +21,9 @@ def token_run(tmp_path_factory, shared_data):
     base = tmp_path_factory.mktemp("mixrun")
     crawl = DemoCrawl(DemoCrawlConfig(pages=600, files=3, seed=11)).write(str(base / "crawl"))
     run = base / "run"
-    run_curate(["run", "dclm_baseline", "--input", *crawl, "--output", str(run)])
+    # Keep every selected document (no top-10% cut) so the mixes have enough tokens to proportion.
+    run_curate(["run", "dclm_baseline", "--input", *crawl, "--output", str(run),
+                "--set", "select.score=null", "--set", "select.top_percent=null"])
     return run
 
 

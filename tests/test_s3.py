@@ -63,7 +63,7 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     watcher.join()
     assert "tokens written:" in out
     assert watcher.violations == []
-    assert {k.rsplit("/", 2)[-2] for k in watcher.checked} == {"extract", "filter", "dedup", "decontaminate", "select", "tokenize"}
+    assert {k.rsplit("/", 2)[-2] for k in watcher.checked} == {"extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"}
 
     fs.invalidate_cache()
     names = set(fs.find("curation-test/runs/r1"))
@@ -71,7 +71,7 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     assert "curation-test/runs/r1/tokenize/part-00000-train-000.csv.gz" in names
     assert "curation-test/runs/r1/plots/funnel.png" in names
     # Every shard was written before its stage's manifest (object timestamps).
-    for stage in ("extract", "filter", "dedup", "decontaminate", "select", "tokenize"):
+    for stage in ("extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"):
         manifest_time = fs.info(f"curation-test/runs/r1/{stage}/manifest.json")["LastModified"]
         for key in names:
             if key.startswith(f"curation-test/runs/r1/{stage}/part-"):
@@ -88,8 +88,8 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     n = json.loads(result.strip().splitlines()[-1])["n"]
     assert n > 0
     status = run_curate(["status", "s3://curation-test/runs/r1", "--endpoint-url", endpoint], env=env).stdout
-    assert status.count("done") == 6
+    assert status.count("done") == 7
 
     rerun = run_curate(["run", "dclm_baseline", "--input", "s3://curation-test/crawl/*.warc.gz",
                         "--output", "s3://curation-test/runs/r1", "--endpoint-url", endpoint], env=env).stdout
-    assert rerun.count("up to date, skipped") == 6
+    assert rerun.count("up to date, skipped") == 7

@@ -26,7 +26,7 @@ import xxhash
 from curation.tokenize.shards import FORMAT_VERSION, pack_documents, to_bytes, tokenizer_info
 
 from curation.core import io as fio
-from curation.core.config import expand_env
+from curation.core.config import resolve_data_path
 from curation.core.errors import ConfigError
 from curation.core.stage import (
     OutputFile,
@@ -64,17 +64,9 @@ class TokenizeConfig:
 
 
 def resolve_tokenizer_path(path: str) -> str:
-    path = expand_env(path)
-    candidates = [path]
-    if not os.path.isabs(path):
-        from curation.core.ray_exec import checkout_root
-
-        root = checkout_root()
-        if root is not None:
-            candidates.append(str(root / path))
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
+    candidate = resolve_data_path(path)
+    if os.path.isfile(candidate):
+        return os.path.abspath(candidate)
     raise ConfigError(f"tokenizer not found: {path} (set tokenize.tokenizer=PATH to a tokenizer.json)")
 
 

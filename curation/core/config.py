@@ -38,6 +38,21 @@ def expand_env(value: str) -> str:
     return _ENV_PATTERN.sub(replace, value)
 
 
+def resolve_data_path(pattern: str) -> str:
+    """Expand ``${VAR}``; a relative path (or glob) that matches nothing from the working
+    directory is taken relative to the checkout root, where pipeline defaults point
+    (e.g. ``../shared/data``)."""
+    import glob
+
+    pattern = expand_env(pattern)
+    if os.path.isabs(pattern) or "://" in pattern or glob.glob(pattern, recursive=True):
+        return pattern
+    from curation.core.ray_exec import checkout_root
+
+    root = checkout_root()
+    return str(root / pattern) if root is not None else pattern
+
+
 def _expand_env_tree(value: Any) -> Any:
     if isinstance(value, str):
         return expand_env(value)

@@ -143,6 +143,7 @@ def known_kinds() -> list[str]:
 
 def _load_builtin_stages() -> None:
     # Imported for their @register side effect; kept lazy so `curate --help` stays fast.
+    import curation.classifiers.stage  # noqa: F401
     import curation.dedup.stage  # noqa: F401
     import curation.filters.decontaminate  # noqa: F401
     import curation.filters.heuristics  # noqa: F401

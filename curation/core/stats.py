@@ -140,10 +140,12 @@ def funnel(stages: list[StageInfo]) -> list[FunnelStep]:
             steps.append(FunnelStep(f"{stage.name}", totals["docs_out"], f"{tokens:,} tokens"))
             continue
         flagged = totals.get("flagged", {})
-        if flagged:  # attribute stages (dedup, scorers): what selection will remove
-            previous = steps[-1].documents
-            steps.append(FunnelStep(f"{stage.name}: {', '.join(sorted(flagged))}", previous - sum(flagged.values()),
-                                    f"-{sum(flagged.values()):,}"))
+        if len(steps) > 1 and totals["docs_in"] == totals["docs_out"] and not dropped:
+            # An attribute stage (dedup, decontamination, scorers) passes every row through;
+            # what it flags is what selection will remove.
+            if flagged:
+                steps.append(FunnelStep(f"{stage.name}: {', '.join(sorted(flagged))}",
+                                        steps[-1].documents - sum(flagged.values()), f"-{sum(flagged.values()):,}"))
             continue
         note = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])[:4])
         steps.append(FunnelStep(stage.name, totals["docs_out"], note))

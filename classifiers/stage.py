@@ -1,0 +1,147 @@
+"""The ``quality`` stage: score documents with trained classifiers (attributes, not deletions).
+
+Columns: ``quality_fasttext`` and/or ``quality_embedding`` (probability of being like the
+high-quality references). With ``cascade_threshold`` only documents whose fastText score reaches
+it go to the (GPU) embedding model; the others get null. Models load once per Ray actor; the
+stage asks Ray for a GPU when the cluster has one and an embedding model is configured.
+
+``train`` makes the stage self-contained, as DCLM does it: positives from reference files,
+negatives a seeded random sample of the pool being filtered (this stage's input), trained once on
+the driver before scoring; the model and its card land in ``<stage>/_models/<kind>``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from curation.classifiers.references import expand, read_texts, split_references
+
+from curation.core import io as fio
+from curation.core.errors import ConfigError
+from curation.core.stage import BatchStage, ShardStats, StageContext, register
+
+
+@dataclass
+class QualityTrainConfig:
+    kinds: list[str] = field(default_factory=lambda: ["fasttext"])
+    positives: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)  # empty: a random sample of the pool
+    pool_sample: int = 20000
+    max_per_class: int = 20000
+    heldout_fraction: float = 0.1
+    min_words: int = 10
+    seed: int = 0
+    fasttext: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QualityConfig:
+    fasttext_model: str | None = None  # a model directory (card.json + model.bin)
+    embedding_model: str | None = None  # an embedding-head directory or a local HF classifier checkpoint
+    train: QualityTrainConfig | None = None
+    cascade_threshold: float | None = None
+    score_alias: str | None = None  # also write the final score (embedding if present, else fastText) under this name
+    text_column: str = "text"
+    batch_size: int = 256
+    num_cpus: float = 1.0
+    num_gpus: float | None = None  # None: 1 when the cluster has GPUs and an embedding model is in use
+
+    def __post_init__(self) -> None:
+        trained = set(self.train.kinds) if self.train else set()
+        if not (self.fasttext_model or self.embedding_model or trained):
+            raise ValueError("give fasttext_model, embedding_model or train")
+        if self.cascade_threshold is not None and not ((self.fasttext_model or "fasttext" in trained)
+                                                         and (self.embedding_model or "embedding" in trained)):
+            raise ValueError("cascade_threshold needs both a fastText and an embedding model")
+
+
+def _pool_sample(inputs: list[str], ctx: StageContext, column: str, size: int, seed: int) -> list[str]:
+    texts: list[str] = []
+    for path in inputs:
+        fs, p = fio.filesystem(path, ctx.storage)
+        with fs.open(p, "rb") as handle:
+            texts += [t for t in pq.read_table(handle, columns=[column]).column(column).to_pylist() if t]
+    rng = random.Random(seed)
+    return rng.sample(texts, min(size, len(texts)))
+
+
+@register("quality")
+class QualityStage(BatchStage):
+    Config = QualityConfig
+
+    def _uses_embedding(self) -> bool:
+        return bool(self.config.embedding_model or (self.config.train and "embedding" in self.config.train.kinds))
+
+    def resources(self) -> dict[str, float]:
+        gpus = self.config.num_gpus
+        if gpus is None:
+            import ray
+
+            gpus = 1.0 if self._uses_embedding() and ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        return {"num_cpus": self.config.num_cpus, "num_gpus": gpus}
+
+    def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
+        from curation.classifiers.card import read_card
+        from curation.classifiers.models import train_classifier
+
+        models = {"fasttext": self.config.fasttext_model, "embedding": self.config.embedding_model}
+        train = self.config.train
+        if train:
+            if not fio.is_local(ctx.stage_dir):
+                raise ConfigError("quality.train writes its models next to the run: use a local run directory")
+            positives = [t for path in expand(train.positives) for t in read_texts(path)]
+            negatives = ([t for path in expand(train.negatives) for t in read_texts(path)] if train.negatives
+                         else _pool_sample(inputs, ctx, self.config.text_column, train.pool_sample, train.seed))
+            split = split_references(positives, negatives, train.heldout_fraction, train.seed, train.max_per_class,
+                                     train.min_words)
+            sources = {"positives": list(train.positives), "negatives": list(train.negatives) or ["pool sample"]}
+            for kind in train.kinds:
+                directory = Path(ctx.stage_dir) / "_models" / kind
+                card = train_classifier(kind, split, directory, sources, getattr(train, kind))
+                print(f"[{ctx.stage_name}] trained {kind}: held-out ROC AUC {card['metrics']['roc_auc']:.3f}, "
+                      f"precision@10% {card['metrics']['precision_at_0.1']:.3f} -> {directory}", flush=True)
+                models[kind] = str(directory)
+        resolved: dict[str, Any] = {}
+        for kind, directory in models.items():
+            if directory:
+                card = read_card(directory) if (Path(directory) / "card.json").is_file() else {"kind": "hf"}
+                resolved[kind] = {"path": str(directory), "metrics": card.get("metrics", {}),
+                                  "data": {k: v["sha256"] for k, v in card.get("data", {}).items()}}
+        return {"models": resolved}
+
+    def run_shard(self, task, ctx):
+        if getattr(self, "_models", None) is None:
+            from curation.classifiers.models import load_classifier
+
+            self._models = {kind: load_classifier(info["path"]) for kind, info in ctx.resolved["models"].items()}
+        return super().run_shard(task, ctx)
+
+    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+        models = getattr(self, "_models", {})
+        texts = pc.fill_null(batch.column(self.config.text_column), "").to_pylist()
+        out = batch
+        fast = None
+        if "fasttext" in models:
+            fast = models["fasttext"].score(texts)
+            out = out.append_column("quality_fasttext", pa.array(fast, pa.float32()))
+        if "embedding" in models:
+            chosen = np.arange(len(texts))
+            if self.config.cascade_threshold is not None and fast is not None:
+                chosen = np.flatnonzero(fast >= self.config.cascade_threshold)
+                stats.extra["cascade_passed"] = stats.extra.get("cascade_passed", 0.0) + len(chosen)
+            scores = np.full(len(texts), np.nan, dtype=np.float32)
+            if len(chosen):
+                scores[chosen] = models["embedding"].score([texts[i] for i in chosen])
+            out = out.append_column("quality_embedding", pa.array(scores, pa.float32(), mask=np.isnan(scores)))
+        if self.config.score_alias:
+            final = "quality_embedding" if "embedding" in models else "quality_fasttext"
+            out = out.append_column(self.config.score_alias, out.column(final))
+        return out

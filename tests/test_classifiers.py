@@ -1,0 +1,154 @@
+"""Quality classifiers: training with model cards, scoring columns, the cascade, train-on-the-pool,
+a local Hugging Face checkpoint, and `curate classify`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_curate
+
+
+@pytest.fixture(scope="module")
+def references(shared_data):
+    from curation.classifiers.references import expand, read_texts, split_references
+
+    positives = [t for p in expand([str(shared_data / "hq_reference" / "*")]) for t in read_texts(p)]
+    negatives = [t for p in expand([str(shared_data / "web_negatives" / "*.jsonl.gz")]) for t in read_texts(p)]
+    return split_references(positives, negatives, heldout_fraction=0.2, seed=0, max_per_class=300, min_words=10)
+
+
+def test_reference_readers(shared_data):
+    from curation.classifiers.references import read_texts
+
+    wiki = read_texts(str(shared_data / "hq_reference" / "wikitext-2_valid.txt"))
+    assert len(wiki) > 500 and all("\n\n" not in t for t in wiki[:50])
+    gpteacher = read_texts(str(shared_data / "hq_reference" / "gpteacher_roleplay-instruct.json"))
+    assert len(gpteacher) == 1923 and "detective" in gpteacher[0]
+    web = [t for p in sorted((shared_data / "web_negatives").glob("*.jsonl.gz")) for t in read_texts(str(p))]
+    assert len(web) > 600  # 717 records, some with empty text
+
+
+def test_fasttext_training_card_and_determinism(references, tmp_path):
+    from curation.classifiers.models import load_classifier, train_classifier
+
+    sources = {"positives": ["hq"], "negatives": ["web"]}
+    card = train_classifier("fasttext", references, tmp_path / "a", sources)
+    again = train_classifier("fasttext", references, tmp_path / "b", sources)
+    assert hashlib.sha256((tmp_path / "a" / "model.bin").read_bytes()).digest() == \
+           hashlib.sha256((tmp_path / "b" / "model.bin").read_bytes()).digest()
+    assert card["metrics"]["roc_auc"] > 0.9 and card["metrics"]["roc_auc"] == again["metrics"]["roc_auc"]
+    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 5, "word_ngrams": 2, "min_count": 1, "seed": 0, "threads": 1}
+    assert card["data"]["train_positive"]["documents"] > 100 and len(card["data"]["test_negative"]["sha256"]) == 64
+    readme = (tmp_path / "a" / "README.md").read_text()
+    assert "roc_auc" in readme and "## Recipe" in readme
+    model = load_classifier(tmp_path / "a")
+    scores = model.score(references.test_positive[:20] + references.test_negative[:20])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert scores[:20].mean() > scores[20:].mean()  # small data: well ranked, not yet well calibrated
+
+
+def test_embedding_classifier_beats_chance_and_scores(references, tmp_path):
+    from curation.classifiers.models import load_classifier, train_classifier
+    from curation.classifiers.references import ReferenceSplit
+
+    small = ReferenceSplit(references.train_positive[:60], references.train_negative[:60],
+                           references.test_positive[:30], references.test_negative[:30])
+    card = train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]})
+    assert card["metrics"]["roc_auc"] > 0.9
+    model = load_classifier(tmp_path / "emb")
+    assert model.score(["A well written encyclopedic paragraph about the history of lobsters."]).shape == (1,)
+
+
+def test_quality_stage_cascade_and_pool_training(references, tmp_path, shared_data):
+    import ray
+
+    from curation.core.pipeline import pipeline_from_tree
+    from curation.core.runner import Runner
+
+    docs = references.test_positive[:30] + references.test_negative[:30]
+    path = tmp_path / "in" / "part-00000.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(docs))], "text": docs}), path)
+    from curation.classifiers.models import train_classifier
+    from curation.classifiers.references import ReferenceSplit
+
+    small = ReferenceSplit(references.train_positive[:60], references.train_negative[:60], [], [])
+    train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]})
+    tree = {"name": "q", "stages": {"quality": {
+        "kind": "quality", "embedding_model": str(tmp_path / "emb"), "cascade_threshold": 0.5,
+        "train": {"kinds": ["fasttext"], "positives": [str(shared_data / "hq_reference" / "*")], "max_per_class": 400}}}}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        Runner(pipeline_from_tree(tree, [], None), str(tmp_path / "out"), echo=lambda m: None, flat=True).run([str(path)])
+    finally:
+        ray.shutdown()
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    fast = table.column("quality_fasttext").to_numpy()
+    embedded = table.column("quality_embedding")
+    assert embedded.null_count == int((fast < 0.5).sum()) > 0  # below the cascade threshold: not sent on
+    assert all(v is not None for v, f in zip(embedded.to_pylist(), fast, strict=True) if f >= 0.5)
+    card = json.loads((tmp_path / "out" / "_models" / "fasttext" / "card.json").read_text())
+    assert card["sources"]["negatives"] == ["pool sample"]  # DCLM-style negatives: the pool itself
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert set(manifest["resolved"]["models"]) == {"fasttext", "embedding"}
+
+
+def test_local_hf_checkpoint(tmp_path):
+    from curation.classifiers.models import load_classifier
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(50)] + ["the", "good", "text"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)
+    checkpoint = tmp_path / "checkpoint"
+    BertForSequenceClassification(config).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    scores = load_classifier(checkpoint).score(["the good text", "w1 w2 w3", "the"])
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_classify_cli_train_and_score(shared_data, tmp_path):
+    model = tmp_path / "model"
+    out = run_curate(["classify", "train", "--positives", str(shared_data / "hq_reference" / "*"),
+                      "--negatives", str(shared_data / "web_negatives" / "*.jsonl.gz"), "--output", str(model),
+                      "--max-per-class", "400", "--set", "epoch=3"]).stdout
+    assert "held-out: roc_auc" in out and json.loads((model / "card.json").read_text())["recipe"]["epoch"] == 3
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"id": f"x{i}", "text": t}) for i, t in enumerate(
+        ["The European lobster is a species of clawed lobster found in the eastern Atlantic Ocean.",
+         "click here buy cheap pills casino bonus free win now now now"])) + "\n")
+    scored = tmp_path / "scored"
+    run_curate(["classify", "score", "--model", str(model), "--input", str(docs), "--output", str(scored)])
+    table = pq.read_table(next(scored.glob("part-*.parquet")))
+    assert {"id", "score"} <= set(table.schema.names)
+    scores = dict(zip(table.column("id").to_pylist(), table.column("score").to_pylist(), strict=True))
+    assert scores["x0"] > scores["x1"]
+    assert np.isfinite(list(scores.values())).all()
+
+
+def test_select_top_percent_per_group(tmp_path):
+    from curation.core.stage import ShardStats, StageContext
+    from curation.filters.select import SelectConfig, SelectStage
+
+    rng = np.random.default_rng(0)
+    table = pa.table({"source": ["a"] * 500 + ["b"] * 500, "score": np.concatenate([rng.random(500), rng.random(500) + 5]),
+                      "filter_keep": [True] * 1000})
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(table, path)
+    stage = SelectStage(SelectConfig(score="score", top_percent=10, group_by="source"))
+    ctx = StageContext(run_root=str(tmp_path), stage_name="select", stage_dir=str(tmp_path / "o"), key="k")
+    ctx.resolved = stage.resolve([str(path)], ctx)
+    stage.setup()
+    stage.thresholds = ctx.resolved["thresholds"]
+    kept = stage.process_batch(table.to_batches()[0], ShardStats(shard="x"))
+    counts = {g: kept.column("source").to_pylist().count(g) for g in ("a", "b")}
+    assert counts == {"a": 50, "b": 50}  # 10% of each group, not 10% of the pooled scores
+    assert Path(path).exists()
