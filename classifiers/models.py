@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import xxhash
 from curation.classifiers.card import heldout_metrics, read_card, write_card
-from curation.classifiers.references import ReferenceSplit, normalize
+from curation.classifiers.references import ReferenceSplit, normalize, normalize_array
 
 from curation.core.errors import ConfigError, MissingDependencyError
 
@@ -76,14 +77,15 @@ class FastTextClassifier:
         if POSITIVE not in labels:
             raise ConfigError(f"{path}: not a quality classifier (labels {labels})")
 
-    def score(self, texts: list[str]) -> np.ndarray:
-        if not texts:
+    def score(self, texts: list[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """P(high quality) per text; the normalisation runs vectorised on the Arrow column."""
+        if len(texts) == 0:
             return np.zeros(0, dtype=np.float32)
-        labels, probabilities = self.model.predict([normalize(t) for t in texts], k=2)
-        out = np.empty(len(texts), dtype=np.float32)
-        for i, (label, probability) in enumerate(zip(labels, probabilities, strict=True)):
-            out[i] = probability[0] if label[0] == POSITIVE else (probability[1] if len(probability) > 1 else 1 - probability[0])
-        return np.clip(out, 0.0, 1.0)
+        prepared = normalize_array(texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, pa.string()))
+        labels, probabilities = self.model.predict(prepared.to_pylist(), k=1)
+        top = np.fromiter((p[0] for p in probabilities), dtype=np.float32, count=len(probabilities))
+        positive = np.fromiter((label[0] == POSITIVE for label in labels), dtype=bool, count=len(labels))
+        return np.clip(np.where(positive, top, 1.0 - top), 0.0, 1.0)
 
 
 class EmbeddingClassifier:

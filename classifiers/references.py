@@ -81,6 +81,16 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", text).strip().lower()
 
 
+def normalize_array(texts):
+    """``normalize`` over an Arrow string column, vectorised, for fastText's ``predict``: fastText
+    splits tokens on any whitespace, so lowercasing and turning newlines (which ``predict``
+    refuses) into spaces gives the same tokens as ``normalize`` without a regex pass."""
+    import pyarrow.compute as pc
+
+    texts = pc.fill_null(texts, "")
+    return pc.utf8_lower(pc.replace_substring(texts, "\n", " "))
+
+
 @dataclass
 class ReferenceSplit:
     train_positive: list[str] = field(default_factory=list)

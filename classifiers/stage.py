@@ -126,18 +126,19 @@ class QualityStage(BatchStage):
 
     def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
         models = getattr(self, "_models", {})
-        texts = pc.fill_null(batch.column(self.config.text_column), "").to_pylist()
+        column = pc.fill_null(batch.column(self.config.text_column), "")
+        texts = column.to_pylist() if "embedding" in models else []
         out = batch
         fast = None
         if "fasttext" in models:
-            fast = models["fasttext"].score(texts)
+            fast = models["fasttext"].score(column)
             out = out.append_column("quality_fasttext", pa.array(fast, pa.float32()))
         if "embedding" in models:
-            chosen = np.arange(len(texts))
+            chosen = np.arange(batch.num_rows)
             if self.config.cascade_threshold is not None and fast is not None:
                 chosen = np.flatnonzero(fast >= self.config.cascade_threshold)
                 stats.extra["cascade_passed"] = stats.extra.get("cascade_passed", 0.0) + len(chosen)
-            scores = np.full(len(texts), np.nan, dtype=np.float32)
+            scores = np.full(batch.num_rows, np.nan, dtype=np.float32)
             if len(chosen):
                 scores[chosen] = models["embedding"].score([texts[i] for i in chosen])
             out = out.append_column("quality_embedding", pa.array(scores, pa.float32(), mask=np.isnan(scores)))
