@@ -9,6 +9,8 @@
     curate tokenize --input DOCS --tokenizer PATH --output DIR
     curate classify train --positives PATHS --negatives PATHS --output MODEL_DIR [--kind fasttext|embedding]
     curate classify score --model MODEL_DIR --input DOCS --output DIR
+    curate train --data MIX_OR_SHARDS --preset tiny|small [--max-tokens N] [--output RUN]
+    curate eval --run RUN [--tasks ...];  curate ablate MIX... --preset tiny --max-tokens N --seeds K
     curate mix SPEC --output DIR;  curate publish MIX --to DIR|s3://...;  curate verify BUNDLE
 
 Configuration errors are reported as one line (``curate: error: ...``), never a traceback.
@@ -133,6 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--id-field", default="id")
     score.add_argument("--text-field", default="text")
     _add_common_run_options(score)
+
+    train = sub.add_parser("train", help="train the bundled MoE (OLMoE-style) on a mix or token shards",
+                           description="Reads a mix directory (mix.json) or a tokenize output over memory-mapped "
+                                       "shards; resumes from RUN/checkpoint.pt; logs to RUN/metrics.jsonl and .parquet.")
+    train.add_argument("--data", required=True, help="mix directory or tokenize output directory")
+    train.add_argument("--preset", default="tiny", help="tiny (CPU, minutes), tiny_dense, small (one GPU)")
+    train.add_argument("--max-tokens", type=int, default=None)
+    train.add_argument("--output", default=None, help="run directory (default: runs/train-<preset>)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="e.g. lr=1e-3, batch_size=16, model.n_experts=8")
+
+    evaluation = sub.add_parser("eval", help="validation loss / bits per byte and RC multiple-choice scoring of a run",
+                                description="Writes RUN/eval.json: loss and bits per byte on validation splits and "
+                                            "WikiText, accuracy and mean log-probability of the correct answer per task.")
+    evaluation.add_argument("--run", required=True)
+    evaluation.add_argument("--tasks", nargs="+", default=None, help="llm-foundry task names (default: 7 MC tasks)")
+    evaluation.add_argument("--limit", type=int, default=500, help="examples per task")
+
+    ablate = sub.add_parser("ablate", help="train and evaluate every mix with identical settings and seeds",
+                            description="Writes RUN/experiments.parquet (queryable with curate stats) and RUN/plots/ "
+                                        "(loss curves, evaluation).")
+    ablate.add_argument("mixes", nargs="+", help="mix directories (or tokenize outputs)")
+    ablate.add_argument("--preset", default="tiny")
+    ablate.add_argument("--max-tokens", type=int, default=500_000)
+    ablate.add_argument("--seeds", type=int, default=1)
+    ablate.add_argument("--output", default="runs/ablation")
+    ablate.add_argument("--tasks", nargs="+", default=None)
+    ablate.add_argument("--limit", type=int, default=200)
 
     mix = sub.add_parser("mix", help="resolve a mix spec (YAML) into file spans over token shards",
                          description="Sources are SQL filters over token-shard indexes (quantile thresholds allowed) "
@@ -480,6 +510,42 @@ def cmd_classify(args: argparse.Namespace) -> int:
     raise CurationError("curate classify needs an action: train or score (see curate classify --help)")
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from curation.core.config import apply_overrides
+    from curation.trainer.train import train
+
+    overrides = apply_overrides({}, args.overrides)
+    output = args.output or os.path.join("runs", f"train-{args.preset}")
+    result = train(args.data, output, args.preset, args.max_tokens, overrides)
+    print(f"trained {result['steps']} steps -> {result['output']} (metrics.jsonl, metrics.parquet, checkpoint.pt)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from curation.trainer.evaluate import evaluate
+
+    results = evaluate(args.run, args.tasks, limit=args.limit)
+    for name, values in results["validation"].items():
+        print(f"validation {name:<24} loss {values['loss']:.4f}  bits/byte {values['bits_per_byte']:.4f}")
+    for task, values in results["tasks"].items():
+        if "accuracy" in values:
+            print(f"task {task:<18} acc {values['accuracy']:.3f}  acc/char {values['accuracy_per_char']:.3f}  "
+                  f"logprob(correct) {values['mean_logprob_correct']:.3f}  ({values['examples']} examples)")
+        else:
+            print(f"task {task:<18} {values.get('error', 'no scorable examples')}")
+    print(f"-> {args.run}/eval.json")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from curation.trainer.ablate import ablate
+
+    table = ablate(args.mixes, args.output, args.preset, args.max_tokens, args.seeds, args.tasks, args.limit)
+    _print_table(table.drop_columns([c for c in ("run", "mix_sources") if c in table.schema.names]), "table")
+    print(f"-> {args.output}/experiments.parquet, {args.output}/plots/")
+    return 0
+
+
 def cmd_mix(args: argparse.Namespace) -> int:
     from curation.tokenize.mix import load_mix_spec, resolve_mix, write_mix
 
@@ -521,6 +587,7 @@ COMMANDS = {
     "run": cmd_run, "stats": cmd_stats, "status": cmd_status,
     "extract": cmd_extract, "filter": cmd_filter, "dedup": cmd_dedup, "tokenize": cmd_tokenize,
     "mix": cmd_mix, "publish": cmd_publish, "verify": cmd_verify, "classify": cmd_classify,
+    "train": cmd_train, "eval": cmd_eval, "ablate": cmd_ablate,
 }
 
 

@@ -42,6 +42,9 @@ def discover(run_root: str, storage: fio.Storage | None = None) -> list[StageInf
     run_root = fio.normalize_root(run_root)
     if not fio.exists(run_root, storage):
         raise CurationError(f"run not found: {run_root}")
+    if fio.exists(fio.join(run_root, "experiments.parquet"), storage):
+        return [StageInfo("experiments", run_root, {"kind": "experiments", "files": [{"name": "experiments.parquet"}],
+                                                     "totals": {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0}})]
     flat = _read_json(fio.join(run_root, MANIFEST), storage)
     if flat is not None:
         return [StageInfo(flat["stage"], run_root, flat)]

@@ -1,0 +1,153 @@
+"""The bundled MoE trainer: the model's routing and losses, the data reader, resume, RC scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from curation.trainer.model import ModelConfig, MoETransformer
+
+SMALL = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=4, top_k=2, expert_hidden=16)
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    model = MoETransformer(SMALL)
+    x = torch.randint(0, 64, (4, 16))
+    y = torch.roll(x, -1, dims=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        out = model(x, y)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        first = first if first is not None else float(out["ce"])
+    assert first > 3.5 and float(out["ce"]) < 0.2
+
+
+def test_load_balancing_loss_is_one_under_uniform_routing():
+    model = MoETransformer(SMALL)
+    for block in model.blocks:
+        torch.nn.init.zeros_(block.moe.router.weight)  # every expert probability 1/E
+    out = model(torch.randint(0, 64, (3, 16)), torch.randint(0, 64, (3, 16)))
+    assert float(out["lb"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(out["z"]) == pytest.approx(math.log(4) ** 2, rel=1e-6)  # logsumexp of E zeros = log E
+
+
+def test_z_loss_against_hand_computation():
+    model = MoETransformer(SMALL)
+    x = torch.randint(0, 64, (2, 16))
+    out = model(x, x)
+    # Recompute every layer's router logits from its input and average logsumexp^2 by hand.
+    hidden = model.embed(x)
+    expected = []
+    for block in model.blocks:
+        h = hidden + block.attn(block.attn_norm(hidden), model.rope_cos, model.rope_sin)
+        logits = block.ffn_norm(h).reshape(-1, SMALL.d_model).float() @ block.moe.router.weight.float().T
+        expected.append(float(torch.logsumexp(logits, -1).pow(2).mean()))
+        y, _ = block.moe(block.ffn_norm(h))
+        hidden = h + y
+    assert float(out["z"]) == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+
+
+def test_dropless_every_token_reaches_k_experts():
+    model = MoETransformer(ModelConfig(**{**SMALL.__dict__, "n_experts": 8, "top_k": 3}))
+    out = model(torch.randint(0, 64, (5, 16)))
+    for stats in out["layer_stats"]:
+        experts = stats["experts"]
+        assert experts.shape == (5 * 16, 3)
+        assert all(len(set(row.tolist())) == 3 for row in experts)  # k distinct experts per token
+        assert int(stats["slots_per_expert"].sum()) == 5 * 16 * 3  # no slot dropped
+
+
+def test_dense_configuration_matches_active_parameters():
+    moe = MoETransformer(ModelConfig(**{**SMALL.__dict__, "n_experts": 4, "top_k": 2, "expert_hidden": 16}))
+    dense = MoETransformer(ModelConfig(**{**SMALL.__dict__, "n_experts": 1, "top_k": 1, "expert_hidden": 32}))
+    router_difference = SMALL.n_layers * SMALL.d_model * (4 - 1)
+    assert moe.parameter_counts()["active"] - dense.parameter_counts()["active"] == router_difference
+
+
+def _fake_tokenize_output(directory: Path, documents: list[list[int]], eos: int = 63) -> None:
+    """A tokenize stage output by hand: one token file, its index and manifest."""
+    directory.mkdir(parents=True)
+    tokens = np.concatenate([np.array(d + [eos], dtype=np.uint16) for d in documents])
+    tokens.tofile(directory / "part-00000-train-000.npy")
+    ends = np.cumsum([len(d) + 1 for d in documents])
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(documents))], "start": ends - [len(d) + 1 for d in documents],
+                             "end": ends}), directory / "part-00000.parquet")
+    manifest = {"kind": "tokenize", "key": "k", "files": [{"name": "part-00000-train-000.npy", "rows": int(len(tokens))},
+                                                         {"name": "part-00000.parquet", "rows": len(documents)}],
+                "resolved": {"tokenizer": {"dtype": "<u2", "vocab_size": 64, "eos_id": eos, "path": "unused"}}}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_reader_windows_follow_the_stream_and_document_boundaries(tmp_path):
+    from curation.trainer.data import TokenStream, load_data
+
+    rng = np.random.default_rng(0)
+    documents = [rng.integers(0, 60, size=rng.integers(3, 30)).tolist() for _ in range(40)]
+    _fake_tokenize_output(tmp_path / "tok", documents)
+    info = load_data(tmp_path / "tok")
+    stream = TokenStream(info, seq_len=16)
+    flat = np.concatenate([np.array(d + [63]) for d in documents])
+    assert stream.total == len(flat)
+    for i in range(len(stream)):
+        x, y = stream.window(i)
+        assert x.tolist() == flat[i * 16 : i * 16 + 16].tolist() and y.tolist() == flat[i * 16 + 1 : i * 16 + 17].tolist()
+    # Every document ends with EOS right where the index says it ends.
+    index = pq.read_table(tmp_path / "tok" / "part-00000.parquet").to_pylist()
+    assert all(flat[r["end"] - 1] == 63 for r in index)
+    # A mix span list with repeats expands deterministically.
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    spans = [{"file": str(tmp_path / "tok" / "part-00000-train-000.npy"), "start": index[0]["start"], "end": index[4]["end"],
+              "repeat": 2, "source": "a"}]
+    (mix / "mix.json").write_text(json.dumps({"name": "m", "total_tokens": 2 * index[4]["end"], "spans": spans}))
+    mixed = TokenStream(load_data(mix), seq_len=8)
+    assert mixed.total == 2 * index[4]["end"]
+    assert mixed._tokens(0, mixed.total).tolist() == flat[: index[4]["end"]].tolist() * 2
+
+
+def test_resume_gives_the_same_loss_curve(tmp_path):
+    from curation.trainer.train import train
+
+    rng = np.random.default_rng(1)
+    _fake_tokenize_output(tmp_path / "tok", [rng.integers(0, 60, size=50).tolist() for _ in range(200)])
+    settings = {"model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 32, "n_experts": 4, "top_k": 2,
+                          "expert_hidden": 16}, "batch_size": 4, "log_every": 1, "warmup_steps": 3, "checkpoint_every": 1000}
+    train(tmp_path / "tok", tmp_path / "straight", "tiny", 24 * 4 * 32, settings, echo=lambda m: None)
+    train(tmp_path / "tok", tmp_path / "resumed", "tiny", 24 * 4 * 32, settings, stop_after_steps=11, echo=lambda m: None)
+    train(tmp_path / "tok", tmp_path / "resumed", "tiny", 24 * 4 * 32, settings, echo=lambda m: None)
+
+    def curve(run: str) -> list[tuple[int, float]]:
+        table = pq.read_table(tmp_path / run / "metrics.parquet")
+        return list(zip(table.column("step").to_pylist(), table.column("loss").to_pylist(), strict=True))
+
+    assert len(curve("straight")) == 24
+    assert curve("resumed") == curve("straight")
+
+
+def test_rc_scoring_on_a_hand_made_example(tmp_path):
+    from curation.trainer.evaluate import rc_task
+
+    task = tmp_path / "task.jsonl"
+    task.write_text("\n".join(json.dumps(r) for r in [
+        {"query": "The sky is", "choices": ["blue", "a sandwich"], "gold": 0},
+        {"query": "Two plus two is", "choices": ["five", "four"], "gold": 1},
+        {"context_options": ["The cat sat", "The dog sat"], "continuation": "and purred.", "gold": 0},
+    ]))
+    table = {("The sky is", " blue"): -1.0, ("The sky is", " a sandwich"): -9.0,
+             ("Two plus two is", " five"): -2.0, ("Two plus two is", " four"): -3.0,
+             ("The cat sat", " and purred."): -4.0, ("The dog sat", " and purred."): -6.0}
+    result = rc_task(task, lambda pairs: [table[p] for p in pairs])
+    assert result["examples"] == 3
+    assert result["accuracy"] == pytest.approx(2 / 3)  # the second example is answered wrongly
+    assert result["mean_logprob_correct"] == pytest.approx((-1.0 - 3.0 - 4.0) / 3)
