@@ -364,9 +364,13 @@ def print_summary(run_root: str, storage, seconds: float, plot: bool = True) -> 
         console.print(f"tokens written: {tokens:,}")
     console.print(f"outputs: {run_root}/<stage>/  (query: curate stats {run_root} \"SELECT ...\")")
     if plot and len(stages) > 1:
+        from curation.core.plots import run_plots
+
         path = plot_funnel(funnel(stages), fio.join(run_root, "plots", "funnel.png"),
                            f"funnel: {run_root.rsplit('/', 1)[-1]}", storage)
-        console.print(f"funnel plot: {path}")
+        print(f"funnel plot: {path}", flush=True)
+        for other in run_plots(run_root, storage):  # tokens by language/domain, lengths, scores by source
+            print(f"plot: {other}", flush=True)
 
 
 def _compact(value: Any, limit: int = 300) -> str:
@@ -384,18 +388,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     storage = _storage(args)
     if fio.exists(fio.join(fio.normalize_root(args.run), "mix.json"), storage):
         return _mix_stats(args, storage)
-    if args.plots:
-        from curation.core.plots import run_plots
-
-        for path in run_plots(args.run, storage):
-            print(f"plot: {path}")
     if args.sql is None:
-        print_summary(args.run, storage, 0.0, plot=True)
+        print_summary(args.run, storage, 0.0, plot=args.plots)
         from curation.core.stats import discover, funnel
 
         for step in funnel(discover(args.run, storage)):
             print(f"  {step.documents:>10,}  {step.label}  {step.note}")
         return 0
+    if args.plots:
+        from curation.core.plots import run_plots
+
+        for path in run_plots(args.run, storage):
+            print(f"plot: {path}")
     table = query(args.run, args.sql, storage)
     _print_table(table, args.format)
     return 0

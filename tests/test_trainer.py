@@ -151,3 +151,18 @@ def test_rc_scoring_on_a_hand_made_example(tmp_path):
     assert result["examples"] == 3
     assert result["accuracy"] == pytest.approx(2 / 3)  # the second example is answered wrongly
     assert result["mean_logprob_correct"] == pytest.approx((-1.0 - 3.0 - 4.0) / 3)
+
+
+def test_grouped_gemm_path_matches_the_per_expert_loop():
+    torch.manual_seed(3)
+    config = ModelConfig(**{**SMALL.__dict__, "n_experts": 8, "top_k": 2})
+    loop = MoETransformer(ModelConfig(**{**config.__dict__, "grouped_mm": False}))
+    grouped = MoETransformer(ModelConfig(**{**config.__dict__, "grouped_mm": True}))
+    grouped.load_state_dict(loop.state_dict())
+    x = torch.randint(0, 64, (3, 16))
+    a, b = loop(x, x), grouped(x, x)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-5)
+    a["loss"].backward()
+    b["loss"].backward()
+    for (name, p), q in zip(loop.named_parameters(), grouped.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name

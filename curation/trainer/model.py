@@ -4,7 +4,8 @@ Pre-norm RMSNorm, RoPE, QK-norm, no biases, untied embeddings. Every layer's fee
 mixture of SwiGLU experts with a linear router computed in fp32: softmax over all experts, then
 top-k, weights not renormalised (as OLMoE). Routing is dropless token choice: every token reaches
 exactly k experts; token slots are sorted by expert and each expert runs one matmul over its
-contiguous slice. ``n_experts=1, top_k=1`` is the dense model.
+contiguous slice (on a GPU: one grouped GEMM per projection, ``F.grouped_mm``, in bf16).
+``n_experts=1, top_k=1`` is the dense model.
 
 Auxiliary losses (OLMoE's normalisation), per forward pass over L layers and T tokens:
     L_LB = E / (L * T * k) * sum_layers sum_e c_e * p̄_e
@@ -38,6 +39,7 @@ class ModelConfig:
     lb_weight: float = 0.01
     z_weight: float = 0.001
     init_std: float = 0.02
+    grouped_mm: bool | None = None  # experts as one grouped GEMM; None: on CUDA only
 
     @property
     def head_dim(self) -> int:
@@ -110,14 +112,7 @@ class MoE(nn.Module):
         order = flat_experts.argsort(stable=True)  # slots sorted by expert
         counts = torch.bincount(flat_experts, minlength=E)  # (E,) slots per expert
         slot_tokens = tokens[order // k]  # (T*k, D) token of each sorted slot
-        outputs = torch.empty_like(slot_tokens)
-        start = 0
-        for e, n in enumerate(counts.tolist()):  # one matmul per expert over its contiguous slots
-            if n:
-                chunk = slot_tokens[start : start + n]  # (n, D)
-                hidden = F.silu(chunk @ self.w_gate[e]) * (chunk @ self.w_up[e])  # (n, Hd)
-                outputs[start : start + n] = hidden @ self.w_down[e]  # (n, D)
-            start += n
+        outputs = self.experts(slot_tokens, counts)  # (T*k, D)
         combined = torch.empty_like(outputs)
         combined[order] = outputs  # back to slot order (T*k, D)
         y = (combined.view(-1, k, D) * weights.unsqueeze(-1).to(combined.dtype)).sum(1)  # (T, D)
@@ -128,6 +123,27 @@ class MoE(nn.Module):
             "experts": experts,  # (T, k), for the dropless check
         }
         return y.view(B, S, D), stats
+
+
+    def experts(self, slot_tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of every slot by its expert; slots are contiguous per expert."""
+        grouped = self.c.grouped_mm if self.c.grouped_mm is not None else slot_tokens.is_cuda
+        if grouped:  # one grouped GEMM per projection (bf16 on GPU)
+            dtype = torch.bfloat16 if slot_tokens.is_cuda else slot_tokens.dtype
+            offsets = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slots
+            x = slot_tokens.to(dtype)
+            gate = F.grouped_mm(x, self.w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
+            up = F.grouped_mm(x, self.w_up.to(dtype), offs=offsets)  # (T*k, Hd)
+            return F.grouped_mm(F.silu(gate) * up, self.w_down.to(dtype), offs=offsets).to(slot_tokens.dtype)
+        outputs = torch.empty_like(slot_tokens)
+        start = 0
+        for e, n in enumerate(counts.tolist()):  # one matmul per expert over its contiguous slots
+            if n:
+                chunk = slot_tokens[start : start + n]  # (n, D)
+                hidden = F.silu(chunk @ self.w_gate[e]) * (chunk @ self.w_up[e])  # (n, Hd)
+                outputs[start : start + n] = hidden @ self.w_down[e]  # (n, D)
+            start += n
+        return outputs
 
 
 class Block(nn.Module):
