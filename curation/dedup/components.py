@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-MASK_NONE = np.uint64(0)
-
 
 def partition_of(nodes: np.ndarray, partitions: int) -> np.ndarray:
     from curation.dedup.minhash import splitmix64
