@@ -7,12 +7,15 @@ stage asks Ray for a GPU when the cluster has one and an embedding model is conf
 
 ``train`` makes the stage self-contained, as DCLM does it: positives from reference files,
 negatives a seeded random sample of the pool being filtered (this stage's input), trained once on
-the driver before scoring; the model and its card land in ``<stage>/_models/<kind>``.
+the driver before scoring; the model and its card land in ``<stage>/_models/<kind>`` (local or
+object store; workers copy a remote model to local disk once per actor).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,6 @@ import pyarrow.parquet as pq
 from curation.classifiers.references import expand, read_texts, split_references
 
 from curation.core import io as fio
-from curation.core.errors import ConfigError
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
 
 
@@ -73,6 +75,16 @@ def _pool_sample(inputs: list[str], ctx: StageContext, column: str, size: int, s
     return rng.sample(texts, min(size, len(texts)))
 
 
+def localize(directory: str, storage: fio.Storage) -> str:
+    """A model directory on local disk: remote ones (s3://) are copied to a temporary directory."""
+    if fio.is_local(directory):
+        return directory
+    local = tempfile.mkdtemp(prefix="curation-model-")
+    for path in fio.list_files(directory, "", storage):
+        Path(local, path.rsplit("/", 1)[-1]).write_bytes(fio.read_bytes(path, storage))
+    return local
+
+
 @register("quality")
 class QualityStage(BatchStage):
     Config = QualityConfig
@@ -89,14 +101,11 @@ class QualityStage(BatchStage):
         return {"num_cpus": self.config.num_cpus, "num_gpus": gpus}
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
-        from curation.classifiers.card import read_card
         from curation.classifiers.models import train_classifier
 
         models = {"fasttext": self.config.fasttext_model, "embedding": self.config.embedding_model}
         train = self.config.train
         if train:
-            if not fio.is_local(ctx.stage_dir):
-                raise ConfigError("quality.train writes its models next to the run: use a local run directory")
             positives = [t for path in expand(train.positives) for t in read_texts(path)]
             negatives = ([t for path in expand(train.negatives) for t in read_texts(path)] if train.negatives
                          else _pool_sample(inputs, ctx, self.config.text_column, train.pool_sample, train.seed))
@@ -104,16 +113,25 @@ class QualityStage(BatchStage):
                                      train.min_words)
             sources = {"positives": list(train.positives), "negatives": list(train.negatives) or ["pool sample"]}
             for kind in train.kinds:
-                directory = Path(ctx.stage_dir) / "_models" / kind
-                card = train_classifier(kind, split, directory, sources, getattr(train, kind))
+                with tempfile.TemporaryDirectory() as local:
+                    card = train_classifier(kind, split, local, sources, getattr(train, kind))
+                    target = fio.join(ctx.stage_dir, "_models", kind)
+                    for file in sorted(Path(local).iterdir()):  # local disk or object store alike
+                        fio.write_atomic(fio.join(target, file.name), file.read_bytes(), ctx.storage)
                 print(f"[{ctx.stage_name}] trained {kind}: held-out ROC AUC {card['metrics']['roc_auc']:.3f}, "
-                      f"precision@10% {card['metrics']['precision_at_0.1']:.3f} -> {directory}", flush=True)
-                models[kind] = str(directory)
+                      f"precision@10% {card['metrics']['precision_at_0.1']:.3f} -> {target}", flush=True)
+                models[kind] = target
+        inside = ctx.stage_dir.rstrip("/") + "/"
         resolved: dict[str, Any] = {}
         for kind, directory in models.items():
             if directory:
-                card = read_card(directory) if (Path(directory) / "card.json").is_file() else {"kind": "hf"}
-                resolved[kind] = {"path": str(directory), "metrics": card.get("metrics", {}),
+                card_path = fio.join(directory, "card.json")
+                card = json.loads(fio.read_bytes(card_path, ctx.storage)) if fio.exists(card_path, ctx.storage) else {"kind": "hf"}
+                # Models trained here are recorded relative to the stage, so the manifest does not depend on
+                # where the run lives (reruns elsewhere stay byte-identical).
+                path = str(directory)
+                resolved[kind] = {"path": path.removeprefix(inside) if path.startswith(inside) else path,
+                                  "metrics": card.get("metrics", {}),
                                   "data": {k: v["sha256"] for k, v in card.get("data", {}).items()}}
         return {"models": resolved}
 
@@ -121,7 +139,12 @@ class QualityStage(BatchStage):
         if getattr(self, "_models", None) is None:
             from curation.classifiers.models import load_classifier
 
-            self._models = {kind: load_classifier(info["path"]) for kind, info in ctx.resolved["models"].items()}
+            self._models = {}
+            for kind, info in ctx.resolved["models"].items():
+                path = info["path"]
+                if not (path.startswith("/") or "://" in path):
+                    path = fio.join(ctx.stage_dir, path)
+                self._models[kind] = load_classifier(localize(path, ctx.storage))
         return super().run_shard(task, ctx)
 
     def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
