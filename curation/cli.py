@@ -30,7 +30,7 @@ from curation.core.errors import CurationError
 EPILOG = "Run `curate COMMAND --help` for the options of each command."
 
 
-def _add_common_run_options(parser: argparse.ArgumentParser, output_required: bool = False) -> None:
+def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value with a dotted key, e.g. filter.steps=... or ray.num_cpus=2; repeatable")
     parser.add_argument("--address", default=None,
