@@ -84,3 +84,25 @@ def s3_endpoint():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def run_single_stage(rows: list[dict], stage: dict, directory: Path, shards: int = 1) -> Path:
+    """Write ``rows`` as ``shards`` Parquet shards under ``directory/in`` and run one stage (a flat
+    run, in this process's Ray) into ``directory/out``; returns the output directory."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.core.pipeline import pipeline_from_tree
+    from curation.core.runner import Runner
+
+    inputs = []
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), shards)):
+        path = directory / "in" / f"part-{i:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist([rows[j] for j in part]), path)
+        inputs.append(str(path))
+    tree = {"name": stage["kind"], "stages": {stage["kind"]: stage}}
+    out = directory / "out"
+    Runner(pipeline_from_tree(tree, [], None), str(out), echo=lambda m: None, flat=True).run(inputs)
+    return out

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_curate
+from conftest import run_curate, run_single_stage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -86,18 +86,8 @@ def _planted_corpus(seed: int = 3) -> tuple[list[dict], dict[str, str]]:
 
 
 def _run_dedup(rows: list[dict], tmp_path, shards: int, partitions: int, **options) -> dict[str, dict]:
-    from curation.core.pipeline import pipeline_from_tree
-    from curation.core.runner import Runner
-
-    inputs = []
-    for i, part in enumerate(np.array_split(np.arange(len(rows)), shards)):
-        path = tmp_path / f"in-{shards}-{partitions}" / f"part-{i:05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([rows[j] for j in part]), path)
-        inputs.append(str(path))
-    tree = {"name": "d", "stages": {"dedup": {"kind": "dedup", "partitions": partitions, **options}}}
-    out = tmp_path / f"out-{shards}-{partitions}"
-    Runner(pipeline_from_tree(tree, [], None), str(out), echo=lambda m: None, flat=True).run(inputs)
+    out = run_single_stage(rows, {"kind": "dedup", "partitions": partitions, **options},
+                           tmp_path / f"dedup-{shards}-{partitions}", shards)
     table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])
     return {r["id"]: r for r in table.to_pylist()}
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_single_stage
 from curation.tokenize.shards import dtype_for_vocab
 
 
@@ -39,19 +40,7 @@ def _docs(n: int = 300) -> list[dict]:
 
 
 def _tokenize(rows, tmp_path: Path, tokenizer: Path, name: str, shards: int = 2, **options) -> Path:
-    from curation.core.pipeline import pipeline_from_tree
-    from curation.core.runner import Runner
-
-    inputs = []
-    for i, part in enumerate(np.array_split(np.arange(len(rows)), shards)):
-        path = tmp_path / f"{name}-in" / f"part-{i:05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([rows[j] for j in part]), path)
-        inputs.append(str(path))
-    tree = {"name": name, "stages": {"tokenize": {"kind": "tokenize", "tokenizer": str(tokenizer), **options}}}
-    out = tmp_path / name
-    Runner(pipeline_from_tree(tree, [], None), str(out), echo=lambda m: None, flat=True).run(inputs)
-    return out
+    return run_single_stage(rows, {"kind": "tokenize", "tokenizer": str(tokenizer), **options}, tmp_path / name, shards)
 
 
 def _index(out: Path) -> pa.Table:
