@@ -36,6 +36,7 @@ from curation.core.stage import (
     Stage,
     StageContext,
     register,
+    text_bytes,
     write_parquet_bytes,
 )
 
@@ -190,7 +191,7 @@ class TokenizeStage(Stage):
                 names, starts, ends = writers[split].add(tokens, offsets)
                 tokens_total += len(tokens)
                 stats.docs_in += batch.num_rows
-                stats.bytes_in += sum(len(t.encode()) for t in texts)
+                stats.bytes_in += text_bytes(batch, self.config.text_column)
                 carried = {n: batch.column(n) for n in batch.schema.names if n not in _NOT_CARRIED}
                 index = {
                     "id": carried.pop(self.config.id_column),

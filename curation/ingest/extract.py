@@ -27,6 +27,7 @@ from curation.core.stage import (
     Stage,
     StageContext,
     register,
+    text_bytes,
     write_parquet_bytes,
 )
 from curation.ingest.langid import LanguageIdConfig, LanguageIdentifier
@@ -124,7 +125,7 @@ class ExtractStage(Stage):
                     flush()
         flush()
         stats.docs_out = sum(b.num_rows for b in batches)
-        stats.bytes_out = sum(len(t.encode()) for b in batches for t in b.column("text").to_pylist())
+        stats.bytes_out = sum(text_bytes(b) for b in batches)
         data = write_parquet_bytes(batches, OUTPUT_SCHEMA)
         out = self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)
         stats.seconds = round(time.perf_counter() - start, 3)
