@@ -136,11 +136,6 @@ def stage_class(kind: str) -> type[Stage]:
     return _REGISTRY[kind]
 
 
-def known_kinds() -> list[str]:
-    _load_builtin_stages()
-    return sorted(_REGISTRY)
-
-
 def _load_builtin_stages() -> None:
     # Imported for their @register side effect; kept lazy so `curate --help` stays fast.
     import curation.classifiers.stage  # noqa: F401

@@ -215,11 +215,6 @@ def signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int
     return out
 
 
-def estimate_jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Share of agreeing MinHash values (rows are documents)."""
-    return (left == right).mean(axis=-1)
-
-
 def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                   false_negative_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) minimising the weighted false positive and negative probability mass,

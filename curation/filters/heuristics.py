@@ -535,6 +535,3 @@ class HeuristicFilterStage(BatchStage):
         return TextView(text)
 
 
-def step_types() -> list[str]:
-    return sorted(_STEP_TYPES)
-

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from curation.core.errors import CurationError
+from curation.tokenize.shards import open_tokens
 
 
 @dataclass
@@ -97,7 +98,7 @@ class TokenStream:
             take = min(len(out) - filled, int(self.offsets[span + 1] - position))
             file = self.info.files[span]
             if file not in self._maps:
-                self._maps[file] = np.memmap(file, dtype=self.info.dtype, mode="r")
+                self._maps[file] = open_tokens(file, self.info.dtype)
             start = int(self.info.starts[span] + within)
             out[filled : filled + take] = self._maps[file][start : start + take]
             filled += take
