@@ -1,65 +1,225 @@
 """The one prepared script for a lent GPU machine (H100/H200): measures what only a GPU can.
 
-  1. `small` preset MoE: tokens/s and MFU (peak 989.5 TFLOP/s bf16) on synthetic token shards.
-  2. The embedding quality scorer: documents/s in bf16.
+Each job runs in its own process (a clean peak-memory counter; an out-of-memory error costs one
+row, not the run), in priority order, inside a wall-clock budget:
 
-Everything it needs is built in place (no fixtures, no downloads); results go to $OUT/gpu.json.
+  embed          the embedding quality scorer (MiniLM-L6, `SentenceEncoder`) against the
+                 sentence-transformers `encode` path it replaced, same 20k documents; plus the
+                 scorer's tokenizer alone and its model alone, to say where the time goes
+  medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
+                 peak memory against the CPU-side estimate, kernel profile of the last steps
+  medium_dense   the dense model with the same active parameters (hidden 4096)
+  medium_moe_recompute   `medium` with gate/up recomputed in the backward (less memory)
+  small_moe, small_dense the `small` preset and its dense twin
+  medium_moe_eager       `medium` without torch.compile
 
-    python benchmarks/gpu_check.py --out "$OUT"
+Everything is built in place (synthetic token shards, generated documents); results go to
+$OUT/gpu.json and the jobs' output to $OUT/gpu.log.
+
+    PYTHONPATH=. python benchmarks/gpu_check.py --out "$OUT" --model-dir .gpu/minilm
+    python benchmarks/gpu_check.py --smoke      # a CPU dry run of every job at toy sizes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+JOBS = ["medium_moe", "embed", "medium_dense", "medium_moe_recompute", "small_moe", "medium_moe_eager", "small_dense"]
+WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
+
 
 def synthetic_tokens(directory: Path, tokens: int, vocab: int = 50280) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     data = rng.zipf(1.2, size=tokens).clip(max=vocab - 2).astype(np.uint16)
-    data[rng.random(tokens) < 1 / 500] = 50279  # documents of ~500 tokens
+    data[rng.random(tokens) < 1 / 500] = vocab - 1  # documents of ~500 tokens
     data.tofile(directory / "part-00000-train-000.npy")
     manifest = {"kind": "tokenize", "key": "synthetic", "files": [{"name": "part-00000-train-000.npy", "rows": tokens}],
-                "resolved": {"tokenizer": {"dtype": "<u2", "vocab_size": vocab, "eos_id": 50279, "path": "synthetic"}}}
+                "resolved": {"tokenizer": {"dtype": "<u2", "vocab_size": vocab, "eos_id": vocab - 1, "path": "synthetic"}}}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=".")
-    parser.add_argument("--steps", type=int, default=60)
-    args = parser.parse_args()
+def documents(n: int, seed: int = 0) -> list[str]:
+    """n web-like documents of 120-600 words, sentences and paragraphs of common English words."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for length in rng.integers(120, 601, n):
+        words = rng.choice(WORDS, size=int(length))
+        sentences = [" ".join(words[i : i + 14]).capitalize() + "." for i in range(0, len(words), 14)]
+        out.append("\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, len(sentences), 4)))
+    return out
+
+
+def job_embed(args) -> dict:
+    import torch
+    from curation.classifiers.models import SentenceEncoder
+
+    model_dir = args.model_dir or _default_model()
+    texts = documents(200 if args.smoke else 20000)
+    encoder = SentenceEncoder(model_dir, 256)
+    result = {"documents": len(texts), "fast_path": encoder.fast, "batch_tokens": encoder.batch_tokens}
+    encoder.embed(texts[:2048])  # warm-up: kernels, allocator
+    timings = []
+    for _ in range(2 if args.smoke else 3):
+        _sync(torch)
+        start = time.perf_counter()
+        vectors = encoder.embed(texts)
+        _sync(torch)
+        timings.append(time.perf_counter() - start)
+    result["docs_per_s"] = len(texts) / float(np.median(timings))
+    result["runs_s"] = timings
+    # where the time goes: the tokenizer alone (all cores), the model alone (pre-tokenized)
+    start = time.perf_counter()
+    batches = [b for s in range(0, len(texts), encoder.CHUNK_DOCS) for b in encoder._batches(texts, s)]
+    result["tokenize_docs_per_s"] = len(texts) / (time.perf_counter() - start)
+    result["padded_tokens"] = int(sum(b[1].numel() for b in batches))
+    result["real_tokens"] = int(sum(int(b[2].sum()) for b in batches))
+    with torch.inference_mode():
+        _sync(torch)
+        start = time.perf_counter()
+        for _, ids, mask in batches:
+            encoder._pool(ids, mask)
+        _sync(torch)
+    model_s = time.perf_counter() - start
+    result["model_only_docs_per_s"] = len(texts) / model_s
+    params = sum(p.numel() for n, p in encoder.model.named_parameters() if "embeddings" not in n)
+    result["model_tflops"] = 2 * params * result["real_tokens"] / model_s / 1e12  # matmul FLOPs, attention not counted
+    # the path this replaced: sentence-transformers' encode, batch 256, bf16 on GPU
+    reference = encoder.st
+    reference.encode(texts[:512], batch_size=256, normalize_embeddings=True, show_progress_bar=False)
+    _sync(torch)
+    start = time.perf_counter()
+    baseline = reference.encode(texts, batch_size=256, normalize_embeddings=True, convert_to_numpy=True,
+                                show_progress_bar=False)
+    _sync(torch)
+    result["sentence_transformers_docs_per_s"] = len(texts) / (time.perf_counter() - start)
+    result["speedup"] = result["docs_per_s"] / result["sentence_transformers_docs_per_s"]
+    cosine = (vectors * baseline).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(baseline, axis=1))
+    result["min_cosine_vs_sentence_transformers"] = float(cosine.min())
+    return result
+
+
+def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:
     import torch
 
-    from curation.trainer.train import train
+    from curation.trainer.accounting import estimate_memory
+    from curation.trainer.train import PRESETS, build_train_config, train
 
-    results = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    base = PRESETS[preset]
+    batch = base["batch_size"] if not args.smoke else 2
+    overrides = {"log_every": 5, "checkpoint_every": 0, "profile_steps": 3, "batch_size": batch, "model": dict(model),
+                 "compile": compile}
+    if args.smoke:
+        moe = model.get("n_experts", 64) > 1
+        overrides["model"].update(d_model=64, n_layers=2, n_heads=4, seq_len=64, expert_hidden=32 if moe else 256,
+                                  n_experts=8 if moe else 1, top_k=2 if moe else 1)
+        overrides["compile"] = False
+    steps = 10 if args.smoke else args.steps
+    seq = overrides["model"].get("seq_len", base["model"]["seq_len"])
     with tempfile.TemporaryDirectory() as tmp:
-        data = synthetic_tokens(Path(tmp) / "tok", 40_000_000)
-        tokens = args.steps * 16 * 2048
-        train(str(data), str(Path(tmp) / "run"), "small", tokens, {"log_every": 10})
+        data = synthetic_tokens(Path(tmp) / "tok", steps * batch * seq + 4 * seq + 1)
+        summary = train(str(data), str(Path(tmp) / "run"), preset, steps * batch * seq, overrides)
         metrics = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-        steady = metrics[2:] or metrics
-        results["small_tokens_per_s"] = float(np.median([m["tokens_per_s"] for m in steady]))
-        results["small_mfu"] = float(np.median([m["mfu"] for m in steady if m["mfu"] is not None] or [0]))
-    from curation.classifiers.models import EmbeddingClassifier, EmbeddingRecipe, default_embedding_model
+        profile = (Path(tmp) / "run" / "profile.txt").read_text() if (Path(tmp) / "run" / "profile.txt").is_file() else ""
+    steady = metrics[2:-1] or metrics  # skip compile + warm-up windows and the profiled last window
+    config = build_train_config(preset, 50280, overrides)
+    estimate = estimate_memory(config.model, config.batch_size)
+    result = {
+        "preset": preset, "model_overrides": model, "batch_size": batch, "parameters": summary["parameters"],
+        "tokens_per_s": float(np.median([m["tokens_per_s"] for m in steady])),
+        "mfu": float(np.median([m["mfu"] for m in steady])) if steady[0]["mfu"] is not None else None,
+        "peak_memory_gb": metrics[-1]["peak_memory_gb"],
+        "estimated_memory_gb": {k: round(v / 1e9, 2) for k, v in estimate.items()},
+        "final_loss": metrics[-1]["loss"], "windows": [round(m["tokens_per_s"]) for m in metrics],
+        "profile_top": profile.splitlines()[:40],
+    }
+    if torch.cuda.is_available():
+        result["reserved_memory_gb"] = torch.cuda.max_memory_reserved() / 1e9
+    return result
 
-    scorer = EmbeddingClassifier(default_embedding_model(), {"weights": np.ones(384, np.float32), "bias": np.zeros(1, np.float32)},
-                                 EmbeddingRecipe(batch_size=256))
-    texts = [("web page text about many things " * (20 + i % 80)).strip() for i in range(20000)]
-    scorer.score(texts[:512])
+
+MEDIUM_DENSE = {"n_experts": 1, "top_k": 1, "expert_hidden": 4096}
+SMALL_DENSE = {"n_experts": 1, "top_k": 1, "expert_hidden": 2048}
+
+
+def run_job(name: str, args) -> dict:
+    if name == "embed":
+        return job_embed(args)
+    preset, _, variant = name.partition("_")
+    model = {"moe": {}, "moe_eager": {}, "dense": MEDIUM_DENSE if preset == "medium" else SMALL_DENSE,
+             "moe_recompute": {"recompute_experts": True}}[variant]
+    return job_train(args, preset, model, compile=variant != "moe_eager")
+
+
+def _sync(torch) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _default_model() -> str:
+    from curation.classifiers.models import default_embedding_model
+
+    return default_embedding_model()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--budget", type=float, default=420, help="seconds; jobs not started by then are skipped")
+    parser.add_argument("--job-timeout", type=float, default=170)
+    parser.add_argument("--jobs", nargs="+", default=JOBS, choices=JOBS)
+    parser.add_argument("--model-dir", help="a local sentence-transformers directory (default: the packaged MiniLM)")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, runs on a CPU")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:  # child process: one job, one JSON line
+        print("RESULT " + json.dumps(run_job(args.job, args)), flush=True)
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "jobs": {}}
+    try:
+        import torch
+
+        results["torch"] = torch.__version__
+        results["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        pass
     start = time.perf_counter()
-    scorer.score(texts)
-    results["embedding_docs_per_s"] = len(texts) / (time.perf_counter() - start)
-    Path(args.out, "gpu.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps(results, indent=1))
+    with (out / "gpu.log").open("w") as log:
+        for name in args.jobs:
+            if time.perf_counter() - start > args.budget:
+                results["jobs"][name] = {"skipped": "over the time budget"}
+                continue
+            command = [sys.executable, __file__, "--job", name, "--steps", str(args.steps)]
+            command += ["--model-dir", args.model_dir] if args.model_dir else []
+            command += ["--smoke"] if args.smoke else []
+            job_start = time.perf_counter()
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=args.job_timeout)
+                output, code = done.stdout + done.stderr, done.returncode
+            except subprocess.TimeoutExpired as exc:
+                output, code = f"{exc.stdout or ''}{exc.stderr or ''}\ntimed out", -1
+                output = output if isinstance(output, str) else str(output)
+            log.write(f"=== {name} (exit {code}, {time.perf_counter() - job_start:.0f} s)\n{output}\n")
+            log.flush()
+            lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+            results["jobs"][name] = json.loads(lines[-1][7:]) if lines else {"error": output.strip().splitlines()[-3:]}
+            results["jobs"][name]["seconds"] = round(time.perf_counter() - job_start, 1)
+            (out / "gpu.json").write_text(json.dumps(results, indent=1))
+            print(name, json.dumps({k: v for k, v in results["jobs"][name].items() if k != "profile_top"}), flush=True)
+    (out / "gpu.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

