@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-JOBS = ["medium_moe", "embed", "medium_dense", "medium_moe_recompute", "small_moe", "medium_moe_eager", "small_dense"]
+JOBS = ["medium_moe", "embed", "medium_dense", "medium_moe_recompute", "small_moe", "small_dense", "medium_moe_eager"]
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
 
 
@@ -80,7 +80,7 @@ def job_embed(args) -> dict:
     result["runs_s"] = timings
     # where the time goes: the tokenizer alone (all cores), the model alone (pre-tokenized)
     start = time.perf_counter()
-    batches = [b for s in range(0, len(texts), encoder.CHUNK_DOCS) for b in encoder._batches(texts, s)]
+    batches = [b for s in range(0, len(texts), encoder.CHUNK_DOCS) for b in encoder.batches(texts, s)]
     result["tokenize_docs_per_s"] = len(texts) / (time.perf_counter() - start)
     result["padded_tokens"] = int(sum(b[1].numel() for b in batches))
     result["real_tokens"] = int(sum(int(b[2].sum()) for b in batches))

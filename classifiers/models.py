@@ -111,9 +111,12 @@ class SentenceEncoder:
     """Sentence embeddings of a local sentence-transformers model, computed as its modules do
     (Transformer -> mean Pooling -> Normalize) but fed for throughput:
 
-    - the Rust tokenizer encodes chunks of texts on all cores in a background thread while the
-      model runs on the previous chunk (texts are cut to a prefix first that still yields more
-      than ``max_seq_length`` tokens; a text whose prefix falls short is encoded whole);
+    - the Rust tokenizer encodes chunks of texts on all cores, in worker threads that run ahead
+      of the model (it releases the GIL, so the Python side of one chunk overlaps the encoding of
+      the next and the GPU's work on the last);
+    - a long text is encoded from a prefix cut at whitespace that yields a full window of tokens
+      (whitespace is a hard token boundary, so those are exactly the whole text's first tokens);
+      a prefix that falls short is widened from the text's own characters per token, then dropped;
     - batches are length-sorted and sized by tokens, not documents, so padding stays small;
     - on a GPU the model runs in bf16 with PyTorch's SDPA attention, inputs copied from pinned
       memory without blocking.
@@ -121,8 +124,9 @@ class SentenceEncoder:
     Models with another pooling than mean go through ``SentenceTransformer.encode``.
     """
 
-    CHARS_PER_TOKEN_BOUND = 8  # a prefix of 8 characters per token yields enough tokens for web text
-    CHUNK_DOCS = 4096
+    CHARS_PER_TOKEN = 6  # first prefix: 6 characters per token (English web text averages about 4.6)
+    CHUNK_DOCS = 1024
+    TOKENIZER_THREADS = 4
 
     def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64, batch_tokens: int | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,52 +158,64 @@ class SentenceEncoder:
             vectors = self.st.encode(list(texts), batch_size=self.fallback_batch_size, convert_to_tensor=True,
                                      normalize_embeddings=self.normalize, show_progress_bar=False)
             return vectors.float().cpu().numpy()
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
 
         texts = list(texts)
         out = torch.empty(len(texts), self.model.config.hidden_size, dtype=torch.float32, device=self.device)
-        starts = range(0, len(texts), self.CHUNK_DOCS)
-        with ThreadPoolExecutor(1) as pool, torch.inference_mode():
-            pending = pool.submit(self._batches, texts, 0)
-            for i, _ in enumerate(starts):
-                batches = pending.result()
-                if i + 1 < len(starts):  # tokenize the next chunk while the model runs this one
-                    pending = pool.submit(self._batches, texts, starts[i + 1])
+        starts = deque(range(0, len(texts), self.CHUNK_DOCS))
+        with ThreadPoolExecutor(self.TOKENIZER_THREADS) as pool, torch.inference_mode():
+            ahead = 2 * self.TOKENIZER_THREADS  # chunks tokenized ahead of the model
+            pending = deque(pool.submit(self.batches, texts, starts.popleft()) for _ in range(min(ahead, len(starts))))
+            while pending:
+                batches = pending.popleft().result()
+                if starts:
+                    pending.append(pool.submit(self.batches, texts, starts.popleft()))
                 for rows, ids, mask in batches:
                     out[rows.to(self.device, non_blocking=True)] = self._pool(ids, mask)
         return out.cpu().numpy()
 
-    def _batches(self, texts: list[str], start: int):
-        """Token-id batches of one chunk: [(row indices, ids (B, S), attention mask (B, S))]."""
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's first ``max_seq_length`` token ids (special tokens included), as for the whole text."""
+        window = self.max_seq_length
+        cut = [_whitespace_prefix(t, window * self.CHARS_PER_TOKEN) for t in texts]
+        ids = [e.ids for e in self.tokenizer.encode_batch_fast(cut)]
+        for attempt in range(2):
+            short = [i for i, t in enumerate(texts) if len(ids[i]) < window and len(cut[i]) < len(t)]
+            if not short:
+                break
+            for i in short:  # widen from the text's own characters per token, then take it whole
+                wider = int(len(cut[i]) * 1.5 * window / max(len(ids[i]), 1)) + 64
+                cut[i] = _whitespace_prefix(texts[i], wider) if attempt == 0 else texts[i]
+            for i, encoding in zip(short, self.tokenizer.encode_batch_fast([cut[i] for i in short]), strict=True):
+                ids[i] = encoding.ids
+        return ids
+
+    def batches(self, texts: list[str], start: int):
+        """Padded, length-sorted batches of one chunk: [(row indices, ids (B, S), attention mask (B, S))]."""
+        import itertools
+
         import torch
 
-        chunk = texts[start : start + self.CHUNK_DOCS]
-        limit = self.max_seq_length * self.CHARS_PER_TOKEN_BOUND
-        encodings = self.tokenizer.encode_batch_fast([t[:limit] for t in chunk])
-        short = [i for i, (t, e) in enumerate(zip(chunk, encodings, strict=True))
-                 if len(t) > limit and len(e.ids) < self.max_seq_length]
-        if short:  # the prefix fell short of the model's window: encode those texts whole
-            for i, e in zip(short, self.tokenizer.encode_batch_fast([chunk[i] for i in short]), strict=True):
-                encodings[i] = e
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        ids = self.token_ids(texts[start : start + self.CHUNK_DOCS])
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        offsets = np.cumsum(lengths) - lengths
         order = np.argsort(-lengths, kind="stable")  # longest first: the first batch sizes the memory
-        batches, i = [], 0
-        pin = self.device == "cuda"
+        out, i = [], 0
         while i < len(order):
-            width = int(lengths[order[i]])
-            rows = order[i : i + max(1, self.batch_tokens // max(width, 1))]
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, row in enumerate(rows):
-                seq = encodings[row].ids
-                ids[r, : len(seq)] = seq
-                mask[r, : len(seq)] = 1
-            tensors = [torch.from_numpy(a) for a in (rows + start, ids, mask)]
-            batches.append(tuple(t.pin_memory() if pin else t for t in tensors))
+            width = max(int(lengths[order[i]]), 1)
+            rows = order[i : i + max(1, self.batch_tokens // width)]
+            columns = np.arange(width)
+            mask = columns[None, :] < lengths[rows][:, None]  # (B, S)
+            batch_ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+            batch_ids[mask] = flat[(offsets[rows][:, None] + columns[None, :])[mask]]
+            tensors = [torch.from_numpy(a) for a in (rows + start, batch_ids, mask.astype(np.int64))]
+            out.append(tuple(t.pin_memory() if self.device == "cuda" else t for t in tensors))
             i += len(rows)
-        return batches
+        return out
 
     def _pool(self, ids, mask):
         import torch
@@ -209,6 +225,14 @@ class SentenceEncoder:
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1).float() / weights.sum(1).float().clamp(min=1e-9)  # (B, H) mean of tokens
         return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+
+
+def _whitespace_prefix(text: str, limit: int) -> str:
+    """``text`` cut before the last whitespace within ``limit`` characters (whole if none)."""
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit), text.rfind("\t", 0, limit))
+    return text[:cut] if cut > 0 else text
 
 
 class HFClassifier:

@@ -120,15 +120,18 @@ class GroupedSwiGLU(torch.autograd.Function):
         # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
         # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
         dtype = x.dtype
-        slot_token = order // top_k  # (T*k,)
-        xs = x[slot_token]  # (T*k, D)
-        gate = F.grouped_mm(xs, w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
-        up = F.grouped_mm(xs, w_up.to(dtype), offs=offsets)  # (T*k, Hd)
-        act = F.silu(gate) * up * slot_weight.to(dtype).unsqueeze(-1)  # (T*k, Hd)
-        out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
-        y = out[inverse].view(-1, top_k, x.shape[-1]).sum(1)  # (T, D)
+        # Every op runs in x's dtype, as the backward does: CUDA autocast would run the sum in fp32
+        # and hand the next layer an fp32 residual stream.
+        with torch.autocast(x.device.type, enabled=False):
+            slot_token = order // top_k  # (T*k,)
+            xs = x[slot_token]  # (T*k, D)
+            gate = F.grouped_mm(xs, w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
+            up = F.grouped_mm(xs, w_up.to(dtype), offs=offsets)  # (T*k, Hd)
+            act = F.silu(gate) * up * slot_weight.to(dtype).unsqueeze(-1)  # (T*k, Hd)
+            out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
+            y = out[inverse].view(-1, top_k, x.shape[-1]).sum(1)  # (T, D)
         saved = (x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down)
         ctx.save_for_backward(*saved, *(() if recompute else (gate, up)))
         ctx.top_k, ctx.recompute = top_k, recompute
