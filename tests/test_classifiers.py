@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_curate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +154,33 @@ def test_select_top_percent_per_group(tmp_path):
     counts = {g: kept.column("source").to_pylist().count(g) for g in ("a", "b")}
     assert counts == {"a": 50, "b": 50}  # 10% of each group, not 10% of the pooled scores
     assert Path(path).exists()
+
+
+@pytest.fixture(scope="module")
+def sentence_encoder():
+    from curation.classifiers.models import SentenceEncoder, default_embedding_model
+
+    return SentenceEncoder(default_embedding_model(), 256)
+
+
+def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
+    """The fast path (prefix tokenization, token-sized batches, own pooling) gives the same vectors."""
+    rng = np.random.default_rng(0)
+    words = ["the", "of", "quality", "web", "page", "über", "naïve", "東京", "résumé,", "antidisestablishmentarianism", "(x)", "3.14"]
+    texts = ["", "   ", "one", "a\n\nb\tc"] + [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 900, 60)]
+    texts += ["x" * 5000, "ab " * 2000, "токен " * 700]
+    sentence_encoder.CHUNK_DOCS = 16  # several chunks through the worker threads
+    try:
+        fast = sentence_encoder.embed(texts)
+    finally:
+        del sentence_encoder.CHUNK_DOCS
+    reference = sentence_encoder.st.encode(texts, normalize_embeddings=True, batch_size=32)
+    assert fast.shape == (len(texts), 384)
+    assert np.abs(fast - reference).max() < 1e-5
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=st.sampled_from("ab cé\n東,.-x"), max_size=3000), min_size=1, max_size=8))
+def test_prefix_tokenization_equals_whole_text(sentence_encoder, texts):
+    full = [e.ids for e in sentence_encoder.tokenizer.encode_batch_fast(texts)]
+    assert sentence_encoder.token_ids(texts) == full
