@@ -42,13 +42,13 @@ def main() -> None:
         card = train_classifier("fasttext", split, Path(tmp) / "ft", {"positives": ["hq"], "negatives": ["web"]})
         model = load_classifier(Path(tmp) / "ft")
         stage = QualityStage(QualityConfig(fasttext_model=str(Path(tmp) / "ft")))
-        stage._models = {"fasttext": model}
+        stage.models = {"fasttext": model}
 
         def raw():
             return model.model.predict([t.replace("\n", " ") for t in texts], k=2)
 
         def ours():
-            return stage.process_batch(batch, ShardStats(shard="b"))
+            return stage.process_batch(batch, None, ShardStats(shard="b"))
 
         raw_s, _ = median_seconds(raw, args.repeats)
         ours_s, _ = median_seconds(ours, args.repeats)

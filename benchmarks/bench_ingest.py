@@ -56,15 +56,13 @@ def build_corpus(data: Path, docs: int, out: Path) -> Path:
 
 def run_ours(corpus: Path, work: Path) -> int:
     from curation.core.stage import ShardTask, StageContext
-    from curation.filters.heuristics import HeuristicFilterConfig, HeuristicFilterStage
+    from curation.filters.heuristics import HeuristicFilterStage, dclm_baseline_filter_config
     from curation.ingest.extract import ExtractConfig, ExtractStage
 
     extract = ExtractStage(ExtractConfig())
-    extract.setup()
     ctx = StageContext(run_root=str(work), stage_name="extract", stage_dir=str(work / "e"), key="k")
     extract.run_shard(ShardTask(0, "part-00000", [str(corpus)]), ctx)
-    filters = HeuristicFilterStage(HeuristicFilterConfig())
-    filters.setup()
+    filters = HeuristicFilterStage(dclm_baseline_filter_config())
     ctx2 = StageContext(run_root=str(work), stage_name="filter", stage_dir=str(work / "f"), key="k")
     receipt = filters.run_shard(ShardTask(0, "part-00000", [str(work / "e" / "part-00000.parquet")]), ctx2)
     return receipt.stats.docs_out - sum(receipt.stats.flagged.values())
@@ -75,7 +73,6 @@ def run_ours_extract_only(corpus: Path, work: Path) -> int:
     from curation.ingest.extract import ExtractConfig, ExtractStage
 
     extract = ExtractStage(ExtractConfig(language_id=False))
-    extract.setup()
     ctx = StageContext(run_root=str(work), stage_name="extract", stage_dir=str(work / "x"), key="k")
     return extract.run_shard(ShardTask(0, "part-00000", [str(corpus)]), ctx).stats.docs_out
 

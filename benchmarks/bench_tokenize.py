@@ -52,9 +52,9 @@ def main() -> None:
         work = Path(tmp)
         pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), work / "part-00000.parquet")
         stage = TokenizeStage(TokenizeConfig(tokenizer=str(tokenizer_path)))
-        stage.setup()
         ctx = StageContext(run_root=str(work), stage_name="tokenize", stage_dir=str(work / "out"), key="k")
         ctx.resolved = stage.resolve([], ctx)
+        stage.ensure_setup(ctx)
 
         def raw():
             return sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))

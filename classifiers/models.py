@@ -28,7 +28,6 @@ from curation.classifiers.references import ReferenceSplit, normalize, normalize
 from curation.core.errors import ConfigError, MissingDependencyError
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
-KINDS = ("fasttext", "embedding", "hf")
 
 
 @dataclass

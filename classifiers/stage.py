@@ -118,8 +118,6 @@ class QualityStage(BatchStage):
                     target = fio.join(ctx.stage_dir, "_models", kind)
                     for file in sorted(Path(local).iterdir()):  # local disk or object store alike
                         fio.write_atomic(fio.join(target, file.name), file.read_bytes(), ctx.storage)
-                print(f"[{ctx.stage_name}] trained {kind}: held-out ROC AUC {card['metrics']['roc_auc']:.3f}, "
-                      f"precision@10% {card['metrics']['precision_at_0.1']:.3f} -> {target}", flush=True)
                 models[kind] = target
         inside = ctx.stage_dir.rstrip("/") + "/"
         resolved: dict[str, Any] = {}
@@ -135,20 +133,25 @@ class QualityStage(BatchStage):
                                   "data": {k: v["sha256"] for k, v in card.get("data", {}).items()}}
         return {"models": resolved}
 
-    def run_shard(self, task, ctx):
-        if getattr(self, "_models", None) is None:
-            from curation.classifiers.models import load_classifier
+    def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
+        trained = self.config.train.kinds if self.config.train else []
+        lines = [f"trained {kind}: held-out ROC AUC {info['metrics']['roc_auc']:.3f}, precision@10% "
+                 f"{info['metrics']['precision_at_0.1']:.3f} -> {info['path']}"
+                 for kind, info in resolved.get("models", {}).items() if kind in trained and info.get("metrics")]
+        return "; ".join(lines) or None
 
-            self._models = {}
-            for kind, info in ctx.resolved["models"].items():
-                path = info["path"]
-                if not (path.startswith("/") or "://" in path):
-                    path = fio.join(ctx.stage_dir, path)
-                self._models[kind] = load_classifier(localize(path, ctx.storage))
-        return super().run_shard(task, ctx)
+    def setup(self, ctx: StageContext) -> None:
+        from curation.classifiers.models import load_classifier
 
-    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
-        models = getattr(self, "_models", {})
+        self.models = {}
+        for kind, info in ctx.resolved["models"].items():
+            path = info["path"]
+            if not (path.startswith("/") or "://" in path):
+                path = fio.join(ctx.stage_dir, path)
+            self.models[kind] = load_classifier(localize(path, ctx.storage))
+
+    def process_batch(self, batch: pa.RecordBatch, state: None, stats: ShardStats) -> pa.RecordBatch:
+        models = self.models
         column = pc.fill_null(batch.column(self.config.text_column), "")
         texts = column.to_pylist() if "embedding" in models else []
         out = batch

@@ -1,7 +1,7 @@
 """curation: staged Ray pipelines that turn raw web crawl into a DCLM-style pretraining mix.
 
-One import namespace, ``curation.*``. The design card keeps ``tokenize/`` and ``classifiers/`` as
-top-level folders of the repository; they are the subpackages ``curation.tokenize`` and
+One import namespace, ``curation.*``. The repository keeps ``tokenize/`` and ``classifiers/`` as
+top-level folders (the layout the project was asked for); they are the subpackages ``curation.tokenize`` and
 ``curation.classifiers``. Installed, setuptools maps them in place. Run from a source checkout
 (Ray's ``working_dir``, ``python -m`` from the repo root) the checkout root is added to this
 package's search path below. Neither folder has a top-level ``__init__.py``, so the standard

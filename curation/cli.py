@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "is_duplicate (one keeper per cluster).")
     dedup.add_argument("--input", nargs="+", required=True, help="JSONL(.gz) or Parquet files, or a curate output directory")
     dedup.add_argument("--output", required=True, help="output directory")
-    dedup.add_argument("--threshold", type=float, default=0.8, help="target Jaccard similarity of n-gram sets (default 0.8)")
-    dedup.add_argument("--ngram", type=int, default=5, help="shingle size in words (default 5)")
-    dedup.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
+    dedup.add_argument("--threshold", type=float, help="target Jaccard similarity of n-gram sets (default: the stage's, 0.8)")
+    dedup.add_argument("--ngram", type=int, help="shingle size in words (default: the stage's, 5)")
+    dedup.add_argument("--num-perm", type=int, help="MinHash permutations (default: the stage's, 128)")
     dedup.add_argument("--id-field", default="id")
     dedup.add_argument("--text-field", default="text")
     _add_common_run_options(dedup)
@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--negatives", nargs="+", required=True, help="negative files, e.g. raw web text")
     train.add_argument("--output", required=True, help="model directory")
     train.add_argument("--kind", choices=["fasttext", "embedding"], default="fasttext")
-    train.add_argument("--max-per-class", type=int, default=20000)
-    train.add_argument("--heldout-fraction", type=float, default=0.1)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-per-class", type=int, help="default: the quality stage's training default")
+    train.add_argument("--heldout-fraction", type=float, help="default: the quality stage's training default")
+    train.add_argument("--seed", type=int, help="default: the quality stage's training default")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="recipe options, e.g. epoch=10 or lr=0.05 (fastText); c=0.5 (embedding head)")
     score = classify_sub.add_parser("score", help="score documents: Parquet with id and score",
@@ -151,18 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             "WikiText, accuracy and mean log-probability of the correct answer per task.")
     evaluation.add_argument("--run", required=True)
     evaluation.add_argument("--tasks", nargs="+", default=None, help="llm-foundry task names (default: 7 MC tasks)")
-    evaluation.add_argument("--limit", type=int, default=500, help="examples per task")
+    evaluation.add_argument("--limit", type=int, help="examples per task (default 500)")
 
     ablate = sub.add_parser("ablate", help="train and evaluate every mix with identical settings and seeds",
                             description="Writes RUN/experiments.parquet (queryable with curate stats) and RUN/plots/ "
                                         "(loss curves, evaluation).")
     ablate.add_argument("mixes", nargs="+", help="mix directories (or tokenize outputs)")
-    ablate.add_argument("--preset", default="tiny")
-    ablate.add_argument("--max-tokens", type=int, default=500_000)
-    ablate.add_argument("--seeds", type=int, default=1)
+    ablate.add_argument("--preset", help="trainer preset (default tiny)")
+    ablate.add_argument("--max-tokens", type=int, help="tokens per training run")
+    ablate.add_argument("--seeds", type=int, help="training seeds per mix")
     ablate.add_argument("--output", default="runs/ablation")
     ablate.add_argument("--tasks", nargs="+", default=None)
-    ablate.add_argument("--limit", type=int, default=200)
+    ablate.add_argument("--limit", type=int, help="examples per task")
 
     mix = sub.add_parser("mix", help="resolve a mix spec (YAML) into file spans over token shards",
                          description="Sources are SQL filters over token-shard indexes (quantile thresholds allowed) "
@@ -199,30 +199,15 @@ def _storage_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """Only the options the user gave: the library's own defaults apply to the rest."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _storage(args: argparse.Namespace):
     from curation.core import io as fio
 
     return fio.Storage(endpoint_url=getattr(args, "endpoint_url", None))
-
-
-def resolve_inputs(patterns: list[str], run_root: str, storage) -> list[str]:
-    """Expand inputs; 'demo' writes the demo crawl; a curate output directory means its shards."""
-    from curation.core import io as fio
-    from curation.ingest.demo_crawl import DemoCrawl
-
-    resolved: list[str] = []
-    for pattern in patterns:
-        if pattern == "demo":
-            resolved += DemoCrawl().write(fio.join(run_root, "_input"))
-            continue
-        manifest_path = fio.join(fio.normalize_root(pattern), "manifest.json") if "*" not in pattern else None
-        if manifest_path and fio.exists(manifest_path, storage):
-            manifest = json.loads(fio.read_bytes(manifest_path, storage))
-            base = fio.normalize_root(pattern)
-            resolved += [fio.join(base, f["name"]) for f in manifest["files"] if f["name"].endswith(".parquet")]
-            continue
-        resolved += fio.expand_inputs([pattern], storage)
-    return resolved
 
 
 def _execute(pipeline, run_root: str, inputs: list[str], flat: bool = False) -> list[Any]:
@@ -239,6 +224,7 @@ def _echo(message: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from curation.core import io as fio
     from curation.core.pipeline import load_pipeline
+    from curation.ingest.inputs import resolve_inputs
 
     pipeline = load_pipeline(args.pipeline, _storage_overrides(args))
     run_root = fio.normalize_root(args.output or os.path.join("runs", pipeline.name))
@@ -257,6 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _single_stage(args: argparse.Namespace, kind: str, options: dict[str, Any]) -> int:
     from curation.core import io as fio
     from curation.core.pipeline import pipeline_from_tree
+    from curation.ingest.inputs import resolve_inputs
 
     tree = {"name": kind, "stages": {kind: {"kind": kind, **options}}}
     pipeline = pipeline_from_tree(tree, _storage_overrides(args), None, where=kind)
@@ -274,56 +261,22 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    return _single_stage(args, "heuristic_filter", {})
+    from curation.filters.heuristics import dclm_baseline_filter_config
+
+    return _single_stage(args, "heuristic_filter", {"steps": dclm_baseline_filter_config().steps})
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from curation.core import io as fio
+    from curation.ingest.inputs import jsonl_to_parquet, resolve_inputs
 
     storage = _storage(args)
     run_root = fio.normalize_root(args.output)
     inputs = resolve_inputs(args.input, run_root, storage)
     args.input = jsonl_to_parquet(inputs, fio.join(run_root, "_input"), storage, args.id_field, args.text_field)
-    options = {"threshold": args.threshold, "ngram": args.ngram, "num_perm": args.num_perm,
+    options = {**_given(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm),
                "id_column": args.id_field, "text_column": args.text_field, "url": False}
     return _single_stage(args, "dedup", options)
-
-
-def jsonl_to_parquet(inputs: list[str], directory: str, storage, id_field: str, text_field: str) -> list[str]:
-    """JSONL inputs become Parquet shards (one per file); Parquet inputs pass through."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
-    from curation.core import io as fio
-
-    out = []
-    for index, path in enumerate(inputs):
-        name = path.rsplit("/", 1)[-1]
-        if ".parquet" in name:
-            out.append(path)
-            continue
-        fs, p = fio.filesystem(path, storage)
-        with fs.open(p, "rb") as raw, pa.input_stream(raw, compression=_compression(name)) as stream:
-            try:
-                table = pajson.read_json(stream)
-            except pa.ArrowInvalid as exc:
-                raise CurationError(f"{path}: not valid JSONL ({exc})") from None
-        for field in (id_field, text_field):
-            if field not in table.schema.names:
-                raise CurationError(f"{path}: no field {field!r} (fields: {', '.join(table.schema.names)})")
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        target = fio.join(directory, f"part-{index:05d}.parquet")
-        fio.write_atomic(target, buffer.getvalue(), storage)
-        out.append(target)
-    return out
-
-
-def _compression(name: str) -> str | None:
-    return {"gz": "gzip", "zst": "zstd", "bz2": "bz2"}.get(name.rsplit(".", 1)[-1])
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -480,11 +433,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from curation.ingest.inputs import jsonl_to_parquet, resolve_inputs
+
     if args.classify_command == "train":
         from curation.classifiers.models import train_classifier
         from curation.classifiers.references import expand, read_texts, split_references
+        from curation.classifiers.stage import QualityTrainConfig
         from curation.core.config import apply_overrides
 
+        defaults = QualityTrainConfig()  # the same training defaults as the quality stage's
+        for name in ("max_per_class", "heldout_fraction", "seed"):
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(defaults, name))
         positives = [t for path in expand(args.positives) for t in read_texts(path)]
         negatives = [t for path in expand(args.negatives) for t in read_texts(path)]
         split = split_references(positives, negatives, args.heldout_fraction, args.seed, args.max_per_class, min_words=10)
@@ -528,7 +488,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from curation.trainer.evaluate import evaluate
 
-    results = evaluate(args.run, args.tasks, limit=args.limit)
+    results = evaluate(args.run, args.tasks, **_given(limit=args.limit))
     for name, values in results["validation"].items():
         print(f"validation {name:<24} loss {values['loss']:.4f}  bits/byte {values['bits_per_byte']:.4f}")
     for task, values in results["tasks"].items():
@@ -544,7 +504,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from curation.trainer.ablate import ablate
 
-    table = ablate(args.mixes, args.output, args.preset, args.max_tokens, args.seeds, args.tasks, args.limit)
+    table = ablate(args.mixes, args.output, tasks=args.tasks,
+                   **_given(preset=args.preset, max_tokens=args.max_tokens, seeds=args.seeds, limit=args.limit))
     _print_table(table.drop_columns([c for c in ("run", "mix_sources") if c in table.schema.names]), "table")
     print(f"-> {args.output}/experiments.parquet, {args.output}/plots/")
     return 0

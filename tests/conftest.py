@@ -1,5 +1,5 @@
 """Shared fixtures: the fixture data in ../shared/data, a small demo crawl, the CLI as a subprocess,
-and a real S3 endpoint (moto's server) on loopback."""
+this process's local Ray, and a real S3 endpoint (moto's server) on loopback."""
 
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ def small_crawl(tmp_path_factory) -> list[str]:
 
     directory = tmp_path_factory.mktemp("crawl")
     return DemoCrawl(DemoCrawlConfig(pages=480, files=8, seed=7)).write(str(directory))
+
+
+@pytest.fixture
+def ray_local():
+    """This process's local Ray (2 CPUs): started on first use and kept for the session. A test that
+    needs another cluster shuts it down first; the next test that asks for it starts it again."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ray_at_the_end():
+    yield
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
 
 
 def run_curate(args: list[str], env: dict[str, str] | None = None, timeout: float = 600,

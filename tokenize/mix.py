@@ -38,6 +38,7 @@ import pyarrow as pa
 import xxhash
 
 from curation.core import io as fio
+from curation.core import layout
 from curation.core.config import build_config, load_yaml
 from curation.core.errors import ConfigError, CurationError
 
@@ -86,24 +87,14 @@ def load_mix_spec(path: str, overrides: list[str] | None = None) -> MixSpec:
 
 
 def index_files(directory: str, storage: fio.Storage) -> list[str]:
-    """The index Parquet files of a tokenize output (its manifest lists them)."""
-    directory = fio.normalize_root(directory)
-    manifest_path = fio.join(directory, "manifest.json")
-    if not fio.exists(manifest_path, storage):
-        candidate = fio.join(directory, "tokenize", "manifest.json")
-        if fio.exists(candidate, storage):
-            directory, manifest_path = fio.join(directory, "tokenize"), candidate
-        else:
-            raise CurationError(f"no tokenize manifest in {directory}")
-    manifest = json.loads(fio.read_bytes(manifest_path, storage))
-    if manifest.get("kind") != "tokenize":
-        raise CurationError(f"{directory} is a {manifest.get('kind')} stage, not tokenize output")
-    return [fio.join(directory, f["name"]) for f in manifest["files"] if f["name"].endswith(".parquet")]
+    """The index Parquet files of a tokenize output (a tokenize stage folder, or a run holding one)."""
+    stage, manifest = layout.find_stage(directory, storage, kind="tokenize")
+    return layout.data_files(stage, manifest)
 
 
 def _select_documents(source: MixSource, storage: fio.Storage, connection: duckdb.DuckDBPyConnection) -> pa.Table:
     files = index_files(source.index, storage)
-    listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    listing = layout.sql_list(files)
     predicate = f"split = '{source.split}'" + (f" AND ({source.where})" if source.where else "")
     if source.top_percent is not None:
         predicate += (f" AND {source.score} >= (SELECT quantile_disc({source.score}, {1 - source.top_percent / 100.0}) "

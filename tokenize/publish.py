@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.core import io as fio
+from curation.core import layout
 from curation.core.errors import CurationError
 
 SUMS = "SHA256SUMS"
@@ -43,7 +44,7 @@ def publish(mix_dir: str, bundle: str, storage: fio.Storage | None = None) -> di
     used = sorted({span["file"] for span in mix["spans"]})
     manifests = []
     for directory in index_dirs:
-        manifest = json.loads(fio.read_bytes(fio.join(directory, "manifest.json"), storage))
+        _, manifest = layout.find_stage(directory, storage, kind="tokenize")
         manifests.append((directory, manifest))
         used_names = {u.rsplit("/", 1)[-1] for u in used if u.startswith(directory + "/")}
         shards = {name.rsplit("-", 2)[0] for name in used_names}  # part-00000-train-000.npy -> part-00000
@@ -98,7 +99,7 @@ def dataset_card(mix: dict[str, Any], manifests: list[tuple[str, dict]], storage
                   f"tokenizer sha256 `{tokenizer.get('sha256', '')[:16]}…`",
                   f"- stage key `{manifest['key'][:16]}…`, input lineage `{manifest['input_sha256'][:16]}…`", ""]
         lines += _funnel_lines(directory, storage)
-        lines += _decontamination_lines(directory, manifest, storage)
+        lines += _stage_summaries(directory, storage)
     lines += ["## License", "", mix["spec"].get("license", ""), "",
               "## Verify", "", "`curate verify BUNDLE` re-checks every file against `SHA256SUMS`.", ""]
     return "\n".join(lines)
@@ -119,7 +120,8 @@ def _funnel_lines(directory: str, storage: fio.Storage) -> list[str]:
     return out + [""]
 
 
-def _decontamination_lines(directory: str, manifest: dict, storage: fio.Storage) -> list[str]:
+def _stage_summaries(directory: str, storage: fio.Storage) -> list[str]:
+    """What each stage of the run behind a tokenize output says about itself for a card."""
     run_root = directory.rsplit("/", 1)[0]
     try:
         from curation.core.stats import discover
@@ -127,16 +129,7 @@ def _decontamination_lines(directory: str, manifest: dict, storage: fio.Storage)
         stages = discover(run_root, storage)
     except CurationError:
         return []
-    for stage in stages:
-        if stage.manifest and stage.manifest["kind"] == "decontaminate":
-            totals = stage.manifest["totals"]
-            out = ["### Decontamination", "", f"{totals.get('flagged', {}).get('contaminated', 0):,} documents share "
-                   f"{stage.manifest['config']['ngram']}-grams with evaluation sets "
-                   f"({', '.join(sorted(stage.manifest['resolved'].get('eval_files', {})))}):", ""]
-            out += [f"- {k.removeprefix('contaminated:')}: {int(v):,}" for k, v in sorted(totals.get("extra", {}).items())
-                    if k.startswith("contaminated:")]
-            return out + [""]
-    return []
+    return [line for stage in stages if stage.manifest for line in stage.manifest.get("summary", [])]
 
 
 @dataclass

@@ -14,7 +14,6 @@ import dataclasses
 import gzip
 import io
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,6 @@ from curation.core.config import resolve_data_path
 from curation.core.errors import ConfigError
 from curation.core.stage import (
     OutputFile,
-    ShardReceipt,
     ShardStats,
     ShardTask,
     Stage,
@@ -144,19 +142,13 @@ class TokenizeStage(Stage):
         info = tokenizer_info(path, self.config.eos_token)
         return {"format": FORMAT_VERSION, "tokenizer": dataclasses.asdict(info)}
 
-    def setup(self) -> None:
-        self._tokenizer = None
+    def setup(self, ctx: StageContext) -> None:
+        from tokenizers import Tokenizer
 
-    def _load(self, ctx: StageContext):
-        if getattr(self, "_tokenizer", None) is None:
-            from tokenizers import Tokenizer
-
-            self._tokenizer = Tokenizer.from_file(ctx.resolved["tokenizer"]["path"])
-        return self._tokenizer
+        self.tokenizer = Tokenizer.from_file(ctx.resolved["tokenizer"]["path"])
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-        return [e.ids for e in encode(texts, add_special_tokens=False)]
+        return [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _read_ordered(self, task: ShardTask, ctx: StageContext) -> pa.Table:
         tables = []
@@ -171,12 +163,9 @@ class TokenizeStage(Stage):
             table = table.take(pa.array(order))
         return table
 
-    def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
-        start = time.perf_counter()
-        self._load(ctx)
+    def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
         info = ctx.resolved["tokenizer"]
         dtype = np.dtype(info["dtype"])
-        stats = ShardStats(shard=task.name)
         writers = {split: _TokenFileWriter(self, ctx, task.name, split, dtype) for split in SPLITS}
         table = self._read_ordered(task, ctx)
         ids_all = [str(i) for i in table.column(self.config.id_column).to_pylist()]
@@ -212,5 +201,8 @@ class TokenizeStage(Stage):
             [("id", pa.string()), ("file", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
              ("num_tokens", pa.int64()), ("split", pa.string())])
         files.append(self.commit_bytes(ctx, f"{task.name}.parquet", write_parquet_bytes(index_batches, schema), stats.docs_out))
-        stats.seconds = round(time.perf_counter() - start, 3)
-        return ShardReceipt(key=ctx.key, shard=task.name, files=files, stats=stats)
+        return files
+
+    def funnel(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        tokens = int(manifest["totals"].get("extra", {}).get("tokens", 0))
+        return [{"label": manifest["stage"], "documents": manifest["totals"]["docs_out"], "note": f"{tokens:,} tokens"}]

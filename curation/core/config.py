@@ -47,7 +47,7 @@ def resolve_data_path(pattern: str) -> str:
     pattern = expand_env(pattern)
     if os.path.isabs(pattern) or "://" in pattern or glob.glob(pattern, recursive=True):
         return pattern
-    from curation.core.ray_exec import checkout_root
+    from curation.core.layout import checkout_root
 
     root = checkout_root()
     return str(root / pattern) if root is not None else pattern

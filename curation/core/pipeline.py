@@ -5,10 +5,10 @@ name: dclm_baseline
 input: [demo]            # raw inputs for the source stage; "demo" = the bundled demo crawl
 stages:
   extract: {kind: extract, extractor: resiliparse}
-  langid:  {kind: langid, after: extract, languages: [en], threshold: 0.65}
+  filter:  {kind: heuristic_filter, after: extract, steps: {page_length: {min_words: 50, max_words: 100000}}}
 ```
 
-``--set langid.threshold=0.5`` overrides a stage option, ``--set ray.num_cpus=4`` a section.
+``--set filter.steps.page_length.min_words=80`` overrides a stage option, ``--set ray.num_cpus=4`` a section.
 """
 
 from __future__ import annotations

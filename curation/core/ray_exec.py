@@ -14,25 +14,18 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from curation.core import io as fio
 from curation.core.config import build_config
-from curation.core.stage import RECEIPTS_DIR, ShardReceipt, ShardTask, StageContext, stage_class
+from curation.core.layout import checkout_root, receipt_path
+from curation.core.stage import ShardReceipt, ShardTask, StageContext
 
 log = logging.getLogger(__name__)
 
 _RUNTIME_EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info"]
-
-
-def checkout_root() -> Path | None:
-    import curation
-
-    root = Path(curation.__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").is_file() else None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, progress_bars: bool = True) -> None:
@@ -70,13 +63,13 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, progress
 class ShardWorker:
     """Ray Data actor: builds the stage once, then runs whole shards."""
 
-    def __init__(self, kind: str, config: dict[str, Any], ctx: dict[str, Any]):
-        cls = stage_class(kind)
-        self.stage = cls(build_config(cls.Config, config, kind))
-        self.stage.setup()
+    def __init__(self, stage_class: type, config: dict[str, Any], ctx: dict[str, Any]):
+        # The class travels by reference (module and name), so a worker imports the stage's module.
+        self.stage = stage_class(build_config(stage_class.Config, config, stage_class.kind))
         ctx = dict(ctx)
         ctx["storage"] = fio.Storage(**ctx["storage"])
         self.ctx = StageContext(**ctx)
+        self.stage.ensure_setup(self.ctx)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         receipts = []
@@ -85,15 +78,11 @@ class ShardWorker:
         return {"receipt": np.array(receipts, dtype=object)}
 
 
-def receipt_path(ctx: StageContext, shard: str) -> str:
-    return fio.join(ctx.stage_dir, RECEIPTS_DIR, f"{shard}.json")
-
-
 def run_and_acknowledge(stage: Any, task: ShardTask, ctx: StageContext) -> str:
     receipt: ShardReceipt = stage.run_shard(task, ctx)
     text = receipt.to_json()
     # The receipt goes last: a shard without one is redone on resume.
-    fio.write_atomic(receipt_path(ctx, task.name), text.encode(), ctx.storage)
+    fio.write_atomic(receipt_path(ctx.stage_dir, task.name), text.encode(), ctx.storage)
     return text
 
 
@@ -120,7 +109,7 @@ def run_tasks(
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     dataset = dataset.map_batches(
         ShardWorker,
-        fn_constructor_args=(stage.kind, config, ctx_dict),
+        fn_constructor_args=(type(stage), config, ctx_dict),
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=resources["num_cpus"],

@@ -1,13 +1,5 @@
-"""The DAG runner: resumable, deterministic stages over a run directory (local or s3://).
-
-Layout of a run::
-
-    RUN/run.json                     resolved pipeline, versions, start/end of each invocation
-    RUN/<stage>/plan.json            the shard list and stage key, written before work starts
-    RUN/<stage>/part-00000.parquet   committed shards
-    RUN/<stage>/_receipts/*.json     one per committed shard (its files, checksums, stats)
-    RUN/<stage>/stats.parquet        per-shard stats
-    RUN/<stage>/manifest.json        written last: the stage is finished
+"""The DAG runner: resumable, deterministic stages over a run directory (local or s3://), in
+the layout of ``curation.core.layout``.
 
 A stage whose manifest key (config, code version, input lineage) matches is skipped; otherwise
 only shards without a matching receipt are run.
@@ -27,14 +19,19 @@ import curation
 from curation.core import io as fio
 from curation.core.config import config_to_dict, stable_hash
 from curation.core.errors import CurationError
+from curation.core.layout import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    PLAN,
+    RUN_FILE,
+    STATS,
+    data_files,
+    read_json,
+    receipt_path,
+)
 from curation.core.pipeline import Pipeline, StageSpec
-from curation.core.ray_exec import ensure_ray, receipt_path, run_tasks
+from curation.core.ray_exec import ensure_ray, run_tasks
 from curation.core.stage import ShardReceipt, StageContext, write_parquet_bytes
-
-MANIFEST = "manifest.json"
-PLAN = "plan.json"
-STATS = "stats.parquet"
-MANIFEST_FORMAT = "curation.stage/1"
 
 _REASON_LIST = pa.list_(pa.struct([("reason", pa.string()), ("count", pa.int64())]))
 STATS_SCHEMA = pa.schema(
@@ -62,13 +59,6 @@ class StageOutcome:
     shards_run: int
     seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)
-
-
-def read_json(path: str, storage: fio.Storage) -> dict[str, Any] | None:
-    try:
-        return json.loads(fio.read_bytes(path, storage))
-    except FileNotFoundError:
-        return None
 
 
 def source_lineage(inputs: list[str], storage: fio.Storage) -> list[dict[str, Any]]:
@@ -120,15 +110,12 @@ class Runner:
             if not inputs:
                 raise CurationError(f"stage {spec.name!r}: no Parquet files among the inputs")
             lineage: Any = source_lineage(inputs, self.storage)
-            upstream_dirs: dict[str, str] = {}
         else:
             upstream = read_json(fio.join(self.stage_dir(spec.after), MANIFEST), self.storage)
             if upstream is None:
                 raise CurationError(f"stage {spec.name!r}: upstream stage {spec.after!r} has not finished")
-            inputs = [fio.join(self.stage_dir(spec.after), f["name"]) for f in upstream["files"]
-                      if f["name"].endswith(".parquet")]
+            inputs = data_files(self.stage_dir(spec.after), upstream)
             lineage = {"stage": spec.after, "key": upstream["key"], "files": upstream["files"]}
-            upstream_dirs = {spec.after: self.stage_dir(spec.after)}
 
         config = config_to_dict(spec.config)
         code_version = stage.code_version()
@@ -145,8 +132,11 @@ class Runner:
             fio.remove(manifest_path, self.storage)  # stale: the stage is being redone
 
         ctx = StageContext(run_root=self.run_root, stage_name=spec.name, stage_dir=stage_dir, key=key,
-                           storage=self.storage, upstream_dirs=upstream_dirs)
+                           storage=self.storage)
         ctx.resolved = stage.resolve(inputs, ctx)
+        described = stage.describe_resolved(ctx.resolved)
+        if described:
+            self.echo(f"[{spec.name}] {described}")
         tasks = stage.plan(inputs, ctx)
         fio.write_atomic(fio.join(stage_dir, PLAN), json.dumps(
             {"key": key, "shards": [t.name for t in tasks], "resolved": ctx.resolved}, sort_keys=True, indent=1
@@ -186,6 +176,8 @@ class Runner:
             "files": [dataclasses.asdict(f) for r in ordered for f in r.files],
             "totals": self._totals(ordered),
         }
+        manifest["funnel"] = stage.funnel(manifest)  # the stage's own reading of its totals
+        manifest["summary"] = stage.summary(manifest)
         fio.write_atomic(manifest_path, json.dumps(manifest, sort_keys=True, indent=1).encode(), self.storage)
         seconds = time.perf_counter() - start
         totals = manifest["totals"]
@@ -195,7 +187,7 @@ class Runner:
     # -- helpers -------------------------------------------------------------------------------
     def _load_receipt(self, ctx: StageContext, shard: str) -> ShardReceipt | None:
         try:
-            receipt = ShardReceipt.from_json(fio.read_bytes(receipt_path(ctx, shard), self.storage).decode())
+            receipt = ShardReceipt.from_json(fio.read_bytes(receipt_path(ctx.stage_dir, shard), self.storage).decode())
         except (FileNotFoundError, ValueError, KeyError):
             return None
         # A receipt vouches for its files only while they are all still there.
@@ -246,7 +238,7 @@ class Runner:
 
         if self.flat:
             return
-        path = fio.join(self.run_root, "run.json")
+        path = fio.join(self.run_root, RUN_FILE)
         previous = read_json(path, self.storage) or {}
         history = previous.get("invocations", [])
         if status.get("status") == "running":

@@ -1,9 +1,24 @@
 """The stage contract: one small class per step, with a typed dataclass config.
 
-A stage turns its upstream dataset into its own, shard by shard. ``BatchStage`` subclasses map
-Arrow record batches to Arrow record batches; the base reads, counts, writes and commits.
-Every shard is committed atomically and then acknowledged by a receipt; the runner writes the
-stage manifest only when every shard has a receipt, so a half-written stage never looks finished.
+A stage turns its upstream dataset into its own, shard by shard. What every stage shares lives
+here; a stage class holds only what is particular to it:
+
+    setup(ctx)                        once per worker: heavy resources (models, tokenizers, indexes)
+    resolve(inputs, ctx) -> dict      once per stage, over the whole input (quantiles, LSH clusters)
+    plan(inputs, ctx) -> [ShardTask]  the output shards
+    begin_shard(task, ctx) -> state   what one shard needs (its slice of a global result)
+    write_shard(task, ctx, state, stats) -> [OutputFile]   produce and commit the shard's files
+    funnel(manifest) / summary(manifest)   how the finished stage reads in the funnel and cards
+
+``run_shard`` is the one template around them: setup on first use, timing, counters, receipt.
+``BatchStage`` subclasses only map Arrow record batches (``process_batch(batch, state, stats)``);
+the base reads, counts, writes and commits. Every shard is committed atomically and then
+acknowledged by a receipt; the runner writes the stage manifest only when every shard has a
+receipt, so a half-written stage never looks finished.
+
+Stages register under a kind with ``@register``; the runner finds a kind it has not imported
+through the ``curation.stages`` entry points (the built-in stages are declared in
+``pyproject.toml``), so this module knows no concrete stage.
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ import curation
 from curation.core import io as fio
 from curation.core.errors import ConfigError
 
-RECEIPTS_DIR = "_receipts"
+ENTRY_POINT_GROUP = "curation.stages"
 
 
 @dataclass
@@ -74,7 +89,6 @@ class StageContext:
     stage_dir: str
     key: str
     storage: fio.Storage = field(default_factory=fio.Storage)
-    upstream_dirs: dict[str, str] = field(default_factory=dict)
     resolved: dict[str, Any] = field(default_factory=dict)  # values a stage resolved over its whole input
 
 
@@ -130,25 +144,25 @@ def register(kind: str):
 
 
 def stage_class(kind: str) -> type[Stage]:
-    _load_builtin_stages()
+    """The stage registered under ``kind``, importing it through its entry point if needed."""
     if kind not in _REGISTRY:
-        raise ConfigError(f"unknown stage kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
+        for entry in _entry_points():
+            if entry.name == kind:
+                entry.load()  # the module's @register fills the registry
+    if kind not in _REGISTRY:
+        known = sorted(set(_REGISTRY) | {e.name for e in _entry_points()})
+        raise ConfigError(f"unknown stage kind {kind!r}; known: {', '.join(known)}")
     return _REGISTRY[kind]
 
 
-def _load_builtin_stages() -> None:
-    # Imported for their @register side effect; kept lazy so `curate --help` stays fast.
-    import curation.classifiers.stage  # noqa: F401
-    import curation.dedup.stage  # noqa: F401
-    import curation.filters.decontaminate  # noqa: F401
-    import curation.filters.heuristics  # noqa: F401
-    import curation.filters.select  # noqa: F401
-    import curation.ingest.extract  # noqa: F401
-    import curation.tokenize.stage  # noqa: F401
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    return entry_points(group=ENTRY_POINT_GROUP)
 
 
 class Stage:
-    """Base class of all stages. Subclasses set ``Config`` and implement ``run_shard``."""
+    """Base class of all stages. Subclasses set ``Config`` and implement ``write_shard``."""
 
     kind: ClassVar[str] = ""
     Config: ClassVar[type] = object
@@ -159,6 +173,7 @@ class Stage:
 
     def __init__(self, config: Any):
         self.config = config
+        self._set_up_for: str | None = None  # the stage key setup() last ran for
 
     # -- identity ---------------------------------------------------------------------------
     @classmethod
@@ -177,12 +192,17 @@ class Stage:
         return {"num_cpus": getattr(self.config, "num_cpus", self.num_cpus), "num_gpus": self.num_gpus}
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Load heavy resources (models, tokenizers). Runs once per worker, not per shard."""
+    def setup(self, ctx: StageContext) -> None:
+        """Load heavy resources (models, tokenizers, indexes). Runs once per worker, not per
+        shard, after ``resolve``: ``ctx.resolved`` holds what it computed."""
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         """Compute values over the whole input before sharded work starts (e.g. quantiles)."""
         return {}
+
+    def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
+        """One line for the user about what ``resolve`` found (the runner prints it)."""
+        return None
 
     def plan(self, inputs: list[str], ctx: StageContext) -> list[ShardTask]:
         """Default: one output shard per input file, named after it."""
@@ -193,8 +213,46 @@ class Stage:
             tasks.append(ShardTask(index=index, name=name, inputs=[path]))
         return tasks
 
-    def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
+    def begin_shard(self, task: ShardTask, ctx: StageContext) -> Any:
+        """State for one shard, handed to ``write_shard`` (and to ``process_batch``)."""
+        return None
+
+    def write_shard(self, task: ShardTask, ctx: StageContext, state: Any, stats: ShardStats) -> list[OutputFile]:
+        """Produce the shard, commit its files (``commit_bytes``), count into ``stats``."""
         raise NotImplementedError
+
+    def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
+        """The template every stage runs a shard through; subclasses do not override it."""
+        start = time.perf_counter()
+        self.ensure_setup(ctx)
+        stats = ShardStats(shard=task.name)
+        files = self.write_shard(task, ctx, self.begin_shard(task, ctx), stats)
+        stats.seconds = round(time.perf_counter() - start, 3)
+        return ShardReceipt(key=ctx.key, shard=task.name, files=files, stats=stats)
+
+    def ensure_setup(self, ctx: StageContext) -> None:
+        if self._set_up_for != ctx.key:
+            self.setup(ctx)
+            self._set_up_for = ctx.key
+
+    # -- reporting ----------------------------------------------------------------------------
+    def funnel(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """How the finished stage reads in the run's funnel: lines of ``{"label", "documents" or
+        "removed", "note"}``. Default: a stage that passes every row through and only flags
+        (attributes) removes what it flagged; any other stage leaves ``docs_out`` documents."""
+        totals = manifest["totals"]
+        dropped, flagged = totals.get("dropped", {}), totals.get("flagged", {})
+        if totals["docs_in"] == totals["docs_out"] and not dropped:
+            if not flagged:
+                return []
+            return [{"label": f"{manifest['stage']}: {', '.join(sorted(flagged))}", "removed": sum(flagged.values()),
+                     "note": f"-{sum(flagged.values()):,}"}]
+        note = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])[:4])
+        return [{"label": manifest["stage"], "documents": totals["docs_out"], "note": note}]
+
+    def summary(self, manifest: dict[str, Any]) -> list[str]:
+        """Markdown lines about the finished stage for dataset cards (default: none)."""
+        return []
 
     # -- helpers for subclasses ------------------------------------------------------------
     @staticmethod
@@ -228,12 +286,10 @@ class BatchStage(Stage):
 
     batch_size: ClassVar[int] = 1024
 
-    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch | pa.Table:
+    def process_batch(self, batch: pa.RecordBatch, state: Any, stats: ShardStats) -> pa.RecordBatch | pa.Table:
         raise NotImplementedError
 
-    def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
-        start = time.perf_counter()
-        stats = ShardStats(shard=task.name)
+    def write_shard(self, task: ShardTask, ctx: StageContext, state: Any, stats: ShardStats) -> list[OutputFile]:
         outputs: list[pa.RecordBatch] = []
         schema: pa.Schema | None = None
         for path in task.inputs:
@@ -243,20 +299,18 @@ class BatchStage(Stage):
                 for batch in parquet.iter_batches(batch_size=self.batch_size):
                     stats.docs_in += batch.num_rows
                     stats.bytes_in += text_bytes(batch)
-                    result = self.process_batch(batch, stats)
+                    result = self.process_batch(batch, state, stats)
                     for out in result.to_batches() if isinstance(result, pa.Table) else [result]:
                         schema = schema or out.schema
                         outputs.append(out)
                         stats.docs_out += out.num_rows
                         stats.bytes_out += text_bytes(out)
                 if schema is None:
-                    schema = self.output_schema(parquet.schema_arrow)
+                    schema = self.output_schema(parquet.schema_arrow, state)
         data = write_parquet_bytes(outputs, schema or pa.schema([]))
-        out_file = self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)
-        stats.seconds = round(time.perf_counter() - start, 3)
-        return ShardReceipt(key=ctx.key, shard=task.name, files=[out_file], stats=stats)
+        return [self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)]
 
-    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+    def output_schema(self, input_schema: pa.Schema, state: Any) -> pa.Schema:
         """Schema of an empty output shard: run the stage on an empty batch."""
         empty = pa.RecordBatch.from_pylist([], schema=input_schema)
-        return self.process_batch(empty, ShardStats(shard="")).schema
+        return self.process_batch(empty, state, ShardStats(shard="")).schema

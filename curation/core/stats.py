@@ -7,7 +7,6 @@ committed Parquet, ``stats`` over all per-shard stats, and ``reasons`` with one 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +14,8 @@ import duckdb
 import pyarrow as pa
 
 from curation.core import io as fio
+from curation.core import layout
 from curation.core.errors import CurationError
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -29,40 +27,41 @@ class StageInfo:
     receipts: list[str] = field(default_factory=list)
 
 
-def _read_json(path: str, storage: fio.Storage) -> dict[str, Any] | None:
-    try:
-        return json.loads(fio.read_bytes(path, storage))
-    except FileNotFoundError:
-        return None
-
-
 def discover(run_root: str, storage: fio.Storage | None = None) -> list[StageInfo]:
-    """Stages of a run in pipeline order (or a flat one-stage output directory)."""
+    """Stages of a run in pipeline order; a one-stage output folder; or, for any other folder
+    of Parquet tables (an ablation's ``experiments.parquet``), one view per table."""
     storage = storage or fio.Storage()
     run_root = fio.normalize_root(run_root)
     if not fio.exists(run_root, storage):
         raise CurationError(f"run not found: {run_root}")
-    if fio.exists(fio.join(run_root, "experiments.parquet"), storage):
-        return [StageInfo("experiments", run_root, {"kind": "experiments", "files": [{"name": "experiments.parquet"}],
-                                                     "totals": {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0}})]
-    flat = _read_json(fio.join(run_root, MANIFEST), storage)
+    flat = layout.read_manifest(run_root, storage)
     if flat is not None:
         return [StageInfo(flat["stage"], run_root, flat)]
-    run = _read_json(fio.join(run_root, "run.json"), storage)
+    run = layout.read_json(fio.join(run_root, layout.RUN_FILE), storage)
     if run is None:
-        raise CurationError(f"{run_root} is not a run directory (no run.json or manifest.json)")
+        tables = fio.list_files(run_root, ".parquet", storage)
+        if not tables:
+            raise CurationError(f"{run_root} is not a run directory (no {layout.RUN_FILE} or {layout.MANIFEST})")
+        return [_table_view(path) for path in tables]
     stages = []
     for name in run.get("stages", []):
-        directory = fio.join(run_root, name)
+        directory = layout.stage_dir(run_root, name)
         stages.append(StageInfo(
             name=name,
             directory=directory,
-            manifest=_read_json(fio.join(directory, MANIFEST), storage),
-            plan=_read_json(fio.join(directory, "plan.json"), storage),
+            manifest=layout.read_manifest(directory, storage),
+            plan=layout.read_json(fio.join(directory, layout.PLAN), storage),
             receipts=[p.rsplit("/", 1)[-1].removesuffix(".json")
-                      for p in fio.list_files(fio.join(directory, "_receipts"), ".json", storage)],
+                      for p in fio.list_files(fio.join(directory, layout.RECEIPTS_DIR), ".json", storage)],
         ))
     return stages
+
+
+def _table_view(path: str) -> StageInfo:
+    directory, name = path.rsplit("/", 1)
+    empty = {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0}
+    return StageInfo(name.removesuffix(".parquet"), directory,
+                     {"kind": "table", "stage": name.removesuffix(".parquet"), "files": [{"name": name}], "totals": empty})
 
 
 def connect(run_root: str, storage: fio.Storage | None = None) -> tuple[duckdb.DuckDBPyConnection, list[StageInfo]]:
@@ -76,16 +75,16 @@ def connect(run_root: str, storage: fio.Storage | None = None) -> tuple[duckdb.D
     for stage in stages:
         if stage.manifest is None:
             continue
-        data = [fio.join(stage.directory, f["name"]) for f in stage.manifest["files"] if f["name"].endswith(".parquet")]
+        data = layout.data_files(stage.directory, stage.manifest)
         if data:
             connection.execute(
-                f'CREATE VIEW "{stage.name}" AS SELECT * FROM read_parquet({_sql_list(data)}, union_by_name = true)'
+                f'CREATE VIEW "{stage.name}" AS SELECT * FROM read_parquet({layout.sql_list(data)}, union_by_name = true)'
             )
-        stats_path = fio.join(stage.directory, "stats.parquet")
+        stats_path = fio.join(stage.directory, layout.STATS)
         if fio.exists(stats_path, storage):
             stats_files.append(stats_path)
     if stats_files:
-        connection.execute(f"CREATE VIEW stats AS SELECT * FROM read_parquet({_sql_list(stats_files)})")
+        connection.execute(f"CREATE VIEW stats AS SELECT * FROM read_parquet({layout.sql_list(stats_files)})")
         connection.execute(
             "CREATE VIEW reasons AS "
             "SELECT stage, shard, 'dropped' AS kind, d.reason, d.count FROM (SELECT stage, shard, unnest(dropped) AS d FROM stats) "
@@ -93,10 +92,6 @@ def connect(run_root: str, storage: fio.Storage | None = None) -> tuple[duckdb.D
             "SELECT stage, shard, 'flagged' AS kind, f.reason, f.count FROM (SELECT stage, shard, unnest(flagged) AS f FROM stats)"
         )
     return connection, stages
-
-
-def _sql_list(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
 def query(run_root: str, sql: str, storage: fio.Storage | None = None):
@@ -119,39 +114,23 @@ class FunnelStep:
 
 
 def funnel(stages: list[StageInfo]) -> list[FunnelStep]:
-    """Documents remaining after each stage, and after each filter step in order."""
+    """Documents remaining after each stage, and after each filter step in order.
+
+    Each stage wrote its own reading of its totals into its manifest (``Stage.funnel``): lines
+    that give the documents left, or the documents it flagged for selection to remove.
+    """
     steps: list[FunnelStep] = []
     for stage in stages:
         if stage.manifest is None:
             continue
         totals = stage.manifest["totals"]
-        kind = stage.manifest["kind"]
+        lines = stage.manifest.get("funnel", [])
         if not steps:
             steps.append(FunnelStep("records read", totals["docs_in"]))
-        dropped = totals.get("dropped", {})
-        if kind == "heuristic_filter":
-            remaining = totals["docs_in"]
-            flagged = totals.get("flagged", {})
-            order = [s.get("name", s["type"]) for s in stage.manifest["config"].get("steps", [])]
-            for name in order:
-                if flagged.get(name):
-                    remaining -= flagged[name]
-                    steps.append(FunnelStep(f"{stage.name}: {name}", remaining, f"-{flagged[name]:,}"))
-            continue
-        if kind == "tokenize":
-            tokens = int(totals.get("extra", {}).get("tokens", 0))
-            steps.append(FunnelStep(f"{stage.name}", totals["docs_out"], f"{tokens:,} tokens"))
-            continue
-        flagged = totals.get("flagged", {})
-        if len(steps) > 1 and totals["docs_in"] == totals["docs_out"] and not dropped:
-            # An attribute stage (dedup, decontamination, scorers) passes every row through;
-            # what it flags is what selection will remove.
-            if flagged:
-                steps.append(FunnelStep(f"{stage.name}: {', '.join(sorted(flagged))}",
-                                        steps[-1].documents - sum(flagged.values()), f"-{sum(flagged.values()):,}"))
-            continue
-        note = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])[:4])
-        steps.append(FunnelStep(stage.name, totals["docs_out"], note))
+            lines = lines or [{"label": stage.name, "documents": totals["docs_out"]}]
+        for line in lines:
+            documents = line["documents"] if "documents" in line else steps[-1].documents - line["removed"]
+            steps.append(FunnelStep(line["label"], documents, line.get("note", "")))
     return steps
 
 

@@ -21,7 +21,6 @@ import xxhash
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BASE = np.uint64(0x100000001B3)  # odd, so it has an inverse mod 2^64
 _BASE_INV = np.uint64(pow(int(_BASE), -1, 1 << 64))
-_SPACE = ord(" ")
 EMPTY = np.uint32(0xFFFFFFFF)
 
 

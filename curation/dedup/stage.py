@@ -242,6 +242,16 @@ def write_clusters(path: str, storage: dict[str, Any], *blocks: dict[str, np.nda
     return len(row)
 
 
+@dataclass
+class ShardClusters:
+    """One shard's rows that belong to a cluster (sorted by row), and the next row to read."""
+
+    row: np.ndarray
+    root: np.ndarray
+    size: np.ndarray
+    next_row: int = 0
+
+
 @register("dedup")
 class DedupStage(BatchStage):
     """Adds ``cluster_id``, ``cluster_size`` and ``is_duplicate``; ``select`` removes duplicates."""
@@ -285,42 +295,36 @@ class DedupStage(BatchStage):
             "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
             "clustered_documents": int(sum(written)),
         }
-        print(f"[{ctx.stage_name}] LSH {bands} bands x {rows} rows (num_perm {c.num_perm}), verify at "
-              f"{c.verify_at:.2f}: {summary['candidate_pairs']:,} candidate pairs, {summary['verified_edges']:,} edges, "
-              f"{summary['clustered_documents']:,} documents in clusters", flush=True)
         return summary
 
-    def run_shard(self, task: ShardTask, ctx: StageContext):
+    def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
+        return (f"LSH {resolved['bands']} bands x {resolved['rows']} rows (num_perm {resolved['num_perm']}), verify at "
+                f"{resolved['verify_at']:.2f}: {resolved['candidate_pairs']:,} candidate pairs, "
+                f"{resolved['verified_edges']:,} edges, {resolved['clustered_documents']:,} documents in clusters")
+
+    def begin_shard(self, task: ShardTask, ctx: StageContext) -> ShardClusters:
         path = fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet")
         fs, p = fio.filesystem(path, ctx.storage)
         with fs.open(p, "rb") as handle:
             clusters = pq.read_table(handle)
-        self._clusters = {
-            "row": clusters.column("row").to_numpy(),
-            "node": clusters.column("node").to_numpy(),
-            "root": clusters.column("root").to_numpy(),
-            "size": clusters.column("size").to_numpy(),
-        }
-        self._row_offset = 0
-        return super().run_shard(task, ctx)
+        return ShardClusters(*(clusters.column(name).to_numpy() for name in ("row", "root", "size")))
 
-    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+    def process_batch(self, batch: pa.RecordBatch, shard: ShardClusters, stats: ShardStats) -> pa.RecordBatch:
         n = batch.num_rows
         c = self.config
-        clusters = getattr(self, "_clusters", None)
-        start = getattr(self, "_row_offset", 0)
-        self._row_offset = start + n
+        start = shard.next_row  # batches arrive in file order; rows are numbered within the shard
+        shard.next_row += n
         ids = [str(x) for x in batch.column(c.id_column).to_pylist()] if n else []
         scores = (pc.fill_null(batch.column(c.score_column), 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
                   if c.score_column and n else None)
         nodes = node_ids(ids, scores) if n else np.zeros(0, np.uint64)
         root = nodes.copy()
         size = np.ones(n, dtype=np.int64)
-        if clusters is not None and n:
-            lo, hi = np.searchsorted(clusters["row"], [start, start + n])
-            rows = clusters["row"][lo:hi] - start
-            root[rows] = clusters["root"][lo:hi]
-            size[rows] = clusters["size"][lo:hi]
+        if n:
+            lo, hi = np.searchsorted(shard.row, [start, start + n])
+            rows = shard.row[lo:hi] - start
+            root[rows] = shard.root[lo:hi]
+            size[rows] = shard.size[lo:hi]
         duplicate = root != nodes
         stats.flagged["duplicate"] += int(duplicate.sum())
         return (batch.append_column("cluster_id", pa.array([f"{r:016x}" for r in root.tolist()], pa.string()))

@@ -102,17 +102,15 @@ class DecontaminateStage(BatchStage):
         files = eval_files(self.config.eval_sets)
         return {"eval_files": {eval_set_name(f): {"path": f, "sha256": fio.sha256_file(f)} for f in files}}
 
-    def run_shard(self, task, ctx):
-        if getattr(self, "_index", None) is None:
-            self._index = EvalIndex([v["path"] for v in ctx.resolved["eval_files"].values()], self.config.ngram)
-        return super().run_shard(task, ctx)
+    def setup(self, ctx: StageContext) -> None:
+        self.index = EvalIndex([v["path"] for v in ctx.resolved["eval_files"].values()], self.config.ngram)
 
-    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+    def process_batch(self, batch: pa.RecordBatch, state: None, stats: ShardStats) -> pa.RecordBatch:
         n = batch.num_rows
-        index = getattr(self, "_index", None)
+        index = self.index
         counts = np.zeros(n, dtype=np.int64)
         sets: list[list[str]] = [[] for _ in range(n)]
-        if n and index is not None:
+        if n:
             hashes, offsets = shingle_hashes(batch.column(self.config.text_column), ShingleSpec(self.config.ngram),
                                              whole_if_short=False)
             matched, owners = index.lookup(hashes)
@@ -131,3 +129,12 @@ class DecontaminateStage(BatchStage):
         return (batch.append_column("decontam_ngrams", pa.array(counts, pa.int32()))
                 .append_column("decontam_sets", pa.array(sets, pa.list_(pa.string())))
                 .append_column("contaminated", pa.array(counts >= self.config.min_matches, pa.bool_())))
+
+    def summary(self, manifest: dict[str, Any]) -> list[str]:
+        totals = manifest["totals"]
+        sets = sorted(manifest.get("resolved", {}).get("eval_files", {}))
+        out = ["### Decontamination", "", f"{totals.get('flagged', {}).get('contaminated', 0):,} documents share "
+               f"{manifest['config']['ngram']}-grams with evaluation sets ({', '.join(sets)}):", ""]
+        out += [f"- {k.removeprefix('contaminated:')}: {int(v):,}" for k, v in sorted(totals.get("extra", {}).items())
+                if k.startswith("contaminated:")]
+        return out + [""]

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from curation.core.config import build_config
 from curation.core.errors import ConfigError
-from curation.core.stage import BatchStage, ShardStats, register
+from curation.core.stage import BatchStage, ShardStats, StageContext, register
 from curation.filters.text_view import TextView, per_document_sum
 
 _STEP_TYPES: dict[str, type[Step]] = {}
@@ -84,8 +84,8 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 # -- page-level filters --------------------------------------------------------------------------
 @dataclass
 class LanguageConfig:
-    languages: list[str] = field(default_factory=lambda: ["en"])
-    min_score: float = 0.65
+    languages: list[str]
+    min_score: float
 
 
 @step_type("language")
@@ -103,9 +103,9 @@ class LanguageFilter(Filter):
 
 @dataclass
 class UrlBlocklistConfig:
+    soft_word_threshold: int
     extra_domains: list[str] = field(default_factory=list)
     extra_urls: list[str] = field(default_factory=list)
-    soft_word_threshold: int = 2
 
 
 @step_type("url_blocklist")
@@ -135,8 +135,6 @@ class UrlBlocklistFilter(Filter):
     def evaluate(self, view, batch, state):
         from datatrove.data import Document
 
-        if not hasattr(self, "_filter"):
-            self.setup()
         urls = batch.column("url").to_pylist() if "url" in batch.schema.names else [None] * batch.num_rows
         keep = np.ones(batch.num_rows, dtype=bool)
         for i, url in enumerate(urls):
@@ -147,8 +145,8 @@ class UrlBlocklistFilter(Filter):
 
 @dataclass
 class PageLengthConfig:
-    min_words: int = 50
-    max_words: int = 100_000
+    min_words: int
+    max_words: int
 
 
 @step_type("page_length")
@@ -162,8 +160,8 @@ class PageLengthFilter(Filter):
 
 @dataclass
 class WordLengthConfig:
-    min_mean: float = 3.0
-    max_mean: float = 10.0
+    min_mean: float
+    max_mean: float
 
 
 @step_type("word_length")
@@ -177,7 +175,7 @@ class WordLengthFilter(Filter):
 
 @dataclass
 class SymbolRatioConfig:
-    max_ratio: float = 0.1
+    max_ratio: float
     pattern: str = r"#|\.\.\.|…"
 
 
@@ -194,7 +192,7 @@ class SymbolRatioFilter(Filter):
 
 @dataclass
 class LineFractionConfig:
-    max_fraction: float = 0.9
+    max_fraction: float
     pattern: str = r"^\s*[•●○◦▪▫‣⁃∙·\-\*]"
 
 
@@ -209,7 +207,7 @@ class BulletLinesFilter(Filter):
 
 @dataclass
 class EllipsisLinesConfig:
-    max_fraction: float = 0.3
+    max_fraction: float
     pattern: str = r"(\.\.\.|…)\s*$"
 
 
@@ -220,7 +218,7 @@ class EllipsisLinesFilter(BulletLinesFilter):
 
 @dataclass
 class AlphabeticWordsConfig:
-    min_fraction: float = 0.8  # DCLM: at most 20% of words without an alphabetic character
+    min_fraction: float  # DCLM: at most 20% of words without an alphabetic character
 
 
 @step_type("alphabetic_words")
@@ -234,8 +232,8 @@ class AlphabeticWordsFilter(Filter):
 
 @dataclass
 class StopWordsConfig:
-    min_count: int = 2
-    words: list[str] = field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+    min_count: int
+    words: list[str]
 
 
 @step_type("stop_words")
@@ -251,12 +249,12 @@ class StopWordsFilter(Filter):
 class RepetitionConfig:
     """Gopher / MassiveWeb repetition thresholds (Rae et al. 2021, table A1)."""
 
-    dup_line_frac: float = 0.3
-    dup_para_frac: float = 0.3
-    dup_line_char_frac: float = 0.2
-    dup_para_char_frac: float = 0.2
-    top_n_grams: dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
-    dup_n_grams: dict[int, float] = field(default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+    dup_line_frac: float
+    dup_para_frac: float
+    dup_line_char_frac: float
+    dup_para_char_frac: float
+    top_n_grams: dict[int, float]
+    dup_n_grams: dict[int, float]
 
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
@@ -315,7 +313,7 @@ class RepetitionFilter(Filter):
 # -- line modifiers ------------------------------------------------------------------------------
 @dataclass
 class UppercaseLinesConfig:
-    max_fraction: float = 0.5
+    max_fraction: float
 
 
 @step_type("uppercase_lines")
@@ -331,7 +329,7 @@ class UppercaseLinesModifier(LineModifier):
 
 @dataclass
 class NumericLinesConfig:
-    max_fraction: float = 0.999999
+    max_fraction: float
 
 
 @step_type("numeric_lines")
@@ -365,7 +363,7 @@ class CounterLinesModifier(LineModifier):
 
 @dataclass
 class ShortLinesConfig:
-    min_words: int = 2
+    min_words: int
 
 
 @step_type("short_lines")
@@ -379,9 +377,9 @@ class ShortLinesModifier(LineModifier):
 
 @dataclass
 class SubstringLinesConfig:
-    banned_substrings: list[str] = field(default_factory=lambda: ["items in cart"])
-    strip_suffixes: list[str] = field(default_factory=lambda: ["Read more..."])
-    strip_prefixes: list[str] = field(default_factory=lambda: ["Sign-in"])
+    banned_substrings: list[str]
+    strip_suffixes: list[str]
+    strip_prefixes: list[str]
 
 
 @step_type("substring_lines")
@@ -407,7 +405,7 @@ class SubstringLinesModifier(LineModifier):
 
 @dataclass
 class WordRemovalRatioConfig:
-    max_fraction: float = 0.05
+    max_fraction: float
 
 
 @step_type("word_removal_ratio")
@@ -425,31 +423,13 @@ class WordRemovalRatioFilter(Filter):
 
 
 # -- the stage ---------------------------------------------------------------------------------
-def dclm_baseline_steps() -> list[dict[str, Any]]:
-    """DCLM-Baseline's RefinedWeb heuristics in order (the pipeline YAML states them too)."""
-    return [
-        {"type": "url_blocklist"},
-        {"type": "language", "languages": ["en"], "min_score": 0.65},
-        {"type": "page_length", "min_words": 50, "max_words": 100_000},
-        {"type": "word_length", "min_mean": 3, "max_mean": 10},
-        {"type": "symbol_ratio", "max_ratio": 0.1},
-        {"type": "bullet_lines", "max_fraction": 0.9},
-        {"type": "ellipsis_lines", "max_fraction": 0.3},
-        {"type": "alphabetic_words", "min_fraction": 0.8},
-        {"type": "stop_words", "min_count": 2},
-        {"type": "repetition"},
-        {"type": "uppercase_lines", "max_fraction": 0.5},
-        {"type": "numeric_lines", "max_fraction": 0.999999},
-        {"type": "counter_lines"},
-        {"type": "short_lines", "min_words": 2},
-        {"type": "substring_lines"},
-        {"type": "word_removal_ratio", "max_fraction": 0.05},
-    ]
-
-
 @dataclass
 class HeuristicFilterConfig:
-    steps: list[dict[str, Any]] = field(default_factory=dclm_baseline_steps)
+    """``steps`` maps a step's name to its options, in the order the steps run; ``type`` defaults
+    to the name, and a step set to null is left out. Steps have no default thresholds: the
+    pipeline YAML is their one source (``dclm_baseline_filter_config`` reads DCLM-Baseline's)."""
+
+    steps: dict[str, dict[str, Any] | None]
     text_column: str = "text"
     batch_size: int = 512
     num_cpus: float = 1.0
@@ -458,37 +438,41 @@ class HeuristicFilterConfig:
         build_steps(self.steps)  # fail at load time, with the step named
 
 
-def build_steps(specs: list[dict[str, Any]]) -> list[Step]:
+def build_steps(specs: dict[str, dict[str, Any] | None]) -> list[Step]:
     steps: list[Step] = []
-    names: set[str] = set()
-    for position, spec in enumerate(specs):
-        if not isinstance(spec, dict) or "type" not in spec:
-            raise ConfigError(f"filter step #{position}: needs a 'type'; known: {', '.join(sorted(_STEP_TYPES))}")
+    for name, spec in specs.items():
+        if spec is None:
+            continue  # disabled, e.g. --set filter.steps.url_blocklist=null
+        if not isinstance(spec, dict):
+            raise ConfigError(f"filter step {name!r}: options must be a mapping, got {spec!r}")
         options = dict(spec)
-        kind = options.pop("type")
-        name = options.pop("name", kind)
+        kind = options.pop("type", name)
         if kind not in _STEP_TYPES:
-            raise ConfigError(f"filter step #{position}: unknown type {kind!r}; known: {', '.join(sorted(_STEP_TYPES))}")
-        if name in names:
-            raise ConfigError(f"filter step #{position}: duplicate name {name!r}; give it a 'name'")
-        names.add(name)
+            raise ConfigError(f"filter step {name!r}: unknown type {kind!r}; known: {', '.join(sorted(_STEP_TYPES))}")
         cls = _STEP_TYPES[kind]
         steps.append(cls(name, build_config(cls.Config, options, f"filter.steps.{name}")))
     return steps
+
+
+def dclm_baseline_filter_config(**overrides: Any) -> HeuristicFilterConfig:
+    """The ``filter`` stage of ``pipelines/dclm_baseline.yaml``: DCLM-Baseline's steps and thresholds."""
+    import dataclasses
+
+    from curation.core.pipeline import load_pipeline
+
+    return dataclasses.replace(load_pipeline("dclm_baseline").stage("filter").config, **overrides)
 
 
 @register("heuristic_filter")
 class HeuristicFilterStage(BatchStage):
     Config = HeuristicFilterConfig
 
-    def setup(self) -> None:
+    def setup(self, ctx: StageContext) -> None:
         self.steps = build_steps(self.config.steps)
         for step in self.steps:
             step.setup()
 
-    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
-        if not hasattr(self, "steps"):
-            self.setup()
+    def process_batch(self, batch: pa.RecordBatch, state: None, stats: ShardStats) -> pa.RecordBatch:
         column = self.config.text_column
         view = TextView(batch.column(column))
         state = StepState()
@@ -516,6 +500,16 @@ class HeuristicFilterStage(BatchStage):
         names += ["filter_keep", "filter_reason"]
         arrays += [pa.array(overall.astype(bool)), pa.array(reason.tolist(), pa.string())]
         return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def funnel(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """One line per step that flagged documents, in the order the steps ran."""
+        remaining, flagged, lines = manifest["totals"]["docs_in"], manifest["totals"].get("flagged", {}), []
+        for step in build_steps(self.config.steps):
+            if flagged.get(step.name):
+                remaining -= flagged[step.name]
+                lines.append({"label": f"{manifest['stage']}: {step.name}", "documents": remaining,
+                              "note": f"-{flagged[step.name]:,}"})
+        return lines
 
     @staticmethod
     def _modify(step: LineModifier, view: TextView, state: StepState, added: dict[str, pa.Array]) -> TextView:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
-from curation.core.stage import BatchStage, ShardStats, StageContext, register
+from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
 
 
 @dataclass
@@ -113,19 +113,19 @@ class SelectStage(BatchStage):
                 thresholds[group] = float(np.quantile(selected, quantile, method="higher"))
         elif values.size:
             thresholds["*"] = float(np.quantile(values, quantile, method="higher"))
-        print(f"[{ctx.stage_name}] resolved {c.score} >= {thresholds} (top {c.top_percent}% of {values.size:,} rows)")
         return {"thresholds": thresholds, "pool_rows": int(values.size)}
 
-    def setup(self) -> None:
-        self.thresholds: dict[str, float] | None = None
+    def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
+        c = self.config
+        if "pool_rows" not in resolved:
+            return None
+        return f"resolved {c.score} >= {resolved['thresholds']} (top {c.top_percent}% of {resolved['pool_rows']:,} rows)"
 
-    def run_shard(self, task, ctx):
-        self.thresholds = ctx.resolved.get("thresholds")
-        return super().run_shard(task, ctx)
+    def begin_shard(self, task: ShardTask, ctx: StageContext) -> dict[str, float] | None:
+        return ctx.resolved.get("thresholds")  # the state of a shard: the global thresholds
 
-    def process_batch(self, batch: pa.RecordBatch, stats: ShardStats) -> pa.RecordBatch:
+    def process_batch(self, batch: pa.RecordBatch, thresholds: dict[str, float] | None, stats: ShardStats) -> pa.RecordBatch:
         keep, reason = self._prefilter(batch)
-        thresholds = getattr(self, "thresholds", None)
         if self.config.score and thresholds:
             score = pc.fill_null(batch.column(self.config.score), -np.inf).to_numpy(zero_copy_only=False)
             if self.config.group_by:

@@ -69,10 +69,6 @@ class TextView:
     def line_count(self) -> np.ndarray:
         return np.diff(self.line_offsets).astype(np.float64)
 
-    @cached_property
-    def char_count(self) -> np.ndarray:
-        return pc.utf8_length(self.text).to_numpy(zero_copy_only=False).astype(np.float64)
-
     def count_in_text(self, pattern: str) -> np.ndarray:
         return pc.count_substring_regex(self.text, pattern).to_numpy(zero_copy_only=False).astype(np.float64)
 

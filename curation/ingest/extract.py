@@ -8,7 +8,6 @@ not become a document is counted with a reason; a corrupt region never loses the
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,7 +20,7 @@ from curation.core import io as fio
 from curation.core.errors import ConfigError
 from curation.core.schema import DOCUMENT_SCHEMA, LANGUAGE_FIELDS
 from curation.core.stage import (
-    ShardReceipt,
+    OutputFile,
     ShardStats,
     ShardTask,
     Stage,
@@ -93,7 +92,7 @@ class ExtractStage(Stage):
     Config = ExtractConfig
     is_source: ClassVar[bool] = True
 
-    def setup(self) -> None:
+    def setup(self, ctx: StageContext) -> None:
         self.html = HtmlExtractor(self.config.extractor, self.config.main_content)
         self.langid = (
             LanguageIdentifier(LanguageIdConfig(model=self.config.langid_model)) if self.config.language_id else None
@@ -105,11 +104,7 @@ class ExtractStage(Stage):
         return [ShardTask(index=i, name=f"part-{i:05d}", inputs=[p]) for i, p in enumerate(inputs)]
 
     # -- shard ---------------------------------------------------------------------------------
-    def run_shard(self, task: ShardTask, ctx: StageContext) -> ShardReceipt:
-        if not hasattr(self, "html"):
-            self.setup()
-        start = time.perf_counter()
-        stats = ShardStats(shard=task.name)
+    def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
         batches: list[pa.RecordBatch] = []
         rows: list[dict[str, Any]] = []
 
@@ -127,9 +122,7 @@ class ExtractStage(Stage):
         stats.docs_out = sum(b.num_rows for b in batches)
         stats.bytes_out = sum(text_bytes(b) for b in batches)
         data = write_parquet_bytes(batches, OUTPUT_SCHEMA)
-        out = self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)
-        stats.seconds = round(time.perf_counter() - start, 3)
-        return ShardReceipt(key=ctx.key, shard=task.name, files=[out], stats=stats)
+        return [self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)]
 
     def _finish_batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
         batch = pa.RecordBatch.from_pylist(rows, schema=DOCUMENT_SCHEMA)

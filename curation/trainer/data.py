@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from curation.core.errors import CurationError
+from curation.core.layout import find_stage
 from curation.tokenize.shards import open_tokens
 
 
@@ -34,16 +35,6 @@ class DataInfo:
     lineage: dict
 
 
-def _tokenize_manifest(directory: Path) -> dict:
-    path = directory / "manifest.json"
-    if not path.is_file():
-        raise CurationError(f"no tokenize manifest in {directory}")
-    manifest = json.loads(path.read_text())
-    if manifest.get("kind") != "tokenize":
-        raise CurationError(f"{directory} is not a tokenize output")
-    return manifest
-
-
 def load_data(path: str | Path, seed: int = 0, split: str = "train") -> DataInfo:
     path = Path(path)
     if (path / "mix.json").is_file():
@@ -52,11 +43,11 @@ def load_data(path: str | Path, seed: int = 0, split: str = "train") -> DataInfo
         mix = json.loads((path / "mix.json").read_text())
         spans = [(s["file"], s["start"], s["end"]) for s in mix["spans"] for _ in range(int(s["repeat"]))]
         spans = [(str((path / f) if not Path(f).is_absolute() else Path(f)), a, b) for f, a, b in spans]
-        manifest = _tokenize_manifest(Path(spans[0][0]).parent)
+        _, manifest = find_stage(str(Path(spans[0][0]).parent), kind="tokenize")
         lineage = {"mix": mix["name"], "mix_total_tokens": mix["total_tokens"]}
     else:
-        directory = path / "tokenize" if (path / "tokenize" / "manifest.json").is_file() else path
-        manifest = _tokenize_manifest(directory)
+        found, manifest = find_stage(str(path), kind="tokenize")
+        directory = Path(found)
         spans = []
         for entry in manifest["files"]:
             if entry["name"].endswith(".npy") and f"-{split}-" in entry["name"]:

@@ -23,7 +23,7 @@ def _one_line_error(result) -> str:
         (["run", "dclm_baseline", "--set", "extract.max_payload_bytes=lots"], "extract.max_payload_bytes"),
         (["run", "dclm_baseline", "--set", "extract.no_such_option=1"], "unknown option(s) no_such_option"),
         (["run", "dclm_baseline", "--set", "select.score=null", "--set", "select.top_percent=10"], "needs 'score'"),
-        (["run", "dclm_baseline", "--set", "filter.steps=[{type: nope}]"], "unknown type 'nope'"),
+        (["run", "dclm_baseline", "--set", "filter.steps.extra={type: nope}"], "unknown type 'nope'"),
         (["run", "dclm_baseline", "--input", "/no/such/file.warc.gz"], "input not found: /no/such/file.warc.gz"),
         (["stats", "/no/such/run"], "run not found"),
     ],

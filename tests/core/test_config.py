@@ -17,10 +17,27 @@ def test_dotted_overrides_are_typed():
 
 def test_filter_thresholds_come_from_yaml():
     pipeline = load_pipeline("dclm_baseline")
-    steps = {s["type"]: s for s in pipeline.stage("filter").config.steps}
-    assert steps["page_length"] == {"type": "page_length", "min_words": 50, "max_words": 100000}
+    steps = pipeline.stage("filter").config.steps
+    assert steps["page_length"] == {"min_words": 50, "max_words": 100000}
     assert steps["language"]["min_score"] == 0.65
     assert steps["word_removal_ratio"]["max_fraction"] == 0.05
+    assert list(steps)[:3] == ["url_blocklist", "language", "page_length"]  # the order they run in
+
+
+def test_one_filter_threshold_is_reachable_from_the_command_line():
+    from curation.filters.heuristics import build_steps
+
+    pipeline = load_pipeline("dclm_baseline", ["filter.steps.page_length.min_words=120",
+                                               "filter.steps.url_blocklist=null"])
+    steps = {step.name: step for step in build_steps(pipeline.stage("filter").config.steps)}
+    assert steps["page_length"].config.min_words == 120
+    assert steps["page_length"].config.max_words == 100000  # the rest of the step is untouched
+    assert "url_blocklist" not in steps
+
+
+def test_a_step_without_its_threshold_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"filter\.steps\.page_length"):
+        load_pipeline("dclm_baseline", ["filter.steps.page_length={min_words: 5}"])
 
 
 def test_wrong_type_names_the_field():

@@ -72,7 +72,6 @@ def _run_extract(paths: list[str], tmp_path: Path, **options) -> tuple[pa.Table,
     import pyarrow.parquet as pq
 
     stage = ExtractStage(ExtractConfig(**options))
-    stage.setup()
     ctx = StageContext(run_root=str(tmp_path), stage_name="extract", stage_dir=str(tmp_path), key="k")
     receipt = stage.run_shard(ShardTask(0, "part-00000", paths), ctx)
     return pq.read_table(tmp_path / "part-00000.parquet"), receipt.stats
@@ -90,7 +89,8 @@ def test_extract_stage_on_fixture_warcs(shared_data, tmp_path):
 
 
 def test_dclm_pages_english_and_quality(shared_data):
-    from curation.filters.heuristics import HeuristicFilterConfig, HeuristicFilterStage
+    from curation.core.stage import StageContext
+    from curation.filters.heuristics import HeuristicFilterStage, dclm_baseline_filter_config
     from curation.ingest.langid import LanguageIdentifier
 
     extractor = HtmlExtractor("resiliparse", True)
@@ -101,8 +101,9 @@ def test_dclm_pages_english_and_quality(shared_data):
     batch = pa.RecordBatch.from_pylist(rows)
     language, score = LanguageIdentifier().predict(batch.column("text"))
     batch = batch.append_column("language", language).append_column("language_score", score)
-    stage = HeuristicFilterStage(HeuristicFilterConfig())
-    out = stage.process_batch(batch, ShardStats(shard="t")).to_pylist()
+    stage = HeuristicFilterStage(dclm_baseline_filter_config())
+    stage.ensure_setup(StageContext(run_root="", stage_name="filter", stage_dir="", key="k"))
+    out = stage.process_batch(batch, None, ShardStats(shard="t")).to_pylist()
     for row in out:
         if row["id"].startswith("wikipedia"):
             assert row["language"] == "en" and row["language_keep"], row["id"]

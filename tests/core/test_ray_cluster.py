@@ -32,6 +32,7 @@ def test_worker_node_removed_mid_stage(small_crawl, tmp_path, monkeypatch, share
     run_curate(["run", "dclm_baseline", "--input", *small_crawl, "--output", str(reference)])
 
     monkeypatch.setenv("CURATION_DATA", str(shared_data))
+    ray.shutdown()  # this process's local Ray, if a test before started one: the run must join the cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()

@@ -122,26 +122,6 @@ def test_publish_to_s3_without_credentials_in_bundle(token_run, tmp_path, s3_end
         assert env["AWS_SECRET_ACCESS_KEY"] not in text
 
 
-def test_decontamination_flags_quoted_eval_text(shared_data, tmp_path):
-    from curation.core.stage import ShardStats, StageContext
-    from curation.filters.decontaminate import DecontaminateConfig, DecontaminateStage
-
-    lambada = json.loads((shared_data / "eval" / "llm-foundry" / "lambada_openai.jsonl").read_text().splitlines()[3])
-    quoted = "Some forum post. " + lambada["context"] + " and that is all."
-    clean = "An unrelated page about gardening, soil, tomatoes and the weather in spring " * 5
-    stage = DecontaminateStage(DecontaminateConfig(eval_sets=[str(shared_data / "eval" / "**" / "*.jsonl")]))
-    ctx = StageContext(run_root=str(tmp_path), stage_name="d", stage_dir=str(tmp_path), key="k")
-    ctx.resolved = stage.resolve([], ctx)
-    from curation.filters.decontaminate import EvalIndex
-
-    stage._index = EvalIndex([v["path"] for v in ctx.resolved["eval_files"].values()], 13)
-    stats = ShardStats(shard="x")
-    out = stage.process_batch(pa.RecordBatch.from_pylist([{"text": quoted}, {"text": clean}, {"text": ""}]), stats).to_pylist()
-    assert out[0]["contaminated"] and out[0]["decontam_ngrams"] > 5 and out[0]["decontam_sets"] == ["lambada_openai"]
-    assert not out[1]["contaminated"] and not out[2]["contaminated"]
-    assert stats.flagged["contaminated"] == 1 and stats.extra["contaminated:lambada_openai"] == 1
-
-
 def test_stats_plots_for_run_and_mix(token_run, tmp_path):
     printed = run_curate(["stats", str(token_run), "--plots"]).stdout
     for name in ("tokens_by_language", "tokens_by_domain", "document_length", "scores_by_source"):

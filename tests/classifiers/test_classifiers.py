@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -67,9 +66,7 @@ def test_embedding_classifier_beats_chance_and_scores(references, tmp_path):
     assert model.score(["A well written encyclopedic paragraph about the history of lobsters."]).shape == (1,)
 
 
-def test_quality_stage_cascade_and_pool_training(references, tmp_path, shared_data):
-    import ray
-
+def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path, shared_data):
     from curation.core.pipeline import pipeline_from_tree
     from curation.core.runner import Runner
 
@@ -85,11 +82,7 @@ def test_quality_stage_cascade_and_pool_training(references, tmp_path, shared_da
     tree = {"name": "q", "stages": {"quality": {
         "kind": "quality", "embedding_model": str(tmp_path / "emb"), "cascade_threshold": 0.5,
         "train": {"kinds": ["fasttext"], "positives": [str(shared_data / "hq_reference" / "*")], "max_per_class": 400}}}}
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        Runner(pipeline_from_tree(tree, [], None), str(tmp_path / "out"), echo=lambda m: None, flat=True).run([str(path)])
-    finally:
-        ray.shutdown()
+    Runner(pipeline_from_tree(tree, [], None), str(tmp_path / "out"), echo=lambda m: None, flat=True).run([str(path)])
     table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     fast = table.column("quality_fasttext").to_numpy()
     embedded = table.column("quality_embedding")
@@ -134,26 +127,6 @@ def test_classify_cli_train_and_score(shared_data, tmp_path):
     scores = dict(zip(table.column("id").to_pylist(), table.column("score").to_pylist(), strict=True))
     assert scores["x0"] > scores["x1"]
     assert np.isfinite(list(scores.values())).all()
-
-
-def test_select_top_percent_per_group(tmp_path):
-    from curation.core.stage import ShardStats, StageContext
-    from curation.filters.select import SelectConfig, SelectStage
-
-    rng = np.random.default_rng(0)
-    table = pa.table({"source": ["a"] * 500 + ["b"] * 500, "score": np.concatenate([rng.random(500), rng.random(500) + 5]),
-                      "filter_keep": [True] * 1000})
-    path = tmp_path / "part-00000.parquet"
-    pq.write_table(table, path)
-    stage = SelectStage(SelectConfig(score="score", top_percent=10, group_by="source"))
-    ctx = StageContext(run_root=str(tmp_path), stage_name="select", stage_dir=str(tmp_path / "o"), key="k")
-    ctx.resolved = stage.resolve([str(path)], ctx)
-    stage.setup()
-    stage.thresholds = ctx.resolved["thresholds"]
-    kept = stage.process_batch(table.to_batches()[0], ShardStats(shard="x"))
-    counts = {g: kept.column("source").to_pylist().count(g) for g in ("a", "b")}
-    assert counts == {"a": 50, "b": 50}  # 10% of each group, not 10% of the pooled scores
-    assert Path(path).exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,44 @@
+"""The runner in process: what each run did (its outcomes), skipping finished stages, rerunning a
+changed stage and what follows it, and the stages' own funnel lines in their manifests."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.core.layout import MANIFEST
+from curation.core.pipeline import pipeline_from_tree
+from curation.core.runner import Runner
+
+
+def _inputs(tmp_path) -> list[str]:
+    paths = []
+    for shard in range(3):
+        path = tmp_path / "in" / f"part-{shard:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"id": f"{shard}-{i}", "text": f"document {i}", "n": i} for i in range(10)]
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        paths.append(str(path))
+    return paths
+
+
+def _run(tmp_path, inputs, where_b: str):
+    tree = {"name": "two", "stages": {"a": {"kind": "select", "require": [], "where": "n >= 2"},
+                                      "b": {"kind": "select", "require": [], "where": where_b}}}
+    return Runner(pipeline_from_tree(tree, [], None), str(tmp_path / "run"), echo=lambda m: None).run(inputs)
+
+
+def test_outcomes_skip_and_rerun(ray_local, tmp_path):
+    inputs = _inputs(tmp_path)
+    first = _run(tmp_path, inputs, "n < 8")
+    assert [(o.name, o.skipped, o.shards_total, o.shards_run) for o in first] == [("a", False, 3, 3), ("b", False, 3, 3)]
+    assert first[1].manifest["totals"]["docs_out"] == 3 * 6
+    again = _run(tmp_path, inputs, "n < 8")
+    assert [(o.skipped, o.shards_run) for o in again] == [(True, 0), (True, 0)]
+    changed = _run(tmp_path, inputs, "n < 5")
+    assert [(o.name, o.skipped, o.shards_run) for o in changed] == [("a", True, 0), ("b", False, 3)]
+    manifest = json.loads((tmp_path / "run" / "b" / MANIFEST).read_text())
+    assert manifest["funnel"] == [{"label": "b", "documents": 9, "note": "where 15"}]
+    assert manifest["summary"] == []

@@ -1,0 +1,104 @@
+"""Each DCLM-Baseline heuristic step on its own, at the thresholds of pipelines/dclm_baseline.yaml:
+a page that passes, a page that fails just past the threshold, and what the line modifiers remove."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from curation.core.stage import ShardStats, StageContext
+from curation.filters.heuristics import HeuristicFilterStage, dclm_baseline_filter_config
+
+SENTENCE = "The quick brown fox jumps over the lazy dog and then it rests in the warm sun with friends."
+GOOD = "\n".join([  # 120 words of ordinary prose, no line or n-gram repeated
+    "Gardening in small spaces starts with choosing containers that drain well and hold enough soil.",
+    "Tomatoes, peppers and herbs grow happily on a sunny balcony when they are watered every morning.",
+    "A layer of mulch keeps the roots cool during summer and saves a surprising amount of water.",
+    "Most vegetables need at least six hours of direct light, so watch how shadows move across the day.",
+    "Feed the plants with compost in spring and again in midsummer to keep the harvest going.",
+    "If leaves turn yellow, check the drainage first; soggy soil is the usual cause of trouble.",
+    "Finally, keep notes on what you planted and when, because next year you will want to remember.",
+])
+
+
+@pytest.fixture(scope="module")
+def stage() -> HeuristicFilterStage:
+    stage = HeuristicFilterStage(dclm_baseline_filter_config())
+    stage.ensure_setup(StageContext(run_root="", stage_name="filter", stage_dir="", key="k"))
+    return stage
+
+
+def run(stage: HeuristicFilterStage, texts: list[str], url: str = "https://example.org/page") -> list[dict]:
+    batch = pa.RecordBatch.from_pylist([{"id": str(i), "url": url, "text": t, "language": "en", "language_score": 0.9}
+                                        for i, t in enumerate(texts)])
+    stats = ShardStats(shard="t")
+    rows = stage.process_batch(batch, None, stats).to_pylist()
+    return rows
+
+
+def unique_lines(n: int, words: int = 10) -> list[str]:
+    return [" ".join(f"w{i}x{j}" if j % 3 else "the" for j in range(words)) for i in range(n)]
+
+
+def test_a_good_page_passes_every_step(stage):
+    (row,) = run(stage, [GOOD])
+    assert row["filter_keep"], row["filter_reason"]
+    assert row["text"] == GOOD  # no line modifier touched it
+
+
+@pytest.mark.parametrize(("step", "bad"), [
+    ("page_length", " ".join(["the word"] * 20)),  # 40 words < 50
+    ("word_length", "\n".join(["the an of to a is it be by on " * 6])),  # mean word length < 3
+    ("symbol_ratio", GOOD + "\n" + " ".join(["#tag"] * 40)),  # hashes over 10% of words
+    ("bullet_lines", "\n".join(f"• {line}" for line in unique_lines(12))),  # every line a bullet
+    ("ellipsis_lines", "\n".join(f"{line} ..." for line in unique_lines(12))),  # every line trails off
+    ("alphabetic_words", GOOD + " " + " ".join(["123 456 789"] * 20)),  # 60 of ~170 words without letters
+    ("stop_words", " ".join(f"word{i}" for i in range(80))),  # no stop word at all
+    ("repetition", "\n".join([SENTENCE] * 10)),  # one line, ten times
+])
+def test_each_filter_rejects_just_its_case(stage, step, bad):
+    good, failed = run(stage, [GOOD, bad])
+    assert good[f"{step}_keep"]
+    assert not failed[f"{step}_keep"]
+    assert not failed["filter_keep"]
+
+
+def test_the_first_failing_step_is_the_reason(stage):
+    (row,) = run(stage, [" ".join(f"word{i}" for i in range(20))])  # short, and without stop words
+    assert row["filter_reason"] == "page_length" and not row["stop_words_keep"]
+
+
+def test_url_blocklist_and_language(stage):
+    rows = run(stage, [GOOD], url="https://www.pornhub.com/view")
+    assert not rows[0]["url_blocklist_keep"]
+    batch = pa.RecordBatch.from_pylist([{"id": "a", "url": "https://example.org", "text": GOOD, "language": "de",
+                                         "language_score": 0.99},
+                                        {"id": "b", "url": "https://example.org", "text": GOOD, "language": "en",
+                                         "language_score": 0.6}])
+    rows = stage.process_batch(batch, None, ShardStats(shard="t")).to_pylist()
+    assert [r["language_keep"] for r in rows] == [False, False]  # not English; English below 0.65
+
+
+def test_line_modifiers_remove_their_lines(stage):
+    page = "\n".join([
+        SENTENCE, "THIS LINE IS SHOUTED AT THE READER LOUDLY", SENTENCE.replace("fox", "cat"), "12 likes",
+        "20241231", SENTENCE.replace("fox", "owl"), "Single", "Add 3 items in cart now please",
+        "Sign-in to read " + SENTENCE, SENTENCE.replace("fox", "bee") + " Read more...",
+    ] + GOOD.split("\n")[:3])
+    (row,) = run(stage, [page])
+    kept = [line.strip() for line in row["text"].split("\n")]
+    assert "THIS LINE IS SHOUTED AT THE READER LOUDLY" not in kept
+    assert "12 likes" not in kept and "20241231" not in kept and "Single" not in kept
+    assert not any("items in cart" in line for line in kept)
+    assert "to read " + SENTENCE in kept  # prefix stripped, line kept
+    assert SENTENCE.replace("fox", "bee") in kept  # suffix stripped
+    assert row["short_lines_removed_words"] == 1 and row["uppercase_lines_removed_words"] == 8
+    assert not row["word_removal_ratio_keep"]  # 8 + 2 + 3 + 1 + 6 of ~150 words: over 5%
+
+
+def test_counts_land_in_flagged(stage):
+    stats = ShardStats(shard="t")
+    batch = pa.RecordBatch.from_pylist([{"id": str(i), "url": "https://example.org", "text": t, "language": "en",
+                                         "language_score": 0.9} for i, t in enumerate([GOOD, "too short", "tiny"])])
+    stage.process_batch(batch, None, stats)
+    assert stats.flagged == {"page_length": 2}

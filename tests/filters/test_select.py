@@ -1,0 +1,68 @@
+"""Selection: requirements with their reasons, duplicates, a SQL where, and quantile thresholds
+resolved over the whole input (per group, ties at the threshold kept)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.core.errors import ConfigError
+from curation.core.stage import ShardStats, StageContext
+from curation.filters.select import SelectConfig, SelectStage
+
+
+def _select(table: pa.Table, tmp_path: Path, **options) -> tuple[pa.Table, ShardStats, dict]:
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(table, path)
+    stage = SelectStage(SelectConfig(**options))
+    ctx = StageContext(run_root=str(tmp_path), stage_name="select", stage_dir=str(tmp_path / "o"), key="k")
+    ctx.resolved = stage.resolve([str(path)], ctx)
+    stats = ShardStats(shard="x")
+    kept = stage.process_batch(table.to_batches()[0], stage.begin_shard(None, ctx), stats)
+    return pa.Table.from_batches([kept]), stats, ctx.resolved
+
+
+def test_top_percent_per_group(tmp_path):
+    rng = np.random.default_rng(0)
+    table = pa.table({"source": ["a"] * 500 + ["b"] * 500, "score": np.concatenate([rng.random(500), rng.random(500) + 5]),
+                      "filter_keep": [True] * 1000})
+    kept, _, _ = _select(table, tmp_path, score="score", top_percent=10, group_by="source")
+    counts = {g: kept.column("source").to_pylist().count(g) for g in ("a", "b")}
+    assert counts == {"a": 50, "b": 50}  # 10% of each group, not 10% of the pooled scores
+
+
+def test_requirements_duplicates_and_where_give_reasons(tmp_path):
+    table = pa.table({
+        "id": list("abcdef"),
+        "filter_keep": [True, False, True, True, True, True],
+        "filter_reason": [None, "page_length", None, None, None, None],
+        "is_duplicate": [False, False, True, False, False, False],
+        "language": ["en", "en", "en", "de", "en", "en"],
+        "score": [0.9, 0.9, 0.9, 0.9, 0.1, 0.5],
+    })
+    kept, stats, resolved = _select(table, tmp_path, require=["filter_keep"], drop_duplicates=True,
+                                    where="language = 'en'", score="score", top_percent=50)
+    assert kept.column("id").to_pylist() == ["a", "f"]
+    assert stats.dropped == {"filter:page_length": 1, "duplicate": 1, "where": 1, "below_score_threshold": 1}
+    assert resolved["pool_rows"] == 3  # a, e, f pass everything but the score
+    assert resolved["thresholds"] == {"*": 0.5}
+
+
+def test_ties_at_the_threshold_are_kept(tmp_path):
+    table = pa.table({"id": [str(i) for i in range(10)], "score": [1.0] * 10})
+    kept, _, _ = _select(table, tmp_path, require=[], score="score", top_percent=10)
+    assert kept.num_rows == 10
+
+
+def test_min_score_and_errors(tmp_path):
+    table = pa.table({"id": ["a", "b"], "score": [0.2, 0.8]})
+    kept, _, resolved = _select(table, tmp_path, require=[], score="score", min_score=0.5)
+    assert kept.column("id").to_pylist() == ["b"] and resolved == {"thresholds": {"*": 0.5}}
+    with pytest.raises(ConfigError, match="required column 'filter_keep'"):
+        _select(table, tmp_path, require=["filter_keep"])
+    with pytest.raises(ValueError):
+        SelectConfig(score="score", top_percent=10, min_score=0.5)
