@@ -32,3 +32,92 @@ def build_warc(payloads: list[tuple[str, str, bytes]], gzip: bool = True) -> tup
 
 def simple_pages(n: int) -> list[tuple[str, str, bytes]]:
     return [(f"https://example.com/{i}", "text/html; charset=utf-8", page(i)) for i in range(n)]
+
+
+# -- record shapes other writers produce (raw bytes, so the shape is exactly what the test says) ----------
+def raw_record(record_type: str, url: str, content_type: str, block: bytes, version: str = "1.1",
+               extra: dict[str, str] | None = None, record_id: int = 0) -> bytes:
+    headers = {"WARC-Type": record_type, "WARC-Target-URI": url, "WARC-Date": "2026-01-01T00:00:00Z",
+               "WARC-Record-ID": f"<urn:uuid:00000000-0000-4000-8000-{record_id:012d}>", **(extra or {})}
+    if content_type:
+        headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(block))
+    head = f"WARC/{version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return head.encode() + block + b"\r\n\r\n"
+
+
+def http_block(body: bytes, content_type: str = "text/html", headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"Content-Type: {content_type}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    return ("HTTP/1.1 200 OK\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode() + body
+
+
+def chunked(body: bytes, size: int = 37) -> bytes:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+def gzip_members(records: list[bytes]) -> bytes:
+    import gzip as gz
+
+    return b"".join(gz.compress(r, mtime=0) for r in records)
+
+
+def archive_shapes() -> list[tuple[str, bytes, str]]:
+    """(name, record bytes, a phrase its text must contain) for every record shape of the WARC spec
+    that carries a page, as Common Crawl, archiving tools and wget write them."""
+    import gzip as gz
+    import zlib
+
+    def body(name: str, extra: str = "") -> bytes:
+        return page(0).replace(b"Document number 0", f"Shape {name} {extra}".encode())
+
+    deflate = zlib.compressobj(wbits=15)
+    deflated = deflate.compress(body("deflated")) + deflate.flush()
+    latin = ('<html><head><meta charset="iso-8859-1"></head><body><p>Shape latin café crème brûlée '
+             + "the of and " * 30 + "</p></body></html>").encode("iso-8859-1")
+    japanese = ('<html><head><meta http-equiv="Content-Type" content="text/html; charset=shift_jis"></head><body><p>'
+                + "Shape sjis 日本語のページです。" * 10 + "</p></body></html>").encode("shift_jis")
+    return [
+        ("cc_response", raw_record("response", "https://a.example/cc", "application/http; msgtype=response",
+                                   http_block(body("cc_response"), "text/html; charset=utf-8")), "Shape cc_response"),
+        ("archive_response", raw_record("response", "https://a.example/archive", "text/html",
+                                        body("archive_response"), extra={"WARC-Payload-Digest": "sha1:X"}),
+         "Shape archive_response"),
+        ("wget_resource", raw_record("resource", "https://a.example/wget", "text/html", body("wget_resource")),
+         "Shape wget_resource"),
+        ("chunked_gzip", raw_record("response", "https://a.example/chunked", "application/http; msgtype=response",
+                                    http_block(chunked(gz.compress(body("chunked_gzip"), mtime=0)), "text/html",
+                                               {"Transfer-Encoding": "chunked", "Content-Encoding": "gzip"})),
+         "Shape chunked_gzip"),
+        ("deflate", raw_record("response", "https://a.example/deflate", "application/http;msgtype=response",
+                               http_block(deflated, "text/html", {"Content-Encoding": "deflate"})), "Shape deflated"),
+        ("latin1_meta", raw_record("response", "https://a.example/latin", "application/http; msgtype=response",
+                                   http_block(latin, "text/html")), "café crème brûlée"),
+        ("sjis_resource", raw_record("resource", "https://a.example/sjis", "text/html", japanese), "日本語のページです"),
+        ("warc_1_0", raw_record("response", "https://a.example/v10", "application/http; msgtype=response",
+                                http_block(body("warc_1_0")), version="1.0"), "Shape warc_1_0"),
+    ]
+
+
+def not_documents() -> list[bytes]:
+    """Records that are not pages: skipped and counted, never errors."""
+    return [
+        raw_record("warcinfo", "", "application/warc-fields", b"software: test\r\n"),
+        raw_record("request", "https://a.example/cc", "application/http; msgtype=request",
+                   b"GET /cc HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+        raw_record("metadata", "https://a.example/cc", "application/warc-fields", b"fetchTimeMs: 12\r\n"),
+        raw_record("revisit", "https://a.example/cc", "application/http; msgtype=response",
+                   b"HTTP/1.1 304 Not Modified\r\n\r\n", extra={"WARC-Profile": "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"}),
+    ]
+
+
+def build_arc(pages: list[tuple[str, bytes]], gzip: bool = False) -> bytes:
+    """An ARC (version 1) file: a filedesc header record, then one record per (url, HTML body)."""
+
+    version_block = b"1 0 test\nURL IP-address Archive-date Content-type Archive-length\n"
+    records = [f"filedesc://test.arc 0.0.0.0 20260101000000 text/plain {len(version_block)}\n".encode()
+               + version_block + b"\n"]
+    for url, html in pages:
+        http = b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n" + html
+        records.append(f"{url} 192.0.2.1 20260101000000 text/html {len(http)}\n".encode() + http + b"\n")
+    return gzip_members(records) if gzip else b"".join(records)

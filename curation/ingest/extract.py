@@ -30,7 +30,16 @@ from curation.core.stage import (
     write_parquet_bytes,
 )
 from curation.ingest.langid import LanguageIdConfig, LanguageIdentifier
-from curation.ingest.readers import RawRecord, detect_format, iter_jsonl, iter_warc, open_input
+from curation.ingest.readers import (
+    SKIPPED,
+    RawRecord,
+    detect_format,
+    is_arc,
+    iter_arc,
+    iter_jsonl,
+    iter_warc,
+    open_input,
+)
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 _CRAWL_PATTERN = re.compile(r"(CC-MAIN-\d{4}-\d{2})", re.IGNORECASE)
@@ -148,7 +157,8 @@ class ExtractStage(Stage):
         with handle:
             fmt = detect_format(path)
             if fmt == "warc":
-                records = iter_warc(handle, errors, self.config.max_payload_bytes)
+                reader = iter_arc if is_arc(handle) else iter_warc
+                records = reader(handle, errors, self.config.max_payload_bytes)
                 yield from self._from_warc(records, source_name, path, crawl, stats)
             elif fmt == "jsonl":
                 for line, obj in iter_jsonl(handle, path, errors):
@@ -168,6 +178,9 @@ class ExtractStage(Stage):
                 except (OSError, pa.ArrowInvalid) as exc:
                     errors[f"corrupt_parquet:{type(exc).__name__}"] += 1
         for reason, count in errors.items():
+            if reason.startswith(SKIPPED):  # records that are not documents (requests, metadata, ...)
+                stats.extra[reason] = stats.extra.get(reason, 0.0) + count
+                continue
             stats.dropped[reason] += count
             stats.docs_in += count
 
@@ -204,7 +217,7 @@ class ExtractStage(Stage):
         if record.record_type == "conversion" or content_type == "text/plain" and record.record_type != "response":
             from resiliparse.parse.encoding import bytes_to_str
 
-            text = bytes_to_str(record.payload, "utf-8").strip()
+            text = bytes_to_str(record.payload, record.charset or "utf-8").strip()
         else:
             if content_type and content_type not in _HTML_TYPES:
                 stats.dropped[f"non_html:{content_type.split('/')[0] or 'unknown'}"] += 1

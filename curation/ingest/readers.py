@@ -1,4 +1,13 @@
-"""Streaming readers for WARC/WARC.gz/WET, JSONL(.gz/.zst) and Parquet, over fsspec.
+"""Streaming readers for WARC/WARC.gz/WET, ARC, JSONL(.gz/.zst) and Parquet, over fsspec.
+
+WARC records are read by the specification (WARC 1.0 and 1.1, ISO 28500): only a block of
+``Content-Type: application/http; msgtype=response`` holds an HTTP message (its header block is
+split here, because FastWARC parses HTTP only inside its iterator, where a record cut short is no
+longer told from an empty one; chunked transfer coding is undone with resiliparse, gzip/deflate/br
+content coding with zlib/brotli); any other ``response`` or ``resource`` record is the payload itself, with the
+record's own content type and charset (archiving tools and wget write those). ``conversion``
+records (WET) are text. ``request``, ``metadata``, ``revisit`` and ``warcinfo`` records are
+skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) go through warcio.
 
 Bad input never loses the rest of a file. FastWARC stops at the first corrupt gzip member or
 WARC header; the resilient iterator then searches forward for the next record that really
@@ -96,6 +105,14 @@ def _is_gzip(handle: BinaryIO) -> bool:
 
 
 _WANTED = WarcRecordType.response | WarcRecordType.conversion | WarcRecordType.resource
+_SKIPPED_TYPES = [(WarcRecordType.warcinfo, "warcinfo"), (WarcRecordType.request, "request"),
+                  (WarcRecordType.metadata, "metadata"), (WarcRecordType.revisit, "revisit"),
+                  (WarcRecordType.continuation, "continuation")]
+
+
+def _type_name(record_type: Any) -> str:
+    return next((name for flag, name in _SKIPPED_TYPES if record_type == flag), "unknown")
+SKIPPED = "skipped:"  # prefix of the counters of records that are not documents (not errors)
 
 
 def iter_warc(
@@ -113,9 +130,12 @@ def iter_warc(
             for record in ArchiveIterator(handle, record_types=WarcRecordType.any_type, parse_http=False):
                 offset = start + record.stream_pos
                 last_start = offset
-                if offset in seen or not (record.record_type & _WANTED):
+                if offset in seen:
                     continue
                 seen.add(offset)
+                if not (record.record_type & _WANTED):
+                    errors[SKIPPED + _type_name(record.record_type)] += 1
+                    continue
                 parsed = _to_raw(record, offset, errors, max_payload_bytes)
                 if parsed is not None:
                     yield parsed
@@ -157,16 +177,25 @@ def _to_raw(record: Any, offset: int, errors: Counter, max_payload_bytes: int) -
         "record_id": headers.get("WARC-Record-ID", ""),
         "language_hint": headers.get("WARC-Identified-Content-Language"),
     }
-    length = record.content_length
-    warc_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    try:  # FastWARC reports 0 for a record whose gzip member ends early; the header still says
+        length = max(record.content_length, int(headers.get("Content-Length")))
+    except (TypeError, ValueError):  # no Content-Length (mandatory): the header itself was cut short
+        errors["truncated_record"] += 1
+        return None
+    declared = headers.get("Content-Type", "")
+    warc_type, warc_charset = split_content_type(declared)
     if length > max_payload_bytes:
         return RawRecord(content_type=warc_type, charset=None, payload=None, payload_length=length, **common)
     block = record.reader.read()
     if len(block) < length:
         errors["truncated_record"] += 1  # the file ends (or a member breaks) inside this record
         return None
-    if record_type != "response":
-        return RawRecord(content_type=warc_type, charset="utf-8", payload=block, payload_length=len(block), **common)
+    # By the specification only an application/http block holds an HTTP message; a response
+    # record without a Content-Type but with an HTTP message in its block is read as one too.
+    holds_http = warc_type == "application/http" or (not declared and record_type == "response" and block.startswith(b"HTTP/"))
+    if not holds_http:
+        charset = warc_charset or ("utf-8" if record_type == "conversion" else None)  # WET text is UTF-8
+        return RawRecord(content_type=warc_type, charset=charset, payload=block, payload_length=len(block), **common)
     try:
         content_type, charset, payload = parse_http_response(block)
     except ValueError:
@@ -175,8 +204,19 @@ def _to_raw(record: Any, offset: int, errors: Counter, max_payload_bytes: int) -
     return RawRecord(content_type=content_type, charset=charset, payload=payload, payload_length=len(payload), **common)
 
 
+def split_content_type(value: str) -> tuple[str, str | None]:
+    """(media type, charset) of a Content-Type value such as ``text/html; charset=ISO-8859-1``."""
+    media, _, params = value.partition(";")
+    charset = None
+    for param in params.split(";"):
+        key, _, v = param.partition("=")
+        if key.strip().lower() == "charset" and v.strip():
+            charset = v.strip().strip("\"'").lower()
+    return media.strip().lower(), charset
+
+
 def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
-    """(content type, charset, decoded body) of a raw HTTP response block."""
+    """(content type, charset, body) of a raw HTTP response block that no WARC header declared."""
     head, separator, body = block.partition(b"\r\n\r\n")
     if not separator:
         head, separator, body = block.partition(b"\n\n")
@@ -187,35 +227,30 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
         name, colon, value = line.partition(":")
         if colon:
             fields[name.strip().lower()] = value.strip()
-    content_type, _, params = fields.get("content-type", "").partition(";")
-    charset = None
-    for param in params.split(";"):
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            charset = value.strip().strip("\"'").lower()
+    content_type, charset = split_content_type(fields.get("content-type", ""))
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = _dechunk(body)
     encoding = fields.get("content-encoding", "").lower()
     if encoding in ("gzip", "x-gzip", "deflate", "br"):
         body = _decompress(body, encoding)
-    return content_type.strip().lower(), charset, body
+    return content_type, charset, body
 
 
 def _dechunk(body: bytes) -> bytes:
-    out, position = bytearray(), 0
-    while position < len(body):
-        line_end = body.find(b"\r\n", position)
-        if line_end == -1:
-            return body  # not really chunked (crawlers often store it decoded)
-        try:
-            size = int(body[position:line_end].split(b";")[0], 16)
-        except ValueError:
-            return body
-        if size == 0:
-            break
-        out += body[line_end + 2 : line_end + 2 + size]
-        position = line_end + 2 + size + 2
-    return bytes(out)
+    """Undo chunked transfer coding (resiliparse); a body that is not really chunked (crawlers
+    often store it decoded and keep the header) comes back as it is."""
+    from resiliparse.parse.http import iterate_http_chunks
+
+    head = body[: body.find(b"\r\n")] if b"\r\n" in body else b""
+    try:
+        int(head.split(b";")[0], 16)
+    except ValueError:
+        return body
+    try:
+        decoded = b"".join(iterate_http_chunks(io.BytesIO(body)))
+    except Exception:
+        return body
+    return decoded or body
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
@@ -227,6 +262,47 @@ def _decompress(body: bytes, encoding: str) -> bytes:
         return zlib.decompressobj(wbits=47 if encoding != "deflate" else 15).decompress(body)
     except Exception:
         return body  # stored already decoded, as Common Crawl does
+
+
+def is_arc(handle: BinaryIO) -> bool:
+    """An ARC file (``filedesc://`` first), plain or gzip-compressed."""
+    handle.seek(0)
+    head = handle.read(4096)
+    handle.seek(0)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, 64)
+        except zlib.error:
+            return False
+    return head.startswith(b"filedesc://")
+
+
+def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000) -> Iterator[RawRecord]:
+    """ARC records (through warcio, which reads ARC as WARC), as ``RawRecord`` responses.
+
+    warcio has no resynchronisation: a corrupt record ends the file, counted as ``corrupt_arc``.
+    """
+    from warcio.archiveiterator import ArchiveIterator as WarcioIterator
+
+    records = WarcioIterator(handle, arc2warc=True)
+    try:
+        for record in records:
+            if record.rec_type != "response":
+                errors[SKIPPED + str(record.rec_type)] += 1
+                continue
+            http = record.http_headers
+            declared = (http.get_header("Content-Type") if http else record.rec_headers.get_header("Content-Type")) or ""
+            content_type, charset = split_content_type(declared)
+            payload = record.content_stream().read(max_payload_bytes + 1)  # warcio undoes chunking and gzip
+            yield RawRecord(
+                offset=records.get_record_offset(), record_type="response",
+                url=record.rec_headers.get_header("WARC-Target-URI") or "",
+                date=record.rec_headers.get_header("WARC-Date") or "", record_id="",
+                content_type=content_type, charset=charset, language_hint=None,
+                payload=payload if len(payload) <= max_payload_bytes else None, payload_length=len(payload),
+            )
+    except Exception as exc:  # warcio raises plain exceptions on malformed ARC headers
+        errors[f"corrupt_arc:{type(exc).__name__}"] += 1
 
 
 def iter_jsonl(handle: BinaryIO, path: str, errors: Counter) -> Iterator[tuple[int, dict[str, Any]]]:

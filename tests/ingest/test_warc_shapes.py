@@ -1,0 +1,63 @@
+"""Every WARC record shape the specification allows for a page (and ARC), through `extract`:
+Common Crawl's HTTP responses, archiving tools' responses without an HTTP block, wget's resource
+records, chunked + gzip/deflate payloads, non-UTF-8 pages, WARC/1.0 and 1.1, plain and
+per-record gzip files, a truncated last record; records that are not pages are counted, not errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from warc_factory import archive_shapes, build_arc, gzip_members, not_documents, page
+
+from curation.core.stage import ShardTask, StageContext
+from curation.ingest.extract import ExtractConfig, ExtractStage
+
+
+def extract(path: Path, tmp_path: Path, **options):
+    stage = ExtractStage(ExtractConfig(language_id=False, **options))
+    ctx = StageContext(run_root=str(tmp_path), stage_name="extract", stage_dir=str(tmp_path / "out"), key="k")
+    receipt = stage.run_shard(ShardTask(0, "part-00000", [str(path)]), ctx)
+    return pq.read_table(tmp_path / "out" / "part-00000.parquet").to_pylist(), receipt.stats
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip-members"])
+def test_every_page_shape_is_extracted(tmp_path, compressed):
+    shapes = archive_shapes()
+    records = not_documents()[:1] + [record for _, record, _ in shapes] + not_documents()[1:]
+    path = tmp_path / ("mixed.warc.gz" if compressed else "mixed.warc")
+    path.write_bytes(gzip_members(records) if compressed else b"".join(records))
+    rows, stats = extract(path, tmp_path)
+    texts = {row["url"].rsplit("/", 1)[-1]: row["text"] for row in rows}
+    for name, _, phrase in shapes:
+        url_tail = {"cc_response": "cc", "archive_response": "archive", "wget_resource": "wget", "chunked_gzip": "chunked",
+                    "deflate": "deflate", "latin1_meta": "latin", "sjis_resource": "sjis", "warc_1_0": "v10"}[name]
+        assert phrase in texts.get(url_tail, ""), (name, texts.get(url_tail))
+    assert len(rows) == len(shapes) and not stats.dropped, stats.dropped
+    assert stats.extra == {"skipped:warcinfo": 1, "skipped:request": 1, "skipped:metadata": 1, "skipped:revisit": 1}
+    assert stats.docs_in == len(shapes)  # only documents count as read
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip-members"])
+def test_truncated_last_record_keeps_the_others(tmp_path, compressed):
+    shapes = archive_shapes()
+    records = [record for _, record, _ in shapes]
+    data = gzip_members(records) if compressed else b"".join(records)
+    last = len(gzip_members(records[-1:]) if compressed else records[-1])
+    path = tmp_path / "cut.warc"
+    path.write_bytes(data[: len(data) - last // 2])  # the file ends inside the last record
+    rows, stats = extract(path, tmp_path)
+    assert len(rows) == len(shapes) - 1
+    assert stats.dropped == {"truncated_record": 1}
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["arc", "arc.gz"])
+def test_arc_files_are_read(tmp_path, compressed):
+    pages = [(f"http://old.example/{i}", page(i)) for i in range(5)]
+    path = tmp_path / ("old.arc.gz" if compressed else "old.arc")
+    path.write_bytes(build_arc(pages, gzip=compressed))
+    rows, stats = extract(path, tmp_path)
+    assert [row["url"] for row in rows] == [url for url, _ in pages]
+    assert all(f"Document number {i}." in row["text"] for i, row in enumerate(rows))
+    assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1}
