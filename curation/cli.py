@@ -32,7 +32,12 @@ EPILOG = "Run `curate COMMAND --help` for the options of each command."
 
 def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value with a dotted key, e.g. filter.steps=... or ray.num_cpus=2; repeatable")
+                        help="override a config value with a dotted key, e.g. filter.steps.page_length.min_words=80 "
+                             "or ray.num_cpus=2; repeatable")
+    parser.add_argument("--text-field", help="the text field of JSONL / Parquet documents (default: text)")
+    parser.add_argument("--id-field", help="the id field of JSONL / Parquet documents (default: id; missing ids are derived)")
+    parser.add_argument("--strict", action="store_true",
+                        help="the first bad record is an error (file, line, reason) instead of a counted rejection")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (e.g. auto, ray://head:10001); default: RAY_ADDRESS or a local Ray")
     parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, moto, Ceph); credentials come from AWS_* / ~/.aws")
@@ -84,14 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     filt = sub.add_parser("filter", help="add DCLM-Baseline heuristic filter columns",
                           description="Read documents (Parquet, e.g. from `curate extract`) and write them with "
                                       "<step>_keep / score columns, filter_keep and filter_reason.")
-    filt.add_argument("--input", nargs="+", required=True, help="Parquet files or a directory written by curate")
+    filt.add_argument("--input", nargs="+", required=True, help="JSONL(.gz/.zst) or Parquet documents, or a curate output folder")
     filt.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(filt)
 
     tok = sub.add_parser("tokenize", help="tokenize documents into memory-mapped token shards",
                          description="Write <shard>.npy token files (headerless, EOS after each document) and a "
                                      "Parquet index (id, file, start, end, num_tokens, attributes).")
-    tok.add_argument("--input", nargs="+", required=True, help="Parquet files or a directory written by curate")
+    tok.add_argument("--input", nargs="+", required=True, help="JSONL(.gz/.zst) or Parquet documents, or a curate output folder")
     tok.add_argument("--tokenizer", required=True, help="path to a tokenizer.json")
     tok.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(tok)
@@ -104,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--threshold", type=float, help="target Jaccard similarity of n-gram sets (default: the stage's, 0.8)")
     dedup.add_argument("--ngram", type=int, help="shingle size in words (default: the stage's, 5)")
     dedup.add_argument("--num-perm", type=int, help="MinHash permutations (default: the stage's, 128)")
-    dedup.add_argument("--id-field", default="id")
-    dedup.add_argument("--text-field", default="text")
     _add_common_run_options(dedup)
 
     classify = sub.add_parser("classify", help="train quality classifiers, or score documents with one",
@@ -132,8 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="model directory from `classify train`, or a local HF checkpoint")
     score.add_argument("--input", nargs="+", required=True)
     score.add_argument("--output", required=True)
-    score.add_argument("--id-field", default="id")
-    score.add_argument("--text-field", default="text")
     _add_common_run_options(score)
 
     train = sub.add_parser("train", help="train the bundled MoE (OLMoE-style) on a mix or token shards",
@@ -223,10 +224,14 @@ def _echo(message: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from curation.core import io as fio
-    from curation.core.pipeline import load_pipeline
-    from curation.ingest.inputs import resolve_inputs
+    from curation.core.pipeline import load_pipeline, pipeline_from_tree
+    from curation.ingest.inputs import resolve_inputs, with_documents_stage
 
     pipeline = load_pipeline(args.pipeline, _storage_overrides(args))
+    first = pipeline.stages[0]
+    reader = _reader_options(args)
+    if first.build().is_source and reader:  # the source stage reads JSONL / Parquet itself (extract)
+        pipeline = load_pipeline(args.pipeline, _storage_overrides(args) + [f"{first.name}.{k}={v}" for k, v in reader.items()])
     run_root = fio.normalize_root(args.output or os.path.join("runs", pipeline.name))
     storage = pipeline.storage.to_storage()
     patterns = args.input or pipeline.inputs
@@ -234,22 +239,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CurationError(f"pipeline {pipeline.name!r} names no input; pass --input")
     started = time.perf_counter()
     inputs = resolve_inputs(patterns, run_root, storage)
+    stages = with_documents_stage(pipeline.source_tree["stages"], first.build().is_source, inputs, storage, reader)
+    if len(stages) != len(pipeline.stages):
+        pipeline = pipeline_from_tree({**pipeline.source_tree, "stages": stages}, [], None, where=args.pipeline)
     _echo(f"curate: running {pipeline.name} on {len(inputs)} input file(s) -> {run_root}")
     _execute(pipeline, run_root, inputs)
     print_summary(run_root, storage, time.perf_counter() - started)
     return 0
 
 
+def _reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = _given(text_field=args.text_field, id_field=args.id_field)
+    return {**options, "strict": True} if args.strict else options
+
+
 def _single_stage(args: argparse.Namespace, kind: str, options: dict[str, Any]) -> int:
+    """One stage's command: its output at --output; documents it reads (JSONL, foreign Parquet)
+    go through the ``documents`` reader first, kept at OUTPUT/_input."""
     from curation.core import io as fio
     from curation.core.pipeline import pipeline_from_tree
-    from curation.ingest.inputs import resolve_inputs
+    from curation.core.stage import stage_class
+    from curation.ingest.inputs import resolve_inputs, with_documents_stage
 
-    tree = {"name": kind, "stages": {kind: {"kind": kind, **options}}}
-    pipeline = pipeline_from_tree(tree, _storage_overrides(args), None, where=kind)
     run_root = fio.normalize_root(args.output)
-    storage = pipeline.storage.to_storage()
+    source = stage_class(kind).is_source
+    reader = _reader_options(args)
+    stages = {kind: {"kind": kind, **options, **(reader if source else {})}}
+    probe = pipeline_from_tree({"name": kind, "stages": stages}, _storage_overrides(args), None, where=kind)
+    storage = probe.storage.to_storage()
     inputs = resolve_inputs(args.input, run_root, storage)
+    stages = with_documents_stage(stages, source, inputs, storage, reader)
+    pipeline = pipeline_from_tree({"name": kind, "stages": stages}, _storage_overrides(args), None, where=kind)
     started = time.perf_counter()
     _execute(pipeline, run_root, inputs, flat=True)
     print_summary(run_root, storage, time.perf_counter() - started, plot=False)
@@ -267,15 +287,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    from curation.core import io as fio
-    from curation.ingest.inputs import jsonl_to_parquet, resolve_inputs
-
-    storage = _storage(args)
-    run_root = fio.normalize_root(args.output)
-    inputs = resolve_inputs(args.input, run_root, storage)
-    args.input = jsonl_to_parquet(inputs, fio.join(run_root, "_input"), storage, args.id_field, args.text_field)
-    options = {**_given(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm),
-               "id_column": args.id_field, "text_column": args.text_field, "url": False}
+    options = {**_given(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm), "url": False}
     return _single_stage(args, "dedup", options)
 
 
@@ -433,7 +445,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from curation.ingest.inputs import jsonl_to_parquet, resolve_inputs
 
     if args.classify_command == "train":
         from curation.classifiers.models import train_classifier
@@ -458,18 +469,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print(f"trained {args.kind} in {card['train_seconds']}s on {sizes}\nheld-out: {metrics}\nmodel: {args.output}")
         return 0
     if args.classify_command == "score":
-        from curation.core import io as fio
-
-        storage = _storage(args)
-        run_root = fio.normalize_root(args.output)
-        inputs = resolve_inputs(args.input, run_root, storage)
-        args.input = jsonl_to_parquet(inputs, fio.join(run_root, "_input"), storage, args.id_field, args.text_field)
         from curation.classifiers.card import read_card
+        from curation.core import io as fio
 
         model = fio.normalize_root(args.model)
         kind = read_card(model)["kind"] if (os.path.isfile(os.path.join(model, "card.json"))) else "hf"
-        options = {"fasttext_model" if kind == "fasttext" else "embedding_model": model, "score_alias": "score",
-                   "text_column": args.text_field}
+        options = {"fasttext_model" if kind == "fasttext" else "embedding_model": model, "score_alias": "score"}
         return _single_stage(args, "quality", options)
     raise CurationError("curate classify needs an action: train or score (see curate classify --help)")
 
@@ -577,11 +582,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_error_inside(exc: BaseException) -> CurationError | None:
     """A CurationError raised inside a Ray worker arrives wrapped; report it as one line."""
+    import re
+
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 10:
         if isinstance(current, CurationError):
             return current
+        # Ray Data keeps only the text of an exception raised in a UDF: find ours in it
+        found = re.findall(r"^curation\.[\w.]+(?:Error|Record): (.+)$", str(current), re.M)
+        if found:
+            return CurationError(found[-1])
         current = getattr(current, "cause", None) or current.__cause__
         seen += 1
     return None

@@ -76,17 +76,18 @@ def source_lineage(inputs: list[str], storage: fio.Storage) -> list[dict[str, An
 
 class Runner:
     def __init__(self, pipeline: Pipeline, run_root: str, echo=print, flat: bool = False):
-        """``flat``: a one-stage run writes its shards directly under ``run_root``."""
+        """``flat``: the last stage writes its shards directly under ``run_root`` and any stage
+        before it (the ``documents`` reader of a one-stage command) under ``run_root/_<name>``."""
         self.pipeline = pipeline
         self.run_root = fio.normalize_root(run_root)
         self.storage = pipeline.storage.to_storage()
         self.echo = echo
         self.flat = flat
-        if flat and len(pipeline.stages) != 1:
-            raise CurationError("a flat run has exactly one stage")
 
     def stage_dir(self, name: str) -> str:
-        return self.run_root if self.flat else fio.join(self.run_root, name)
+        if not self.flat:
+            return fio.join(self.run_root, name)
+        return self.run_root if name == self.pipeline.stages[-1].name else fio.join(self.run_root, f"_{name}")
 
     # -- public --------------------------------------------------------------------------------
     def run(self, raw_inputs: list[str]) -> list[StageOutcome]:
@@ -108,7 +109,8 @@ class Runner:
         if spec.after is None:
             inputs = raw_inputs if stage.is_source else [p for p in raw_inputs if ".parquet" in p.rsplit("/", 1)[-1]]
             if not inputs:
-                raise CurationError(f"stage {spec.name!r}: no Parquet files among the inputs")
+                raise CurationError(f"stage {spec.name!r} reads documents: no Parquet files among the inputs "
+                                    "(JSONL goes through a `documents` stage first, as the commands do)")
             lineage: Any = source_lineage(inputs, self.storage)
         else:
             upstream = read_json(fio.join(self.stage_dir(spec.after), MANIFEST), self.storage)

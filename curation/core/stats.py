@@ -2,7 +2,8 @@
 
 ``curate stats RUN "SQL"`` registers one view per stage (named after it) over the stage's
 committed Parquet, ``stats`` over all per-shard stats, and ``reasons`` with one row per
-(stage, shard, kind, reason, count). Remote runs are read through fsspec, registered with DuckDB.
+(stage, shard, kind, reason, count); kind is dropped, flagged, repaired (a reader fixed the record
+and kept it) or skipped (a WARC record that is not a document). Remote runs are read through fsspec, registered with DuckDB.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def discover(run_root: str, storage: fio.Storage | None = None) -> list[StageInf
     if not fio.exists(run_root, storage):
         raise CurationError(f"run not found: {run_root}")
     flat = layout.read_manifest(run_root, storage)
-    if flat is not None:
-        return [StageInfo(flat["stage"], run_root, flat)]
+    if flat is not None:  # a one-stage command's output, after the documents it read, if any
+        before = flat.get("upstream")
+        reader = layout.read_manifest(fio.join(run_root, f"_{before}"), storage) if before else None
+        stages = [StageInfo(before, fio.join(run_root, f"_{before}"), reader)] if reader else []
+        return [*stages, StageInfo(flat["stage"], run_root, flat)]
     run = layout.read_json(fio.join(run_root, layout.RUN_FILE), storage)
     if run is None:
         tables = fio.list_files(run_root, ".parquet", storage)
@@ -89,7 +93,11 @@ def connect(run_root: str, storage: fio.Storage | None = None) -> tuple[duckdb.D
             "CREATE VIEW reasons AS "
             "SELECT stage, shard, 'dropped' AS kind, d.reason, d.count FROM (SELECT stage, shard, unnest(dropped) AS d FROM stats) "
             "UNION ALL "
-            "SELECT stage, shard, 'flagged' AS kind, f.reason, f.count FROM (SELECT stage, shard, unnest(flagged) AS f FROM stats)"
+            "SELECT stage, shard, 'flagged' AS kind, f.reason, f.count FROM (SELECT stage, shard, unnest(flagged) AS f FROM stats) "
+            "UNION ALL "  # records repaired or skipped by a reader are extra counters named kind:reason
+            "SELECT stage, shard, split_part(e.key, ':', 1) AS kind, substr(e.key, strpos(e.key, ':') + 1) AS reason, "
+            "CAST(e.value AS BIGINT) AS count FROM (SELECT stage, shard, unnest(map_entries(extra)) AS e FROM stats) "
+            "WHERE split_part(e.key, ':', 1) IN ('repaired', 'skipped')"
         )
     return connection, stages
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-import xxhash
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
@@ -29,6 +27,14 @@ from curation.core.stage import (
     text_bytes,
     write_parquet_bytes,
 )
+from curation.ingest.documents import (
+    BadRecord,
+    DocumentsConfig,
+    RecordPolicy,
+    document_id,
+    iter_jsonl_records,
+    iter_parquet_records,
+)
 from curation.ingest.langid import LanguageIdConfig, LanguageIdentifier
 from curation.ingest.readers import (
     SKIPPED,
@@ -36,7 +42,6 @@ from curation.ingest.readers import (
     detect_format,
     is_arc,
     iter_arc,
-    iter_jsonl,
     iter_warc,
     open_input,
 )
@@ -58,15 +63,12 @@ class ExtractConfig:
     id_field: str = "id"
     url_field: str = "url"
     batch_size: int = 1000
+    strict: bool = False  # the first bad record is an error (file, position, reason), not a count
     num_cpus: float = 1.0
 
     def __post_init__(self) -> None:
         if self.extractor not in ("resiliparse", "trafilatura"):
             raise ValueError(f"extractor must be resiliparse or trafilatura, not {self.extractor!r}")
-
-
-def document_id(source_name: str, position: int | str) -> str:
-    return xxhash.xxh3_128_hexdigest(f"{source_name}:{position}".encode())
 
 
 class HtmlExtractor:
@@ -146,13 +148,16 @@ class ExtractStage(Stage):
         source_name = path.rsplit("/", 1)[-1]
         crawl_match = _CRAWL_PATTERN.search(path)
         crawl = crawl_match.group(1).upper() if crawl_match else None
-        errors: Counter = Counter()
+        errors: Counter = StrictCounter(path) if self.config.strict else Counter()
+        policy = RecordPolicy(DocumentsConfig(text_field=self.config.text_field, id_field=self.config.id_field,
+                                              max_record_bytes=self.config.max_payload_bytes, strict=self.config.strict),
+                              path, stats)
         try:
             fs, fs_path = fio.filesystem(path, ctx.storage)
             stats.bytes_in += fs.size(fs_path) or 0
             handle = open_input(path, ctx.storage)
         except (OSError, ValueError) as exc:
-            stats.dropped[f"unreadable_file:{type(exc).__name__}"] += 1
+            policy.reject("file", f"unreadable_file:{type(exc).__name__}")
             return
         with handle:
             fmt = detect_format(path)
@@ -160,23 +165,19 @@ class ExtractStage(Stage):
                 reader = iter_arc if is_arc(handle) else iter_warc
                 records = reader(handle, errors, self.config.max_payload_bytes)
                 yield from self._from_warc(records, source_name, path, crawl, stats)
-            elif fmt == "jsonl":
-                for line, obj in iter_jsonl(handle, path, errors):
+            else:  # JSONL or Parquet documents, through the one bad-record policy
+                rejected_before = sum(stats.dropped.values())
+                records = (iter_jsonl_records(handle, path, policy) if fmt == "jsonl"
+                           else iter_parquet_records(handle, policy, self.config.batch_size))
+                empty = 0
+                for position, row in enumerate(records):
                     stats.docs_in += 1
-                    row = self._from_object(obj, source_name, line, path, crawl, stats)
-                    if row is not None:
-                        yield row
-            else:
-                try:
-                    parquet = pq.ParquetFile(handle)
-                    for batch in parquet.iter_batches(batch_size=self.config.batch_size):
-                        for i, obj in enumerate(batch.to_pylist()):
-                            stats.docs_in += 1
-                            row = self._from_object(obj, source_name, f"{stats.docs_in}:{i}", path, crawl, stats)
-                            if row is not None:
-                                yield row
-                except (OSError, pa.ArrowInvalid) as exc:
-                    errors[f"corrupt_parquet:{type(exc).__name__}"] += 1
+                    if len(row["text"].strip()) < self.config.min_text_chars:
+                        stats.dropped["empty_text"] += 1
+                        empty += 1
+                        continue
+                    yield self._from_document(row, source_name, position, path, crawl)
+                stats.docs_in += sum(stats.dropped.values()) - rejected_before - empty  # the policy's rejections
         for reason, count in errors.items():
             if reason.startswith(SKIPPED):  # records that are not documents (requests, metadata, ...)
                 stats.extra[reason] = stats.extra.get(reason, 0.0) + count
@@ -236,24 +237,32 @@ class ExtractStage(Stage):
             return None
         return text, content_type or "text/html"
 
-    def _from_object(self, obj: dict[str, Any], source_name: str, position: Any, path: str,
-                     crawl: str | None, stats: ShardStats) -> dict[str, Any] | None:
-        text = obj.get(self.config.text_field)
-        if not isinstance(text, str) or len(text.strip()) < self.config.min_text_chars:
-            stats.dropped["empty_text" if isinstance(text, str) or text is None else "invalid_text_field"] += 1
-            return None
-        upstream_id = obj.get(self.config.id_field)
+    def _from_document(self, row: dict[str, Any], source_name: str, position: int, path: str,
+                       crawl: str | None) -> dict[str, Any]:
         return {
-            "id": str(upstream_id) if upstream_id not in (None, "") else document_id(source_name, position),
-            "url": str(obj.get(self.config.url_field) or _metadata_url(obj) or ""),
+            "id": row["id"],
+            "url": str(row.get(self.config.url_field) or _metadata_url(row) or ""),
             "source": path,
             "crawl": crawl,
-            "warc_date": str(obj.get("date") or obj.get("created") or ""),
+            "warc_date": str(row.get("date") or row.get("created") or ""),
             "warc_record_id": None,
             "content_type": "text/plain",
             "language_hint": None,
-            "text": text.encode("utf-8", errors="replace").decode("utf-8"),
+            "text": row["text"],
         }
+
+
+class StrictCounter(Counter):
+    """Counts reader errors, and raises at the first one that is not a skipped record type."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def __setitem__(self, reason: str, count: int) -> None:
+        if count > 0 and not reason.startswith(SKIPPED):
+            raise BadRecord(f"{self.path}: {reason}")
+        super().__setitem__(reason, count)
 
 
 def _metadata_url(obj: dict[str, Any]) -> str | None:

@@ -2,21 +2,17 @@
 
 ``resolve_inputs`` expands local paths, globs, folders, ``s3://`` and ``https://`` URLs; ``demo``
 writes the bundled demo crawl; a finished stage folder stands for its committed shards.
-``jsonl_to_parquet`` turns JSONL(.gz/.zst) documents into Parquet shards for stages that read
-Parquet (Parquet passes through).
+Stages that read documents get a ``documents`` stage in front of them for inputs that are not
+a finished stage's shards (``with_documents_stage``): one reader and one bad-record policy
+(``curation.ingest.documents``) for JSONL(.gz/.zst) and Parquet in any schema.
 """
 
 from __future__ import annotations
 
-import io
-
-import pyarrow as pa
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
+from typing import Any
 
 from curation.core import io as fio
 from curation.core import layout
-from curation.core.errors import CurationError
 
 
 def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage) -> list[str]:
@@ -36,30 +32,18 @@ def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage) -> 
     return resolved
 
 
-def jsonl_to_parquet(inputs: list[str], directory: str, storage: fio.Storage, id_field: str, text_field: str) -> list[str]:
-    """JSONL inputs become Parquet shards (one per file); Parquet inputs pass through."""
-    out = []
-    for index, path in enumerate(inputs):
-        name = path.rsplit("/", 1)[-1]
-        if ".parquet" in name:
-            out.append(path)
-            continue
-        fs, p = fio.filesystem(path, storage)
-        with fs.open(p, "rb") as raw, pa.input_stream(raw, compression=_compression(name)) as stream:
-            try:
-                table = pajson.read_json(stream)
-            except pa.ArrowInvalid as exc:
-                raise CurationError(f"{path}: not valid JSONL ({exc})") from None
-        for field in (id_field, text_field):
-            if field not in table.schema.names:
-                raise CurationError(f"{path}: no field {field!r} (fields: {', '.join(table.schema.names)})")
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        target = fio.join(directory, f"part-{index:05d}.parquet")
-        fio.write_atomic(target, buffer.getvalue(), storage)
-        out.append(target)
-    return out
+def from_finished_stage(path: str, storage: fio.Storage) -> bool:
+    """Whether ``path`` is a shard a finished curate stage committed (already clean documents)."""
+    directory, _, name = path.rpartition("/")
+    manifest = layout.read_manifest(directory, storage) if directory else None
+    return manifest is not None and any(f["name"] == name for f in manifest.get("files", []))
 
 
-def _compression(name: str) -> str | None:
-    return {"gz": "gzip", "zst": "zstd", "bz2": "bz2"}.get(name.rsplit(".", 1)[-1])
+def with_documents_stage(stages: dict[str, Any], first_is_source: bool, inputs: list[str], storage: fio.Storage,
+                         reader_options: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's stages, behind a ``documents`` stage named ``input`` when its first stage
+    reads documents rather than raw crawl and some input is not a finished stage's shard (JSONL,
+    or Parquet from elsewhere): every command reads documents with the same bad-record policy."""
+    if first_is_source or all(from_finished_stage(p, storage) for p in inputs):
+        return stages
+    return {"input": {"kind": "documents", **reader_options}, **stages}

@@ -1,0 +1,228 @@
+"""Documents that are already text (JSONL(.gz/.zst) or Parquet in any schema: Dolma, FineWeb,
+DCLM's JSONL, a curate stage), read with one bad-record policy, as the source stage ``documents``.
+
+The policy, for every record (a JSONL line, a Parquet row):
+
+| record | what happens | counted as |
+| --- | --- | --- |
+| not JSON, or JSON that is not an object | dropped | ``invalid_json`` |
+| bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
+| no text field, or null | dropped | ``missing_text`` |
+| a text field that is not a string | dropped | ``invalid_text`` |
+| over ``max_record_bytes`` | dropped | ``too_large`` |
+| no id (missing, null, empty) | kept, id derived from source file and line/row | ``repaired:derived_id`` (extra) |
+| an id seen before in the same file | dropped | ``duplicate_id`` |
+| a value that does not fit the file's column types | dropped | ``schema_mismatch`` |
+| a file that cannot be opened, or a stream that ends early | the records read so far are kept | ``unreadable_file:*``, ``truncated_stream`` |
+
+With ``strict: true`` the first bad record stops the stage with one line naming the file, the
+line (or row) and the reason. The text and id fields are renamed to ``text`` and ``id``; every
+other column is kept as it is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from curation.core import io as fio
+from curation.core.errors import CurationError
+from curation.core.stage import (
+    OutputFile,
+    ShardStats,
+    ShardTask,
+    Stage,
+    StageContext,
+    register,
+    text_bytes,
+    write_parquet_bytes,
+)
+
+REPAIRED = "repaired:"
+
+
+@dataclass
+class DocumentsConfig:
+    text_field: str = "text"
+    id_field: str = "id"
+    max_record_bytes: int = 20_000_000
+    strict: bool = False  # the first bad record is an error (file, line, reason) instead of a count
+    batch_size: int = 1000
+
+
+def document_id(source_name: str, position: int | str) -> str:
+    """A stable id for a record without one: its file's name and its line or row."""
+    return xxhash.xxh3_128_hexdigest(f"{source_name}:{position}".encode())
+
+
+class BadRecord(CurationError):
+    pass
+
+
+class RecordPolicy:
+    """Applies the policy to one file's records; counts into ``stats``."""
+
+    def __init__(self, config: DocumentsConfig, path: str, stats: ShardStats):
+        self.config, self.path, self.stats = config, path, stats
+        self.source_name = path.rsplit("/", 1)[-1]
+        self.seen_ids: set[str] = set()
+
+    def reject(self, position: Any, reason: str) -> None:
+        if self.config.strict:
+            raise BadRecord(f"{self.path}: {'line' if isinstance(position, int) else 'record'} {position}: {reason}")
+        self.stats.dropped[reason] += 1
+
+    def repair(self, position: Any, reason: str) -> None:
+        if self.config.strict and reason == "invalid_utf8":
+            raise BadRecord(f"{self.path}: line {position}: {reason}")
+        key = REPAIRED + reason
+        self.stats.extra[key] = self.stats.extra.get(key, 0.0) + 1
+
+    def accept(self, obj: dict[str, Any], position: Any, size: int) -> dict[str, Any] | None:
+        """The record as a row (``text`` and ``id`` renamed), or None when it is rejected."""
+        c = self.config
+        text = obj.pop(c.text_field, None)
+        if text is None:
+            return self.reject(position, "missing_text")
+        if not isinstance(text, str):
+            return self.reject(position, "invalid_text")
+        if size > c.max_record_bytes:
+            return self.reject(position, "too_large")
+        identifier = obj.pop(c.id_field, None)
+        if identifier is None or identifier == "":
+            identifier = document_id(self.source_name, position)
+            self.repair(position, "derived_id")
+        identifier = str(identifier)
+        if identifier in self.seen_ids:
+            return self.reject(position, "duplicate_id")
+        self.seen_ids.add(identifier)
+        obj.pop("id", None)
+        obj.pop("text", None)
+        return {"id": identifier, "text": text, **obj}
+
+
+def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
+    stream = handle
+    if path.endswith(".gz"):
+        stream = gzip.GzipFile(fileobj=handle)
+    elif path.endswith(".zst"):
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(handle)
+    try:
+        for number, raw in enumerate(io.BufferedReader(stream), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", errors="replace")
+                policy.repair(number, "invalid_utf8")
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                policy.reject(number, "invalid_json")
+                continue
+            if not isinstance(obj, dict):
+                policy.reject(number, "invalid_json")
+                continue
+            row = policy.accept(obj, number, len(raw))
+            if row is not None:
+                yield row
+    except (OSError, EOFError, zlib.error):
+        policy.reject("end of file", "truncated_stream")
+
+
+def iter_parquet_records(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[dict[str, Any]]:
+    try:
+        parquet = pq.ParquetFile(handle)
+        row = 0
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            for obj in batch.to_pylist():
+                row += 1
+                text = obj.get(policy.config.text_field)
+                size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
+                accepted = policy.accept(obj, f"row {row}", size)
+                if accepted is not None:
+                    yield accepted
+    except (OSError, pa.ArrowInvalid) as exc:
+        policy.reject("file", f"corrupt_parquet:{type(exc).__name__}")
+
+
+@register("documents")
+class DocumentsStage(Stage):
+    """Source stage: JSONL / Parquet documents, one output shard per input file."""
+
+    Config = DocumentsConfig
+    is_source: ClassVar[bool] = True
+
+    def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
+        batches: list[pa.RecordBatch] = []
+        schema: pa.Schema | None = None
+        rows: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            nonlocal schema
+            if not rows:
+                return
+            batch = self._to_batch(rows, schema, stats)
+            schema = schema or batch.schema
+            batches.append(batch)
+            rows.clear()
+
+        for path in task.inputs:
+            for row in self._records(path, ctx, stats):
+                rows.append(row)
+                if len(rows) >= self.config.batch_size:
+                    flush()
+        flush()
+        stats.docs_in += sum(stats.dropped.values())
+        stats.docs_out = sum(b.num_rows for b in batches)
+        stats.docs_in += stats.docs_out
+        stats.bytes_out = sum(text_bytes(b) for b in batches)
+        schema = schema or pa.schema([("id", pa.string()), ("text", pa.string())])
+        data = write_parquet_bytes(batches, schema)
+        return [self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)]
+
+    def _records(self, path: str, ctx: StageContext, stats: ShardStats) -> Iterator[dict[str, Any]]:
+        policy = RecordPolicy(self.config, path, stats)
+        try:
+            fs, p = fio.filesystem(path, ctx.storage)
+            stats.bytes_in += fs.size(p) or 0
+            handle = fs.open(p, "rb", block_size=1 << 22)
+        except (OSError, ValueError) as exc:
+            policy.reject("file", f"unreadable_file:{type(exc).__name__}")
+            return
+        with handle:
+            if ".parquet" in path.rsplit("/", 1)[-1]:
+                yield from iter_parquet_records(handle, policy, self.config.batch_size)
+            else:
+                yield from iter_jsonl_records(handle, path, policy)
+
+    @staticmethod
+    def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None, stats: ShardStats) -> pa.RecordBatch:
+        """Rows as Arrow; the first batch of a file fixes the column types, and a row whose values do
+        not fit them is dropped (``schema_mismatch``) rather than failing the file."""
+        try:
+            return pa.RecordBatch.from_pylist(rows, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            kept = []
+            for row in rows:
+                try:
+                    pa.RecordBatch.from_pylist([row], schema=schema)
+                    kept.append(row)
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    stats.dropped["schema_mismatch"] += 1
+            if schema is None and kept:
+                schema = pa.RecordBatch.from_pylist(kept[:1]).schema
+                return DocumentsStage._to_batch(kept, schema, stats)
+            return pa.RecordBatch.from_pylist(kept, schema=schema)
