@@ -51,7 +51,7 @@ def jsonl(lines: list[bytes], path: Path) -> Path:
 def test_every_bad_line_is_counted_and_every_good_one_kept(tmp_path, name):
     lines = [json.dumps(GOOD[0]).encode()] + [line for line, _ in BAD_LINES] + [json.dumps(g).encode() for g in GOOD[1:]]
     lines.append(json.dumps({"text": "no id here"}).encode())  # kept, with a derived id
-    lines.append('{"id": "u1", "text": "caf\\u00e9 '.encode() + b"\xff\xfe" + b' latin"}')  # invalid UTF-8: repaired
+    lines.append(b'{"id": "u1", "text": "caf\\u00e9 ' + b"\xff\xfe" + b' latin"}')  # invalid UTF-8: repaired
     rows, stats = read(jsonl(lines, tmp_path / name), tmp_path)
     by_id = {r["id"]: r for r in rows}
     assert all(by_id[g["id"]]["text"] == g["text"] and by_id[g["id"]]["lang"] == "en" for g in GOOD)
