@@ -45,7 +45,7 @@ def synthetic_tokens(directory: Path, tokens: int, vocab: int = 50280) -> Path:
     data.tofile(directory / "part-00000-train-000.npy")
     manifest = {"kind": "tokenize", "key": "synthetic", "files": [{"name": "part-00000-train-000.npy", "rows": tokens}],
                 "resolved": {"tokenizer": {"dtype": "<u2", "vocab_size": vocab, "eos_id": vocab - 1, "path": "synthetic"}}}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    (directory / "_manifest.json").write_text(json.dumps(manifest))
     return directory
 
 

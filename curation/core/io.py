@@ -87,7 +87,8 @@ def write_atomic(path: str, data: bytes, storage: Storage | None = None) -> None
     if is_local(path):
         local = path.removeprefix("file://")
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        tmp = f"{local}.tmp-{uuid.uuid4().hex}"
+        folder, name = os.path.split(local)
+        tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")  # hidden from dataset readers meanwhile
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -2,11 +2,11 @@
 stage's output is found again (by the runner, stats, mixes, publish, the trainer and the CLI).
 
     RUN/run.json                     resolved pipeline, versions, start/end of each invocation
-    RUN/<stage>/plan.json            the shard list and stage key, written before work starts
+    RUN/<stage>/_plan.json           the shard list and stage key, written before work starts
     RUN/<stage>/part-00000.parquet   committed shards (other stages: .npy token files, ...)
     RUN/<stage>/_receipts/*.json     one per committed shard (its files, checksums, stats)
-    RUN/<stage>/stats.parquet        per-shard stats
-    RUN/<stage>/manifest.json        written last: the stage is finished
+    RUN/<stage>/_stats/shards.parquet per-shard stats
+    RUN/<stage>/_manifest.json       written last: the stage is finished
 
 A one-stage command (``curate filter --output DIR``) writes the stage folder itself at DIR.
 """
@@ -21,9 +21,9 @@ from curation.core import io as fio
 from curation.core.errors import CurationError
 
 RUN_FILE = "run.json"
-MANIFEST = "manifest.json"
-PLAN = "plan.json"
-STATS = "stats.parquet"
+MANIFEST = "_manifest.json"
+PLAN = "_plan.json"
+STATS = "_stats/shards.parquet"  # in a folder: `DIR/*.parquet` globs must match the data shards only
 RECEIPTS_DIR = "_receipts"
 MANIFEST_FORMAT = "curation.stage/1"
 

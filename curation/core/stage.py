@@ -54,7 +54,7 @@ class ShardTask:
 
 @dataclass
 class ShardStats:
-    """Per-shard counters, written to the stage's stats.parquet."""
+    """Per-shard counters, written to the stage's _stats/shards.parquet."""
 
     shard: str
     docs_in: int = 0

@@ -90,7 +90,7 @@ def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path
     assert all(v is not None for v, f in zip(embedded.to_pylist(), fast, strict=True) if f >= 0.5)
     card = json.loads((tmp_path / "out" / "_models" / "fasttext" / "card.json").read_text())
     assert card["sources"]["negatives"] == ["pool sample"]  # DCLM-style negatives: the pool itself
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert set(manifest["resolved"]["models"]) == {"fasttext", "embedding"}
 
 

@@ -54,7 +54,7 @@ def test_worker_node_removed_mid_stage(small_crawl, tmp_path, monkeypatch, share
         while time.time() < deadline and not (receipts.is_dir() and any(receipts.glob("*.json"))):
             assert thread.is_alive(), outcome
             time.sleep(0.02)
-        assert not (run / "filter" / "manifest.json").exists(), "stage finished before the node could be removed"
+        assert not (run / "filter" / "_manifest.json").exists(), "stage finished before the node could be removed"
         cluster.remove_node(worker)
         thread.join(timeout=600)
         assert not thread.is_alive(), "the run did not finish after losing a node"

@@ -24,9 +24,9 @@ def shard_digests(run: Path) -> dict[str, str]:
     digests = {}
     for path in sorted(run.rglob("*")):
         relative = path.relative_to(run)
-        if not path.is_file() or relative.parts[0] in ("_input", "plots") or "_receipts" in relative.parts:
+        if not path.is_file() or relative.parts[0] in ("_input", "plots") or {"_receipts", "_stats"} & set(relative.parts):
             continue
-        if path.name in ("stats.parquet", "run.json", "plan.json"):
+        if path.name in ("run.json", "_plan.json"):
             continue  # timings and invocation history differ by design
         digests[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
@@ -54,8 +54,8 @@ def test_kill_mid_stage_then_resume_is_byte_identical(small_crawl, tmp_path):
 
     committed_before = sorted(p.name for p in receipts.glob("*.json"))
     assert committed_before, "the kill happened before any filter shard was committed"
-    assert not (killed / "filter" / "manifest.json").exists(), "the kill happened after the stage finished"
-    assert (killed / "extract" / "manifest.json").exists()
+    assert not (killed / "filter" / "_manifest.json").exists(), "the kill happened after the stage finished"
+    assert (killed / "extract" / "_manifest.json").exists()
 
     status = run_curate(["status", str(killed)]).stdout
     assert "extract      done" in status

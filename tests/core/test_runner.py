@@ -42,3 +42,22 @@ def test_outcomes_skip_and_rerun(ray_local, tmp_path):
     manifest = json.loads((tmp_path / "run" / "b" / MANIFEST).read_text())
     assert manifest["funnel"] == [{"label": "b", "documents": 9, "note": "where 15"}]
     assert manifest["summary"] == []
+
+
+def test_standard_readers_open_a_stage_folder(ray_local, tmp_path):
+    """Metadata files start with `_` (Hadoop/Spark/pyarrow convention): every reader sees the documents only."""
+    import duckdb
+    import pandas as pd
+    import pyarrow.dataset as ds
+    import ray
+
+    outcomes = _run(tmp_path, _inputs(tmp_path), "n < 8")
+    stage = tmp_path / "run" / "b"
+    assert {p.name for p in stage.iterdir() if not p.name.startswith(("_", "."))} == {
+        f"part-{i:05d}.parquet" for i in range(3)}
+    expected = sorted(f"{s}-{i}" for s in range(3) for i in range(2, 8))
+    assert outcomes[1].manifest["totals"]["docs_out"] == len(expected)
+    assert sorted(pd.read_parquet(stage)["id"]) == expected
+    assert sorted(ds.dataset(stage).to_table().column("id").to_pylist()) == expected
+    assert sorted(r["id"] for r in ray.data.read_parquet(str(stage)).take_all()) == expected
+    assert sorted(r[0] for r in duckdb.read_parquet(f"{stage}/*.parquet").select("id").fetchall()) == expected

@@ -37,7 +37,7 @@ class ManifestWatcher(threading.Thread):
                 listing = set(self.fs.find(self.prefix))
             except FileNotFoundError:
                 listing = set()
-            for key in sorted(k for k in listing if k.endswith("/manifest.json") and k not in self.checked):
+            for key in sorted(k for k in listing if k.endswith("/_manifest.json") and k not in self.checked):
                 manifest = json.loads(self.fs.cat_file(key))
                 stage_dir = key.rsplit("/", 1)[0]
                 for entry in manifest["files"]:
@@ -72,7 +72,7 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     assert "curation-test/runs/r1/plots/funnel.png" in names
     # Every shard was written before its stage's manifest (object timestamps).
     for stage in ("extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"):
-        manifest_time = fs.info(f"curation-test/runs/r1/{stage}/manifest.json")["LastModified"]
+        manifest_time = fs.info(f"curation-test/runs/r1/{stage}/_manifest.json")["LastModified"]
         for key in names:
             if key.startswith(f"curation-test/runs/r1/{stage}/part-"):
                 assert fs.info(key)["LastModified"] <= manifest_time

@@ -142,7 +142,7 @@ def test_commands_read_jsonl_with_bad_lines(tmp_path, tokenizer_path):
     assert '"dropped","invalid_json",1' in reasons and '"repaired","invalid_utf8",1' in reasons
     out = run_curate(["tokenize", "--input", str(docs), "--tokenizer", str(tokenizer_path), "--output",
                       str(tmp_path / "tok"), *fields, "--set", "ray.num_cpus=2"])
-    assert "tokens written" in out.stdout or (tmp_path / "tok" / "manifest.json").is_file()
+    assert "tokens written" in out.stdout or (tmp_path / "tok" / "_manifest.json").is_file()
     strict = run_curate(["tokenize", "--input", str(docs), "--tokenizer", str(tokenizer_path), "--output",
                          str(tmp_path / "strict"), *fields, "--strict"], check=False)
     assert strict.returncode == 2 and "Traceback" not in strict.stderr

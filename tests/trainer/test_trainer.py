@@ -87,7 +87,7 @@ def _fake_tokenize_output(directory: Path, documents: list[list[int]], eos: int 
     manifest = {"kind": "tokenize", "key": "k", "files": [{"name": "part-00000-train-000.npy", "rows": int(len(tokens))},
                                                          {"name": "part-00000.parquet", "rows": len(documents)}],
                 "resolved": {"tokenizer": {"dtype": "<u2", "vocab_size": 64, "eos_id": eos, "path": "unused"}}}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    (directory / "_manifest.json").write_text(json.dumps(manifest))
 
 
 def test_reader_windows_follow_the_stream_and_document_boundaries(tmp_path):
