@@ -1,4 +1,4 @@
-"""Streaming readers for WARC/WARC.gz/WET, ARC, JSONL(.gz/.zst) and Parquet, over fsspec.
+"""Streaming readers for WARC/WARC.gz/WET and ARC, over fsspec (documents: ``curation.ingest.documents``).
 
 WARC records are read by the specification (WARC 1.0 and 1.1, ISO 28500): only a block of
 ``Content-Type: application/http; msgtype=response`` holds an HTTP message (its header block is
@@ -17,9 +17,7 @@ counts what it skipped with a reason, and carries on.
 
 from __future__ import annotations
 
-import gzip
 import io
-import json
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -303,35 +301,6 @@ def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_
             )
     except Exception as exc:  # warcio raises plain exceptions on malformed ARC headers
         errors[f"corrupt_arc:{type(exc).__name__}"] += 1
-
-
-def iter_jsonl(handle: BinaryIO, path: str, errors: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each valid line; invalid lines are counted, not fatal."""
-    stream: BinaryIO = handle
-    if path.endswith(".gz"):
-        stream = gzip.GzipFile(fileobj=handle)  # type: ignore[assignment]
-    elif path.endswith(".zst"):
-        import zstandard
-
-        stream = zstandard.ZstdDecompressor().stream_reader(handle)  # type: ignore[assignment]
-    reader = io.BufferedReader(stream)  # type: ignore[arg-type]
-    line_number = 0
-    try:
-        for line_number, line in enumerate(reader):  # noqa: B007
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                errors["invalid_json"] += 1
-                continue
-            if not isinstance(obj, dict):
-                errors["invalid_json"] += 1
-                continue
-            yield line_number, obj
-    except (OSError, EOFError, zlib.error) as exc:
-        errors[f"truncated_{'gzip' if path.endswith('.gz') else 'stream'}"] += 1
-        del exc
 
 
 def detect_format(path: str) -> str:
