@@ -32,7 +32,7 @@ def checkout_root() -> Path | None:
     """The source checkout this package runs from, or None when it is installed elsewhere."""
     import curation
 
-    root = Path(curation.__file__).resolve().parent.parent
+    root = curation._CHECKOUT_ROOT  # computed once, where the package bootstraps its search path
     return root if (root / "pyproject.toml").is_file() else None
 
 
