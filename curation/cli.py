@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_run_options(tok)
     dedup = sub.add_parser("dedup", help="global exact + MinHash LSH deduplication (attributes)",
                            description="Cluster near-duplicates of DOCS (JSONL or Parquet with id and text) globally on "
-                                       "Ray and write Parquet with every input column plus cluster_id, cluster_size and "
+                                       "Ray and write Parquet with every input column (the text and id fields named text and id) "
+                                       "plus cluster_id, cluster_size and "
                                        "is_duplicate (one keeper per cluster).")
     dedup.add_argument("--input", nargs="+", required=True, help="JSONL(.gz) or Parquet files, or a curate output directory")
     dedup.add_argument("--output", required=True, help="output directory")

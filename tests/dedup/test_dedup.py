@@ -121,7 +121,8 @@ def test_curate_dedup_cli_on_jsonl(tmp_path):
     run_curate(["dedup", "--input", str(path), "--output", str(out), "--threshold", "0.8", "--ngram", "5",
                 "--num-perm", "128", "--id-field", "doc_id", "--text-field", "body"])
     table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])
-    assert {"doc_id", "cluster_id", "cluster_size", "is_duplicate"} <= set(table.schema.names)
-    result = {r["doc_id"]: r for r in table.to_pylist()}
+    # the documents reader names the given fields id and text, as every stage expects them
+    assert {"id", "text", "cluster_id", "cluster_size", "is_duplicate"} <= set(table.schema.names)
+    result = {r["id"]: r for r in table.to_pylist()}
     assert len(result) == len(rows)
     assert sum(r["is_duplicate"] for r in result.values()) == len(truth)
