@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from curation.core.config import build_config
 from curation.core.errors import ConfigError
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
-from curation.filters.text_view import TextView, per_document_sum
+from curation.filters.text_view import TextView, per_document_sum, token_counts
 
 _STEP_TYPES: dict[str, type[Step]] = {}
 
@@ -43,8 +43,7 @@ def step_type(name: str):
 class StepState:
     """Carried across the steps of one batch."""
 
-    words_before_modifiers: np.ndarray | None = None
-    words_removed: np.ndarray | None = None
+    words_before_modifiers: np.ndarray | None = None  # letter- or digit-initial words
 
 
 class Step:
@@ -147,6 +146,7 @@ class UrlBlocklistFilter(Filter):
 class PageLengthConfig:
     min_words: int
     max_words: int
+    ignore_punctuation: bool  # DCLM: count only words that start with a letter or digit
 
 
 @step_type("page_length")
@@ -154,7 +154,7 @@ class PageLengthFilter(Filter):
     Config = PageLengthConfig
 
     def evaluate(self, view, batch, state):
-        words = view.word_count
+        words = view.alnum_word_count if self.config.ignore_punctuation else view.word_count
         return (words >= self.config.min_words) & (words <= self.config.max_words), {"words": words}
 
 
@@ -193,7 +193,7 @@ class SymbolRatioFilter(Filter):
 @dataclass
 class LineFractionConfig:
     max_fraction: float
-    pattern: str = r"^\s*[•●○◦▪▫‣⁃∙·\-\*]"
+    pattern: str = r"^[●•*\-]"  # DCLM's bullets, at the start of a stripped line
 
 
 @step_type("bullet_lines")
@@ -201,14 +201,16 @@ class BulletLinesFilter(Filter):
     Config = LineFractionConfig
 
     def evaluate(self, view, batch, state):
-        fraction = _ratio(view.lines_matching(self.config.pattern), view.line_count)
+        # over stripped, non-empty lines, as DCLM counts them
+        matching, lines = view.stripped_lines_matching(self.config.pattern)
+        fraction = _ratio(matching, lines)
         return fraction <= self.config.max_fraction, {"fraction": fraction}
 
 
 @dataclass
 class EllipsisLinesConfig:
     max_fraction: float
-    pattern: str = r"(\.\.\.|…)\s*$"
+    pattern: str = r"(\.\.\.|\. \. \.|…)$"  # DCLM's ellipses, at the end of a stripped line
 
 
 @step_type("ellipsis_lines")
@@ -247,8 +249,14 @@ class StopWordsFilter(Filter):
 
 @dataclass
 class RepetitionConfig:
-    """Gopher / MassiveWeb repetition thresholds (Rae et al. 2021, table A1)."""
+    """Gopher / MassiveWeb repetition thresholds (Rae et al. 2021, table A1).
 
+    ``method``: ``dclm`` counts as DCLM's ``massive_web_repetition_filters`` does (every copy of a
+    repeated stripped, non-empty line or paragraph; words segmented by Unicode rules (uniseg) and
+    kept when they start with a letter or digit; characters of words, not of the text);
+    ``datatrove`` uses datatrove's Gopher helpers (whitespace words, the text's length)."""
+
+    method: str
     dup_line_frac: float
     dup_para_frac: float
     dup_line_char_frac: float
@@ -268,6 +276,58 @@ class RepetitionFilter(Filter):
     Config = RepetitionConfig
 
     def evaluate(self, view, batch, state):
+        if self.config.method not in ("dclm", "datatrove"):
+            raise ConfigError(f"repetition: method must be dclm or datatrove, not {self.config.method!r}")
+        texts = view.text.to_pylist()
+        measure = self._dclm_worst if self.config.method == "dclm" else self._datatrove_worst
+        worst = np.array([measure(text) for text in texts], dtype=np.float64)  # largest value / threshold
+        return worst <= 1.0, {"worst_ratio": worst}
+
+    def _dclm_worst(self, text: str) -> float:
+        """DCLM's checks in its order, stopping at the first that fails (as its filter does)."""
+        from uniseg.wordbreak import words as unicode_words
+
+        c = self.config
+        if text == "":
+            return np.inf
+        ratios: list[float] = []
+        for sep, count_limit, char_limit in (("\n", c.dup_line_frac, c.dup_line_char_frac),
+                                             ("\n\n", c.dup_para_frac, c.dup_para_char_frac)):
+            segments = [p for part in re.split(sep, text) if (p := part.strip())]
+            if len(segments) == 0:
+                return np.inf
+            if len(segments) > 1:
+                counts = Counter(segments)
+                ratios.append(sum(n for n in counts.values() if n > 1) / len(segments) / count_limit)
+                ratios.append(sum(len(seg) * n for seg, n in counts.items() if n > 1)
+                              / sum(len(seg) for seg in segments) / char_limit)
+                if max(ratios) > 1.0:
+                    return max(ratios)
+        words = [w for w in unicode_words(text) if w[0].isalnum()]
+        total = sum(len(w) for w in words)
+        for n, limit in sorted(c.top_n_grams.items()):
+            grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
+            if grams:
+                top = max(grams.values())
+                if top > 1:
+                    longest = max(sum(len(w) for w in gram) for gram, k in grams.items() if k == top)
+                    ratios.append(longest * top / total / limit)
+                    if ratios[-1] > 1.0:
+                        return ratios[-1]
+        for n, limit in sorted(c.dup_n_grams.items()):
+            sequence = list(zip(*(words[i:] for i in range(n)), strict=False))
+            counts = Counter(sequence)
+            repeated: set[int] = set()
+            for start, gram in enumerate(sequence):
+                if counts[gram] > 1:
+                    repeated.update(range(start, start + n))
+            if repeated:
+                ratios.append(sum(len(words[i]) for i in repeated) / total / limit)
+                if ratios[-1] > 1.0:
+                    return ratios[-1]
+        return max(ratios, default=0.0)
+
+    def _datatrove_worst(self, text: str) -> float:
         from datatrove.pipeline.filters.gopher_repetition_filter import (
             find_all_duplicate,
             find_duplicates,
@@ -276,38 +336,31 @@ class RepetitionFilter(Filter):
         )
 
         c = self.config
-        texts = view.text.to_pylist()
-        keep = np.ones(len(texts), dtype=bool)
-        worst = np.zeros(len(texts), dtype=np.float64)  # the largest value/threshold ratio
-        for i, text in enumerate(texts):
-            text = text.strip()
-            if not text:
-                keep[i] = False
-                continue
-            length = len(text)
-            paragraphs = _PARAGRAPH_SPLIT.split(text)
-            para_dups, para_chars = find_duplicates(paragraphs)
-            lines = _LINE_SPLIT.split(text)
-            line_dups, line_chars = find_duplicates(lines)
-            ratios = [
-                para_dups / len(paragraphs) / c.dup_para_frac,
-                para_chars / length / c.dup_para_char_frac,
-                line_dups / len(lines) / c.dup_line_frac,
-                line_chars / length / c.dup_line_char_frac,
-            ]
-            words = text.split()
-            for n, limit in c.top_n_grams.items():
-                grams = get_n_grams(words, n)
-                if grams:
-                    ratios.append(find_top_duplicate(grams) / length / limit)
-            if max(ratios) <= 1.0:
-                for n, limit in c.dup_n_grams.items():
-                    ratios.append(find_all_duplicate(words, n) / length / limit)
-                    if ratios[-1] > 1.0:
-                        break
-            worst[i] = max(ratios)
-            keep[i] = worst[i] <= 1.0
-        return keep, {"worst_ratio": worst}
+        text = text.strip()
+        if not text:
+            return np.inf
+        length = len(text)
+        paragraphs = _PARAGRAPH_SPLIT.split(text)
+        para_dups, para_chars = find_duplicates(paragraphs)
+        lines = _LINE_SPLIT.split(text)
+        line_dups, line_chars = find_duplicates(lines)
+        ratios = [
+            para_dups / len(paragraphs) / c.dup_para_frac,
+            para_chars / length / c.dup_para_char_frac,
+            line_dups / len(lines) / c.dup_line_frac,
+            line_chars / length / c.dup_line_char_frac,
+        ]
+        words = text.split()
+        for n, limit in c.top_n_grams.items():
+            grams = get_n_grams(words, n)
+            if grams:
+                ratios.append(find_top_duplicate(grams) / length / limit)
+        if max(ratios) <= 1.0:
+            for n, limit in c.dup_n_grams.items():
+                ratios.append(find_all_duplicate(words, n) / length / limit)
+                if ratios[-1] > 1.0:
+                    break
+        return max(ratios)
 
 
 # -- line modifiers ------------------------------------------------------------------------------
@@ -371,8 +424,9 @@ class ShortLinesModifier(LineModifier):
     Config = ShortLinesConfig
 
     def remove_lines(self, view):
-        words = pc.list_value_length(pc.utf8_split_whitespace(view.flat_lines)).to_numpy(zero_copy_only=False)
-        return words < self.config.min_words
+        # DCLM keeps empty lines and removes whitespace-only ones (they have no words)
+        empty = pc.equal(pc.utf8_length(view.flat_lines), 0).to_numpy(zero_copy_only=False)
+        return (token_counts(view.flat_lines) < self.config.min_words) & ~empty
 
 
 @dataclass
@@ -415,11 +469,10 @@ class WordRemovalRatioFilter(Filter):
     Config = WordRemovalRatioConfig
 
     def evaluate(self, view, batch, state):
-        if state.words_before_modifiers is None:
-            fraction = np.zeros(len(view))
-        else:
-            fraction = _ratio(state.words_removed, state.words_before_modifiers)
-        return fraction <= self.config.max_fraction, {"fraction": fraction}
+        # As DCLM: words (letter- or digit-initial) before the line modifiers against those left now
+        before = view.alnum_word_count if state.words_before_modifiers is None else state.words_before_modifiers
+        fraction = _ratio(before - view.alnum_word_count, before)
+        return (fraction <= self.config.max_fraction) & (before > 0), {"fraction": fraction}
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -514,12 +567,9 @@ class HeuristicFilterStage(BatchStage):
     @staticmethod
     def _modify(step: LineModifier, view: TextView, state: StepState, added: dict[str, pa.Array]) -> TextView:
         removed = np.asarray(step.remove_lines(view), dtype=bool)
-        line_words = pc.list_value_length(pc.utf8_split_whitespace(view.flat_lines)).to_numpy(zero_copy_only=False)
-        removed_words = per_document_sum(line_words * removed, view.line_offsets)
+        removed_words = per_document_sum(token_counts(view.flat_lines) * removed, view.line_offsets)
         if state.words_before_modifiers is None:
-            state.words_before_modifiers = view.word_count.copy()
-            state.words_removed = np.zeros(len(view))
-        state.words_removed = state.words_removed + removed_words
+            state.words_before_modifiers = view.alnum_word_count.copy()
         added[f"{step.name}_removed_words"] = pa.array(removed_words.astype(np.int32))
         kept_lines = step.rewrite_lines(pc.filter(view.flat_lines, pa.array(~removed)))
         kept_per_doc = per_document_sum((~removed).astype(np.int64), view.line_offsets).astype(np.int32)

@@ -1,6 +1,9 @@
 """Vectorised views of a text column, computed once per batch and shared by all filters.
 
-Words are whitespace-separated tokens (as in Gopher's rules); lines split on newlines.
+Words are the non-empty whitespace-separated tokens (Arrow's ``utf8_split_whitespace`` also
+yields empty tokens for leading whitespace and blank strings: they are dropped here, as Python's
+``str.split()`` does); ``alnum_word_count`` counts the words DCLM counts for page length and word
+removal (tokens whose first character is a letter or digit). Lines split on newlines.
 Per-document sums over flattened lists use the list offsets (``np.add.reduceat``), so no
 per-document Python loop runs for these statistics.
 """
@@ -12,6 +15,14 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+
+def token_counts(strings: pa.Array) -> np.ndarray:
+    """Per string: how many non-empty whitespace tokens (``len(s.split())``)."""
+    tokens = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(strings))
+    counts = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(strings)), 0).to_numpy(zero_copy_only=False)
+    return np.where(blank, 0, counts)
 
 
 def per_document_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -39,7 +50,13 @@ class TextView:
 
     @cached_property
     def words(self) -> pa.ListArray:
-        return pc.utf8_split_whitespace(self.text)
+        raw = pc.utf8_split_whitespace(self.text)
+        flat = raw.flatten()
+        keep = pc.greater(pc.utf8_length(flat), 0)
+        parents = pc.list_parent_indices(raw).to_numpy(zero_copy_only=False)
+        counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(self.text))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.filter(flat, keep))
 
     @cached_property
     def word_offsets(self) -> np.ndarray:
@@ -52,6 +69,29 @@ class TextView:
     @cached_property
     def word_count(self) -> np.ndarray:
         return np.diff(self.word_offsets).astype(np.float64)
+
+    @cached_property
+    def alnum_word_count(self) -> np.ndarray:
+        """Words whose first character is a letter or digit (DCLM's ``split_words(ignore_punctuation=True)``)."""
+        hits = pc.match_substring_regex(self.flat_words, r"^[\pL\pN]").to_numpy(zero_copy_only=False)
+        return per_document_sum(hits, self.word_offsets)
+
+    @cached_property
+    def stripped_lines(self) -> pa.ListArray:
+        """Each document's lines, stripped, without the empty ones (DCLM's ``split_paragraphs``)."""
+        flat = pc.utf8_trim_whitespace(self.flat_lines)
+        keep = pc.greater(pc.utf8_length(flat), 0)
+        parents = pc.list_parent_indices(self.lines).to_numpy(zero_copy_only=False)
+        counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(self.text))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.filter(flat, keep))
+
+    def stripped_lines_matching(self, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+        """(lines matching ``pattern``, non-empty lines) per document, over stripped lines."""
+        lines = self.stripped_lines
+        offsets = lines.offsets.to_numpy()
+        hits = pc.match_substring_regex(lines.flatten(), pattern).to_numpy(zero_copy_only=False)
+        return per_document_sum(hits, offsets), np.diff(offsets).astype(np.float64)
 
     @cached_property
     def lines(self) -> pa.ListArray:

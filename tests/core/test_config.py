@@ -18,7 +18,7 @@ def test_dotted_overrides_are_typed():
 def test_filter_thresholds_come_from_yaml():
     pipeline = load_pipeline("dclm_baseline")
     steps = pipeline.stage("filter").config.steps
-    assert steps["page_length"] == {"min_words": 50, "max_words": 100000}
+    assert steps["page_length"] == {"min_words": 50, "max_words": 100000, "ignore_punctuation": True}
     assert steps["language"]["min_score"] == 0.65
     assert steps["word_removal_ratio"]["max_fraction"] == 0.05
     assert list(steps)[:3] == ["url_blocklist", "language", "page_length"]  # the order they run in
