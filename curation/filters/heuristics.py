@@ -431,30 +431,47 @@ class ShortLinesModifier(LineModifier):
 
 @dataclass
 class SubstringLinesConfig:
-    banned_substrings: list[str]
-    strip_suffixes: list[str]
-    strip_prefixes: list[str]
+    """DCLM's ``substring_line_modifier``: the phrases are joined into one case-insensitive pattern
+    as DCLM builds it (not escaped: ``Read more...`` ends in three any-characters, as in DCLM) and
+    anchored by ``location``; only lines of at most ``max_words`` words are edited."""
+
+    substrings: list[str]
+    location: str  # any | prefix | suffix
+    remove_substring_only: bool  # true: cut the phrase out (a line left blank goes); false: drop the line
+    max_words: int | None = None
 
 
 @step_type("substring_lines")
 class SubstringLinesModifier(LineModifier):
-    """Drop lines that contain a banned phrase; strip boilerplate prefixes and suffixes."""
-
     Config = SubstringLinesConfig
 
+    def setup(self) -> None:
+        c = self.config
+        if c.location not in ("any", "prefix", "suffix"):
+            raise ConfigError(f"substring_lines: location must be any, prefix or suffix, not {c.location!r}")
+        joined = f"(?:{'|'.join(s.lower() for s in c.substrings)})"
+        self.pattern = "(?i)" + {"prefix": rf"^{joined}\s?", "suffix": rf"\s?{joined}$", "any": rf"\s?{joined}"}[c.location]
+
+    def _eligible(self, lines: pa.Array) -> np.ndarray:
+        if self.config.max_words is None:
+            return np.ones(len(lines), dtype=bool)
+        return token_counts(lines) <= self.config.max_words
+
     def remove_lines(self, view):
-        lines = pc.utf8_lower(view.flat_lines)
-        removed = np.zeros(len(lines), dtype=bool)
-        for phrase in self.config.banned_substrings:
-            removed |= pc.match_substring(lines, phrase.lower()).to_numpy(zero_copy_only=False)
-        return removed
+        lines = view.flat_lines
+        eligible = self._eligible(lines)
+        if not self.config.remove_substring_only:
+            return eligible & pc.match_substring_regex(lines, self.pattern).to_numpy(zero_copy_only=False)
+        cut = pc.replace_substring_regex(lines, self.pattern, "")
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(cut)), 0).to_numpy(zero_copy_only=False)
+        nonempty = pc.greater(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
+        return eligible & nonempty & blank  # a line that was only the phrase goes
 
     def rewrite_lines(self, lines):
-        for suffix in self.config.strip_suffixes:
-            lines = pc.replace_substring_regex(lines, "(?i)" + re.escape(suffix) + r"\s*$", "")
-        for prefix in self.config.strip_prefixes:
-            lines = pc.replace_substring_regex(lines, "(?i)^\\s*" + re.escape(prefix), "")
-        return lines
+        if not self.config.remove_substring_only:
+            return lines
+        cut = pc.replace_substring_regex(lines, self.pattern, "")
+        return pc.if_else(pa.array(self._eligible(lines)), cut, lines)
 
 
 @dataclass
