@@ -1,7 +1,8 @@
 """The input layer of the commands: what ``--input`` may name, resolved to files.
 
 ``resolve_inputs`` expands local paths, globs, folders, ``s3://`` and ``https://`` URLs; ``demo``
-writes the bundled demo crawl; a finished stage folder stands for its committed shards.
+writes the bundled demo crawl; a finished stage folder stands for its committed shards, a run
+folder for those of its last finished stage.
 Stages that read documents get a ``documents`` stage in front of them for inputs that are not
 a finished stage's shards (``with_documents_stage``): one reader and one bad-record policy
 (``curation.ingest.documents``) for JSONL(.gz/.zst) and Parquet in any schema.
@@ -24,9 +25,12 @@ def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage) -> 
         if pattern == "demo":
             resolved += DemoCrawl().write(fio.join(run_root, "_input"))
             continue
-        manifest = layout.read_manifest(fio.normalize_root(pattern), storage) if "*" not in pattern else None
-        if manifest is not None:  # a curate output folder: its committed shards
-            resolved += layout.data_files(fio.normalize_root(pattern), manifest)
+        root = fio.normalize_root(pattern)
+        if "*" not in pattern and (layout.read_manifest(root, storage) is not None
+                                   or fio.exists(fio.join(root, layout.RUN_FILE), storage)):
+            # a stage folder, or a run folder (its last finished stage): the committed shards
+            directory, manifest = layout.find_stage(root, storage)
+            resolved += layout.data_files(directory, manifest)
             continue
         resolved += fio.expand_inputs([pattern], storage)
     return resolved

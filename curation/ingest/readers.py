@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from curation.core import io as fio
+from curation.core.errors import CurationError
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/1."
@@ -137,6 +138,8 @@ def iter_warc(
                 parsed = _to_raw(record, offset, errors, max_payload_bytes)
                 if parsed is not None:
                     yield parsed
+        except CurationError:
+            raise  # strict mode's one-line error, not a parse failure
         except OSError as exc:
             failure = _reason_for(exc)
         except Exception as exc:  # a malformed header can surface as any parse error

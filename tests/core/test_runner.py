@@ -61,3 +61,15 @@ def test_standard_readers_open_a_stage_folder(ray_local, tmp_path):
     assert sorted(ds.dataset(stage).to_table().column("id").to_pylist()) == expected
     assert sorted(r["id"] for r in ray.data.read_parquet(str(stage)).take_all()) == expected
     assert sorted(r[0] for r in duckdb.read_parquet(f"{stage}/*.parquet").select("id").fetchall()) == expected
+
+
+def test_a_stage_or_run_folder_is_an_input(ray_local, tmp_path):
+    from curation.core import io as fio
+    from curation.ingest.inputs import resolve_inputs
+
+    _run(tmp_path, _inputs(tmp_path), "n < 8")
+    storage = fio.Storage()
+    shards = [str(tmp_path / "run" / "b" / f"part-{i:05d}.parquet") for i in range(3)]
+    assert resolve_inputs([str(tmp_path / "run" / "b")], str(tmp_path), storage) == shards
+    assert resolve_inputs([str(tmp_path / "run")], str(tmp_path), storage) == shards  # the last stage
+    assert len(resolve_inputs([str(tmp_path / "run" / "a")], str(tmp_path), storage)) == 3

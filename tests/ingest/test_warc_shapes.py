@@ -61,3 +61,17 @@ def test_arc_files_are_read(tmp_path, compressed):
     assert [row["url"] for row in rows] == [url for url, _ in pages]
     assert all(f"Document number {i}." in row["text"] for i, row in enumerate(rows))
     assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1}
+
+
+def test_strict_stops_at_the_first_bad_warc_record(tmp_path):
+    from curation.ingest.documents import BadRecord
+
+    records = not_documents() + [record for _, record, _ in archive_shapes()]
+    whole = tmp_path / "whole.warc"
+    whole.write_bytes(b"".join(records))
+    rows, _ = extract(whole, tmp_path / "a", strict=True)  # skipped record types are not errors
+    assert len(rows) == len(archive_shapes())
+    cut = tmp_path / "cut.warc"
+    cut.write_bytes(whole.read_bytes()[: -len(records[-1]) // 2])
+    with pytest.raises(BadRecord, match=r"cut\.warc: truncated_record$"):
+        extract(cut, tmp_path / "b", strict=True)
