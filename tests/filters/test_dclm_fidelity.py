@@ -24,9 +24,21 @@ def dclm(shared_data):
     if not (reference / "dclm_reference.py").is_file():
         pytest.skip("DCLM reference code not found next to the fixture data")
     sys.path.insert(0, str(reference))
-    from dclm_reference import dclm_baseline_chain
+    import contextlib
+    import importlib
 
-    chain = dclm_baseline_chain()
+    import dclm_reference
+
+    # The oracle stubs modules DCLM imports but never calls (lxml, justext, ...) in sys.modules:
+    # import the real ones first, and take its stubs out again afterwards, so that the rest of
+    # the test session (trafilatura needs lxml) sees the real packages.
+    for name in dclm_reference._STUBBED:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    chain = dclm_reference.dclm_baseline_chain()
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, dclm_reference._Stub):
+            del sys.modules[name]
     substrings = [mapper for name, mapper in chain._mappers if name == "substring_line_modifier"]
     return {name: mapper for name, mapper in chain._mappers} | {"chain": chain, "substrings": substrings}
 
