@@ -230,8 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipeline = load_pipeline(args.pipeline, _storage_overrides(args))
     first = pipeline.stages[0]
+    first_is_source = first.build().is_source
     reader = _reader_options(args)
-    if first.build().is_source and reader:  # the source stage reads JSONL / Parquet itself (extract)
+    if first_is_source and reader:  # the source stage reads JSONL / Parquet itself (extract)
         pipeline = load_pipeline(args.pipeline, _storage_overrides(args) + [f"{first.name}.{k}={v}" for k, v in reader.items()])
     run_root = fio.normalize_root(args.output or os.path.join("runs", pipeline.name))
     storage = pipeline.storage.to_storage()
@@ -240,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CurationError(f"pipeline {pipeline.name!r} names no input; pass --input")
     started = time.perf_counter()
     inputs = resolve_inputs(patterns, run_root, storage)
-    stages = with_documents_stage(pipeline.source_tree["stages"], first.build().is_source, inputs, storage, reader)
+    stages = with_documents_stage(pipeline.source_tree["stages"], first_is_source, inputs, storage, reader)
     if len(stages) != len(pipeline.stages):
         pipeline = pipeline_from_tree({**pipeline.source_tree, "stages": stages}, [], None, where=args.pipeline)
     _echo(f"curate: running {pipeline.name} on {len(inputs)} input file(s) -> {run_root}")

@@ -19,10 +19,19 @@ import pyarrow.compute as pc
 
 def token_counts(strings: pa.Array) -> np.ndarray:
     """Per string: how many non-empty whitespace tokens (``len(s.split())``)."""
-    tokens = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(strings))
-    counts = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(strings)), 0).to_numpy(zero_copy_only=False)
+    trimmed = pc.utf8_trim_whitespace(strings)
+    counts = pc.list_value_length(pc.utf8_split_whitespace(trimmed)).to_numpy(zero_copy_only=False).astype(np.int64)
+    blank = pc.equal(pc.utf8_length(trimmed), 0).to_numpy(zero_copy_only=False)
     return np.where(blank, 0, counts)
+
+
+def _without_empty(lists: pa.ListArray, flat: pa.Array) -> pa.ListArray:
+    """``lists`` with ``flat`` (its values, possibly transformed) minus the empty strings."""
+    keep = pc.greater(pc.utf8_length(flat), 0)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(lists))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.filter(flat, keep))
 
 
 def per_document_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -51,12 +60,7 @@ class TextView:
     @cached_property
     def words(self) -> pa.ListArray:
         raw = pc.utf8_split_whitespace(self.text)
-        flat = raw.flatten()
-        keep = pc.greater(pc.utf8_length(flat), 0)
-        parents = pc.list_parent_indices(raw).to_numpy(zero_copy_only=False)
-        counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(self.text))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.filter(flat, keep))
+        return _without_empty(raw, raw.flatten())
 
     @cached_property
     def word_offsets(self) -> np.ndarray:
@@ -79,12 +83,7 @@ class TextView:
     @cached_property
     def stripped_lines(self) -> pa.ListArray:
         """Each document's lines, stripped, without the empty ones (DCLM's ``split_paragraphs``)."""
-        flat = pc.utf8_trim_whitespace(self.flat_lines)
-        keep = pc.greater(pc.utf8_length(flat), 0)
-        parents = pc.list_parent_indices(self.lines).to_numpy(zero_copy_only=False)
-        counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(self.text))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.filter(flat, keep))
+        return _without_empty(self.lines, pc.utf8_trim_whitespace(self.flat_lines))
 
     def stripped_lines_matching(self, pattern: str) -> tuple[np.ndarray, np.ndarray]:
         """(lines matching ``pattern``, non-empty lines) per document, over stripped lines."""

@@ -36,11 +36,18 @@ def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage) -> 
     return resolved
 
 
-def from_finished_stage(path: str, storage: fio.Storage) -> bool:
-    """Whether ``path`` is a shard a finished curate stage committed (already clean documents)."""
-    directory, _, name = path.rpartition("/")
-    manifest = layout.read_manifest(directory, storage) if directory else None
-    return manifest is not None and any(f["name"] == name for f in manifest.get("files", []))
+def from_finished_stages(paths: list[str], storage: fio.Storage) -> bool:
+    """Whether every path is a shard a finished curate stage committed (already clean documents);
+    each folder's manifest is read once."""
+    committed: dict[str, set[str]] = {}
+    for path in paths:
+        directory, _, name = path.rpartition("/")
+        if directory not in committed:
+            manifest = layout.read_manifest(directory, storage) if directory else None
+            committed[directory] = {f["name"] for f in manifest.get("files", [])} if manifest else set()
+        if name not in committed[directory]:
+            return False
+    return True
 
 
 def with_documents_stage(stages: dict[str, Any], first_is_source: bool, inputs: list[str], storage: fio.Storage,
@@ -48,6 +55,6 @@ def with_documents_stage(stages: dict[str, Any], first_is_source: bool, inputs: 
     """The pipeline's stages, behind a ``documents`` stage named ``input`` when its first stage
     reads documents rather than raw crawl and some input is not a finished stage's shard (JSONL,
     or Parquet from elsewhere): every command reads documents with the same bad-record policy."""
-    if first_is_source or all(from_finished_stage(p, storage) for p in inputs):
+    if first_is_source or from_finished_stages(inputs, storage):
         return stages
     return {"input": {"kind": "documents", **reader_options}, **stages}
