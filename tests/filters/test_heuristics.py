@@ -64,19 +64,17 @@ def test_each_filter_rejects_just_its_case(stage, step, bad):
 
 
 def test_the_first_failing_step_is_the_reason(stage):
-    (row,) = run(stage, [" ".join(f"word{i}" for i in range(20))])  # short, and without stop words
-    assert row["filter_reason"] == "page_length" and not row["stop_words_keep"]
+    (row,) = run(stage, ["Quick brown foxes jump over lazy dogs in sunny green fields today."])  # short, no stop words
+    assert row["filter_reason"] == "page_length" and not row["stop_words_keep"] and row["language_keep"]
 
 
 def test_url_blocklist_and_language(stage):
     rows = run(stage, [GOOD], url="https://www.pornhub.com/view")
     assert not rows[0]["url_blocklist_keep"]
-    batch = pa.RecordBatch.from_pylist([{"id": "a", "url": "https://example.org", "text": GOOD, "language": "de",
-                                         "language_score": 0.99},
-                                        {"id": "b", "url": "https://example.org", "text": GOOD, "language": "en",
-                                         "language_score": 0.6}])
-    rows = stage.process_batch(batch, None, ShardStats(shard="t")).to_pylist()
-    assert [r["language_keep"] for r in rows] == [False, False]  # not English; English below 0.65
+    german = "Im Garten wachsen Tomaten, Paprika und Kräuter, wenn man sie jeden Morgen gießt."
+    rows = run(stage, [GOOD, german, "## !! ..."])  # the text is scored, whatever extract's columns say
+    assert [r["language_keep"] for r in rows] == [True, False, False]
+    assert rows[0]["language_dclm_score"] > 0.65 and rows[2]["language_dclm_score"] == 0.0
 
 
 def test_line_modifiers_remove_their_lines(stage):
@@ -100,6 +98,6 @@ def test_line_modifiers_remove_their_lines(stage):
 def test_counts_land_in_flagged(stage):
     stats = ShardStats(shard="t")
     batch = pa.RecordBatch.from_pylist([{"id": str(i), "url": "https://example.org", "text": t, "language": "en",
-                                         "language_score": 0.9} for i, t in enumerate([GOOD, "too short", "tiny"])])
+                                         "language_score": 0.9} for i, t in enumerate([GOOD, SENTENCE, GOOD.split("\n")[0]])])
     stage.process_batch(batch, None, stats)
     assert stats.flagged == {"page_length": 2}
