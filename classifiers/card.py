@@ -41,6 +41,12 @@ def write_card(directory: Path, card: dict[str, Any]) -> None:
               + ", ".join(card["sources"]["negatives"]), "", "## Recipe", "", "```json",
               json.dumps(card["recipe"], indent=1, sort_keys=True), "```", "", "## Held-out metrics", ""]
     lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(metrics.items())]
+    if card.get("human_eval"):
+        lines += ["", "## Against human labels", "", "| labels | documents | ROC AUC | precision top 10% | top 30% | "
+                  "accuracy at threshold |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, e in sorted(card["human_eval"].items()):
+            lines.append(f"| {name} | {e['documents']} | {e['roc_auc']:.4f} | {e['precision_at_top_10pct']:.4f} | "
+                         f"{e['precision_at_top_30pct']:.4f} | {e['accuracy_at_threshold']:.4f} at {e['threshold']:.3g} |")
     (directory / "README.md").write_text("\n".join(lines) + "\n")
 
 

@@ -9,6 +9,7 @@
     curate tokenize --input DOCS --tokenizer PATH --output DIR
     curate classify train --positives PATHS --negatives PATHS --output MODEL_DIR [--kind fasttext|embedding]
     curate classify score --model MODEL_DIR --input DOCS --output DIR
+    curate classify eval --model MODEL_DIR --labels LABELLED.jsonl [--plot ROC.png]
     curate train --data MIX_OR_SHARDS --preset tiny|small [--max-tokens N] [--output RUN]
     curate eval --run RUN [--tasks ...];  curate ablate MIX... --preset tiny --max-tokens N --seeds K
     curate mix SPEC --output DIR;  curate publish MIX --to DIR|s3://...;  curate verify BUNDLE
@@ -137,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", nargs="+", required=True)
     score.add_argument("--output", required=True)
     _add_common_run_options(score)
+    evaluate = classify_sub.add_parser(
+        "eval", help="how well a model agrees with human quality labels (ROC AUC, precision, calibration)",
+        description="Scores human-labelled documents (JSONL/JSON/Parquet with text and label, 1 = high quality) and "
+                    "prints ROC AUC, precision among the top 10%% and 30%%, accuracy at the model's threshold and a "
+                    "calibration table; the figures are stored in the model's card under the labels file's name.")
+    evaluate.add_argument("--model", required=True, help="model directory from `classify train`, or a local HF checkpoint")
+    evaluate.add_argument("--labels", required=True, help="labelled documents, e.g. ../shared/data/quality_dev/*.jsonl")
+    evaluate.add_argument("--plot", metavar="PNG", help="write the ROC curve and per-label score histograms here")
+    evaluate.add_argument("--text-field", default="text")
+    evaluate.add_argument("--label-field", default="label")
 
     train = sub.add_parser("train", help="train the bundled MoE (OLMoE-style) on a mix or token shards",
                            description="Reads a mix directory (mix.json) or a tokenize output over memory-mapped "
@@ -478,7 +489,34 @@ def cmd_classify(args: argparse.Namespace) -> int:
         kind = read_card(model)["kind"] if (os.path.isfile(os.path.join(model, "card.json"))) else "hf"
         options = {"fasttext_model" if kind == "fasttext" else "embedding_model": model, "score_alias": "score"}
         return _single_stage(args, "quality", options)
-    raise CurationError("curate classify needs an action: train or score (see curate classify --help)")
+    if args.classify_command == "eval":
+        from curation.classifiers.card import read_card
+        from curation.classifiers.evaluate import (
+            format_metrics,
+            human_label_metrics,
+            labels_digest,
+            plot_evaluation,
+            read_labels,
+            record_evaluation,
+        )
+        from curation.classifiers.models import load_classifier
+        from curation.core.config import resolve_data_path
+
+        labels_path = resolve_data_path(args.labels)
+        texts, labels = read_labels(labels_path, args.text_field, args.label_field)
+        threshold = read_card(args.model).get("threshold", 0.5) if os.path.isfile(os.path.join(args.model, "card.json")) \
+            else 0.5
+        scores = load_classifier(args.model).score(texts)
+        metrics = human_label_metrics(scores, labels, threshold)
+        print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
+        where = record_evaluation(args.model, labels_path, labels_digest(texts, labels), metrics)
+        print(f"recorded in {where}")
+        if args.plot:
+            plot_evaluation(scores, labels, args.plot, f"{os.path.basename(os.path.normpath(args.model))} on "
+                                                        f"{os.path.basename(labels_path)}")
+            print(f"plot: {args.plot}")
+        return 0
+    raise CurationError("curate classify needs an action: train, score or eval (see curate classify --help)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def test_filter_thresholds_come_from_yaml():
     assert steps["page_length"] == {"min_words": 50, "max_words": 100000, "ignore_punctuation": True}
     assert steps["language"]["min_score"] == 0.65
     assert steps["word_removal_ratio"]["max_fraction"] == 0.05
-    assert list(steps)[:3] == ["url_blocklist", "language", "page_length"]  # the order they run in
+    assert list(steps)[:5] == ["url_blocklist", "url_removal", "newline_runs", "language", "page_length"]  # run order
 
 
 def test_one_filter_threshold_is_reachable_from_the_command_line():

@@ -1,0 +1,158 @@
+"""How well a quality classifier agrees with people: metrics on human-labelled documents.
+
+``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet; label 1 = high
+quality, also true/false); ``human_label_metrics`` gives ROC AUC, precision among the top 10% and
+30% by score, accuracy at the model's threshold and a calibration table; ``plot_evaluation``
+draws the ROC curve and the score histogram of each label; ``record_evaluation`` stores the
+figures in the model's card under the labels file's name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curation.core.errors import CurationError
+
+TOP_FRACTIONS = (0.1, 0.3)
+
+
+def read_labels(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
+    """Texts and 0/1 labels; a record without a text or with another label is an error naming its line."""
+    name = path.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        missing = [f for f in (text_field, label_field) if f not in table.column_names]
+        if missing:
+            raise CurationError(f"{path}: no column {', '.join(missing)} (columns: {', '.join(table.column_names)})")
+        records = [{text_field: t, label_field: v} for t, v in zip(table.column(text_field).to_pylist(),
+                                                                    table.column(label_field).to_pylist(), strict=True)]
+    else:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as handle:
+            if name.removesuffix(".gz").endswith(".json"):
+                records = json.load(handle)
+            else:
+                records = []
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise CurationError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    texts, labels = [], []
+    for number, record in enumerate(records, 1):
+        text, label = (record.get(text_field), record.get(label_field)) if isinstance(record, dict) else (None, None)
+        if not isinstance(text, str):
+            raise CurationError(f"{path}: record {number} has no text in {text_field!r}")
+        if label not in (0, 1):  # True/False compare equal to 1/0
+            raise CurationError(f"{path}: record {number} has label {label!r}; labels are 0 (low) or 1 (high quality)")
+        texts.append(text)
+        labels.append(int(label))
+    labels_array = np.array(labels, dtype=np.int64)
+    if len(set(labels)) < 2:
+        raise CurationError(f"{path}: ROC AUC needs both labels; found only {sorted(set(labels))}")
+    return texts, labels_array
+
+
+def labels_digest(texts: list[str], labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for text, label in zip(texts, labels, strict=True):
+        digest.update(f"{int(label)}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+def human_label_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5,
+                        bins: int = 5) -> dict[str, Any]:
+    """ROC AUC; precision at the top 10% / 30% by score; accuracy at ``threshold``; a calibration
+    table over ``bins`` equal-count score bins (mean score against the share labelled high)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    out: dict[str, Any] = {"documents": int(len(labels)), "high_quality": int(labels.sum()),
+                           "roc_auc": float(roc_auc_score(labels, scores)), "threshold": float(threshold),
+                           "accuracy_at_threshold": float(((scores >= threshold) == labels.astype(bool)).mean()),
+                           "share_above_threshold": float((scores >= threshold).mean()),
+                           "base_rate": float(labels.mean())}
+    for fraction in TOP_FRACTIONS:
+        top = max(1, int(round(fraction * len(labels))))
+        out[f"precision_at_top_{int(fraction * 100)}pct"] = float(labels[order[:top]].mean())
+    calibration = []
+    for chunk in np.array_split(np.argsort(scores, kind="stable"), min(bins, len(scores))):
+        calibration.append({"documents": int(len(chunk)), "score_min": float(scores[chunk].min()),
+                            "score_max": float(scores[chunk].max()), "mean_score": float(scores[chunk].mean()),
+                            "share_high_quality": float(labels[chunk].mean())})
+    out["calibration"] = calibration
+    return out
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    lines = [f"documents {metrics['documents']} ({metrics['high_quality']} labelled high quality, "
+             f"base rate {metrics['base_rate']:.3f})",
+             f"ROC AUC                 {metrics['roc_auc']:.4f}"]
+    for fraction in TOP_FRACTIONS:
+        key = f"precision_at_top_{int(fraction * 100)}pct"
+        lines.append(f"precision, top {int(fraction * 100):>2}%    {metrics[key]:.4f}")
+    lines.append(f"accuracy at {metrics['threshold']:.3g}       {metrics['accuracy_at_threshold']:.4f} "
+                 f"({metrics['share_above_threshold']:.1%} of documents score above it)")
+    lines.append("calibration (equal-count bins): score range -> mean score, share labelled high")
+    for row in metrics["calibration"]:
+        lines.append(f"  {row['score_min']:.3f}-{row['score_max']:.3f} ({row['documents']:>4}) -> "
+                     f"{row['mean_score']:.3f}, {row['share_high_quality']:.3f}")
+    return "\n".join(lines)
+
+
+def plot_evaluation(scores: np.ndarray, labels: np.ndarray, path: str | Path, title: str) -> None:
+    """ROC curve and per-label score histograms, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    figure, (roc, hist) = plt.subplots(1, 2, figsize=(10, 4))
+    roc.plot(fpr, tpr, label=f"ROC AUC {roc_auc_score(labels, scores):.3f}")
+    roc.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC against human labels")
+    roc.legend(loc="lower right")
+    edges = np.linspace(float(np.min(scores)), float(np.max(scores)) + 1e-9, 21)
+    hist.hist(scores[labels == 1], bins=edges, alpha=0.6, label="labelled high quality")
+    hist.hist(scores[labels == 0], bins=edges, alpha=0.6, label="labelled low quality")
+    hist.set(xlabel="score", ylabel="documents", title="scores by human label")
+    hist.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def record_evaluation(model_dir: str | Path, labels_path: str, digest: str, metrics: dict[str, Any]) -> Path:
+    """Store ``metrics`` in the model's card (``human_eval``, keyed by the labels file's name) and
+    re-render its README; a checkpoint without a card gets ``human_eval.json`` instead."""
+    from curation.classifiers.card import CARD, write_card
+
+    model_dir = Path(model_dir)
+    entry = {"labels": labels_path, "labels_sha256": digest, **metrics}
+    card_path = model_dir / CARD
+    if not card_path.is_file():
+        target = model_dir / "human_eval.json"
+        existing = json.loads(target.read_text()) if target.is_file() else {}
+        existing[Path(labels_path).name] = entry
+        target.write_text(json.dumps(existing, indent=1, sort_keys=True))
+        return target
+    card = json.loads(card_path.read_text())
+    card.setdefault("human_eval", {})[Path(labels_path).name] = entry
+    write_card(model_dir, card)
+    return card_path
