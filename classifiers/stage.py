@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from curation.classifiers.evaluate import describe_human_eval, evaluate_model_dir, human_eval_summary
 from curation.classifiers.references import expand, read_texts, split_references
 
 from curation.core import io as fio
@@ -42,6 +43,9 @@ class QualityTrainConfig:
     seed: int = 0
     fasttext: dict[str, Any] = field(default_factory=dict)
     embedding: dict[str, Any] = field(default_factory=dict)
+    # human-labelled documents ({text, label}) each trained model is measured on, recorded in its card
+    # and the stage's manifest; patterns that match nothing are skipped
+    eval_labels: list[str] = field(default_factory=lambda: ["${CURATION_DATA:-../shared/data}/quality_dev/*.jsonl"])
 
 
 @dataclass
@@ -114,7 +118,8 @@ class QualityStage(BatchStage):
             sources = {"positives": list(train.positives), "negatives": list(train.negatives) or ["pool sample"]}
             for kind in train.kinds:
                 with tempfile.TemporaryDirectory() as local:
-                    card = train_classifier(kind, split, local, sources, getattr(train, kind))
+                    train_classifier(kind, split, local, sources, getattr(train, kind))
+                    evaluate_model_dir(local, train.eval_labels)  # into the card, before it is copied
                     target = fio.join(ctx.stage_dir, "_models", kind)
                     for file in sorted(Path(local).iterdir()):  # local disk or object store alike
                         fio.write_atomic(fio.join(target, file.name), file.read_bytes(), ctx.storage)
@@ -128,15 +133,18 @@ class QualityStage(BatchStage):
                 # Models trained here are recorded relative to the stage, so the manifest does not depend on
                 # where the run lives (reruns elsewhere stay byte-identical).
                 path = str(directory)
+                human = {name: human_eval_summary(entry) for name, entry in card.get("human_eval", {}).items()}
                 resolved[kind] = {"path": path.removeprefix(inside) if path.startswith(inside) else path,
-                                  "metrics": card.get("metrics", {}),
+                                  "metrics": card.get("metrics", {}), "human_eval": human,
                                   "data": {k: v["sha256"] for k, v in card.get("data", {}).items()}}
         return {"models": resolved}
 
     def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
         trained = self.config.train.kinds if self.config.train else []
         lines = [f"trained {kind}: held-out ROC AUC {info['metrics']['roc_auc']:.3f}, precision@10% "
-                 f"{info['metrics']['precision_at_0.1']:.3f} -> {info['path']}"
+                 f"{info['metrics']['precision_at_0.1']:.3f}"
+                 + (f"; {describe_human_eval(info['human_eval'])}" if info.get("human_eval") else "")
+                 + f" -> {info['path']}"
                  for kind, info in resolved.get("models", {}).items() if kind in trained and info.get("metrics")]
         return "; ".join(lines) or None
 

@@ -44,7 +44,7 @@ def test_fasttext_training_card_and_determinism(references, tmp_path):
     assert hashlib.sha256((tmp_path / "a" / "model.bin").read_bytes()).digest() == \
            hashlib.sha256((tmp_path / "b" / "model.bin").read_bytes()).digest()
     assert card["metrics"]["roc_auc"] > 0.9 and card["metrics"]["roc_auc"] == again["metrics"]["roc_auc"]
-    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 5, "word_ngrams": 2, "min_count": 1, "seed": 0, "threads": 1}
+    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 2, "word_ngrams": 2, "min_count": 1, "seed": 0, "threads": 1}
     assert card["data"]["train_positive"]["documents"] > 100 and len(card["data"]["test_negative"]["sha256"]) == 64
     readme = (tmp_path / "a" / "README.md").read_text()
     assert "roc_auc" in readme and "## Recipe" in readme
@@ -60,10 +60,36 @@ def test_embedding_classifier_beats_chance_and_scores(references, tmp_path):
 
     small = ReferenceSplit(references.train_positive[:60], references.train_negative[:60],
                            references.test_positive[:30], references.test_negative[:30])
-    card = train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]})
-    assert card["metrics"]["roc_auc"] > 0.9
+    card = train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]},
+                            {"stack": False})
+    assert card["metrics"]["roc_auc"] > 0.9 and "stack" not in card
     model = load_classifier(tmp_path / "emb")
+    assert model.stack is None
     assert model.score(["A well written encyclopedic paragraph about the history of lobsters."]).shape == (1,)
+
+
+def test_embedding_stack_is_fitted_on_human_labels(references, tmp_path, shared_data):
+    """By default the embedding classifier stacks its logit with a fastText logit and two page
+    statistics, fitted on the human labels of quality_dev; the card holds their cross-validated AUC."""
+    from curation.classifiers.evaluate import read_labels
+    from curation.classifiers.models import load_classifier, train_classifier
+    from curation.classifiers.references import ReferenceSplit
+
+    labels = shared_data / "quality_dev" / "dclm_human_majority_contested.jsonl"
+    small = ReferenceSplit(references.train_positive[:80], references.train_negative[:80],
+                           references.test_positive[:30], references.test_negative[:30])
+    card = train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]},
+                            {"stack_labels": [str(labels)]})
+    stack = card["stack"]
+    assert stack["documents"] == 218 and stack["features"][0] == "embedding_logit" and len(stack["coefficients"]) == 4
+    assert 0.6 < stack["cv_roc_auc_mean"] < 1.0 and stack["cv_roc_auc_sd"] > 0  # better than chance, with its spread
+    assert card["metrics"]["embedding_head_roc_auc"] > 0.9
+    assert {p.name for p in (tmp_path / "emb").iterdir()} >= {"head.npz", "stack.npz", "stack_fasttext.bin", "card.json"}
+    model = load_classifier(tmp_path / "emb")
+    texts, _ = read_labels(str(labels))
+    scores = model.score(texts[:40])
+    assert model.stack is not None and ((scores > 0) & (scores < 1)).all()
+    assert np.allclose(scores, load_classifier(tmp_path / "emb").score(texts[:40]))
 
 
 def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path, shared_data):
@@ -78,7 +104,7 @@ def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path
     from curation.classifiers.references import ReferenceSplit
 
     small = ReferenceSplit(references.train_positive[:60], references.train_negative[:60], [], [])
-    train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]})
+    train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]}, {"stack": False})
     tree = {"name": "q", "stages": {"quality": {
         "kind": "quality", "embedding_model": str(tmp_path / "emb"), "cascade_threshold": 0.5,
         "train": {"kinds": ["fasttext"], "positives": [str(shared_data / "hq_reference" / "*")], "max_per_class": 400}}}}
@@ -92,6 +118,10 @@ def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path
     assert card["sources"]["negatives"] == ["pool sample"]  # DCLM-style negatives: the pool itself
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert set(manifest["resolved"]["models"]) == {"fasttext", "embedding"}
+    # the trained model is measured on the human labels of quality_dev (the default eval_labels)
+    human = manifest["resolved"]["models"]["fasttext"]["human_eval"]["dclm_human_majority_contested.jsonl"]
+    assert human["documents"] == 218 and 0.5 < human["roc_auc"] < 1.0
+    assert card["human_eval"]["dclm_human_majority_contested.jsonl"]["roc_auc"] == pytest.approx(human["roc_auc"], abs=1e-4)
 
 
 def test_local_hf_checkpoint(tmp_path):
