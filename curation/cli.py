@@ -340,10 +340,17 @@ def print_summary(run_root: str, storage, seconds: float, plot: bool = True) -> 
             console.print(f"{stage.name} resolved: {_compact(resolved)}", highlight=False)
     if tokens:
         console.print(f"tokens written: {tokens:,}")
+    from curation.classifiers.report import format_distribution, plot_distribution, score_distribution
+
+    scores = score_distribution(run_root, storage)
+    if scores:
+        console.print(format_distribution(scores), highlight=False)
     console.print(f"outputs: {run_root}/<stage>/  (query: curate stats {run_root} \"SELECT ...\")")
     if plot and len(stages) > 1:
         from curation.core.plots import run_plots
 
+        if scores and (kept_dropped := plot_distribution(run_root, storage)):
+            print(f"plot: {kept_dropped}", flush=True)
         path = plot_funnel(funnel(stages), fio.join(run_root, "plots", "funnel.png"),
                            f"funnel: {run_root.rsplit('/', 1)[-1]}", storage)
         print(f"funnel plot: {path}", flush=True)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from curation.core import io as fio
 
 
-def _figure():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,8 +23,8 @@ def _figure():
     return plt
 
 
-def _save(figure, path: str, storage: fio.Storage) -> str:
-    plt = _figure()
+def save_png(figure, path: str, storage: fio.Storage) -> str:
+    plt = pyplot()
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=100)
@@ -34,7 +34,7 @@ def _save(figure, path: str, storage: fio.Storage) -> str:
 
 
 def _bars(table: pa.Table, label: str, value: str, title: str, path: str, storage: fio.Storage) -> str:
-    plt = _figure()
+    plt = pyplot()
     labels = [str(x) for x in table.column(label).to_pylist()][::-1]
     values = table.column(value).to_pylist()[::-1]
     figure, axis = plt.subplots(figsize=(8, 0.3 * len(labels) + 1.5))
@@ -42,7 +42,7 @@ def _bars(table: pa.Table, label: str, value: str, title: str, path: str, storag
     axis.set_xlabel(value)
     axis.set_title(title)
     axis.spines[["top", "right"]].set_visible(False)
-    return _save(figure, path, storage)
+    return save_png(figure, path, storage)
 
 
 def run_plots(run_root: str, storage: fio.Storage | None = None) -> list[str]:
@@ -67,13 +67,13 @@ def run_plots(run_root: str, storage: fio.Storage | None = None) -> list[str]:
                                f"FROM {view} GROUP BY 1 ORDER BY 2 DESC LIMIT 20").to_arrow_table()
             out.append(_bars(t, "domain", "tokens", "tokens per domain (top 20)", fio.join(plots, "tokens_by_domain.png"), storage))
         lengths = connection.sql(f"SELECT num_tokens FROM {view}").to_arrow_table().column(0).to_numpy()
-        plt = _figure()
+        plt = pyplot()
         figure, axis = plt.subplots(figsize=(8, 4))
         axis.hist(lengths, bins=50, color="#4C78A8")
         axis.set_xlabel("tokens per document")
         axis.set_ylabel("documents")
         axis.set_title(f"document length ({len(lengths):,} documents)")
-        out.append(_save(figure, fio.join(plots, "document_length.png"), storage))
+        out.append(save_png(figure, fio.join(plots, "document_length.png"), storage))
     # Score distributions by source, over the widest stage with attributes (before selection).
     attribute_stage = next((n for n in ("decontaminate", "dedup", "filter") if n in names), None)
     if attribute_stage:
@@ -82,7 +82,7 @@ def run_plots(run_root: str, storage: fio.Storage | None = None) -> list[str]:
         scores = [c for c, t in zip(schema.columns, schema.types, strict=True)
                   if str(t) in ("FLOAT", "DOUBLE") and (c.endswith("_score") or c.startswith("quality"))]
         if scores:
-            plt = _figure()
+            plt = pyplot()
             figure, axes = plt.subplots(len(scores), 1, figsize=(8, 3 * len(scores)), squeeze=False)
             table = connection.sql(f"SELECT regexp_extract(source, '[^/]+$') AS source, {', '.join(scores)} FROM {view}").to_arrow_table()
             sources = sorted(set(table.column("source").to_pylist()))[:8]
@@ -93,7 +93,7 @@ def run_plots(run_root: str, storage: fio.Storage | None = None) -> list[str]:
                     axis.hist(values, bins=40, histtype="step", label=source)
                 axis.set_title(f"{score} by source")
                 axis.legend(fontsize=6)
-            out.append(_save(figure, fio.join(plots, "scores_by_source.png"), storage))
+            out.append(save_png(figure, fio.join(plots, "scores_by_source.png"), storage))
     connection.close()
     return out
 

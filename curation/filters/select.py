@@ -27,7 +27,9 @@ class SelectConfig:
     require: list[str] = field(default_factory=lambda: ["filter_keep"])  # boolean columns that must be true
     drop_duplicates: bool = True  # drop rows whose is_duplicate column is true, when it exists
     where: str | None = None  # extra DuckDB SQL predicate over the columns
-    score: str | None = None  # score column for a threshold
+    # score column for a threshold; ``best_human_labelled``: the quality_<kind> column of the upstream
+    # quality stage's model that agrees best with human labels (its manifest's ``human_eval``)
+    score: str | None = None
     top_percent: float | None = None  # keep the top k% by score (quantile over the whole dataset)
     min_score: float | None = None  # or an absolute threshold
     group_by: str | None = None  # resolve the quantile per group (e.g. source, crawl)
@@ -85,22 +87,50 @@ class SelectStage(BatchStage):
             connection.close()
         return result.column("keep").to_numpy(zero_copy_only=False).astype(bool)
 
+    BEST_HUMAN_LABELLED = "best_human_labelled"
+
+    def _best_human_labelled(self, inputs: list[str], ctx: StageContext) -> tuple[str, dict[str, float]]:
+        """The upstream quality column whose model has the highest human-label ROC AUC (the
+        cross-validated one for a model fitted on those labels)."""
+        from curation.core import layout
+
+        directories = sorted({path.rsplit("/", 1)[0] for path in inputs})
+        manifest = layout.read_manifest(directories[0], ctx.storage) if directories else None
+        models = ((manifest or {}).get("resolved") or {}).get("models", {})
+        agreement = {}
+        for kind, info in models.items():
+            figures = [e.get("cv_roc_auc_mean", e["roc_auc"]) if e.get("in_training") else e["roc_auc"]
+                       for e in info.get("human_eval", {}).values()]
+            if figures:
+                agreement[f"quality_{kind}"] = round(float(np.mean(figures)), 4)
+        if not agreement and len(models) == 1:  # no labels to compare by: the one model there is
+            return f"quality_{next(iter(models))}", {}
+        if not agreement:
+            raise ConfigError(f"select.score: {self.BEST_HUMAN_LABELLED} needs an upstream quality stage with one model, "
+                              "or models measured on human labels (quality.train.eval_labels)")
+        return max(sorted(agreement), key=agreement.__getitem__), agreement
+
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         c = self.config
         if c.score is None:
             return {}
+        chosen: dict[str, Any] = {}
+        if c.score == self.BEST_HUMAN_LABELLED:
+            column, agreement = self._best_human_labelled(inputs, ctx)
+            chosen = {"score": column, "human_label_roc_auc": agreement}
+        score = chosen.get("score", c.score)
         if c.min_score is not None:
-            return {"thresholds": {"*": c.min_score}}
+            return {"thresholds": {"*": c.min_score}, **chosen}
         scores: list[np.ndarray] = []
         groups: list[np.ndarray] = []
         for path in inputs:
             fs, p = fio.filesystem(path, ctx.storage)
             with fs.open(p, "rb") as handle:
                 table = pq.read_table(handle)
-            if c.score not in table.schema.names:
-                raise ConfigError(f"select: score column {c.score!r} is missing")
+            if score not in table.schema.names:
+                raise ConfigError(f"select: score column {score!r} is missing")
             keep, _ = self._prefilter(table)
-            scores.append(pc.fill_null(table.column(c.score), -np.inf).to_numpy(zero_copy_only=False)[keep])
+            scores.append(pc.fill_null(table.column(score), -np.inf).to_numpy(zero_copy_only=False)[keep])
             if c.group_by:
                 groups.append(np.asarray(table.column(c.group_by).to_pylist(), dtype=object)[keep])
         values = np.concatenate(scores) if scores else np.array([])
@@ -113,21 +143,27 @@ class SelectStage(BatchStage):
                 thresholds[group] = float(np.quantile(selected, quantile, method="higher"))
         elif values.size:
             thresholds["*"] = float(np.quantile(values, quantile, method="higher"))
-        return {"thresholds": thresholds, "pool_rows": int(values.size)}
+        return {"thresholds": thresholds, "pool_rows": int(values.size), **chosen}
 
     def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
         c = self.config
         if "pool_rows" not in resolved:
             return None
-        return f"resolved {c.score} >= {resolved['thresholds']} (top {c.top_percent}% of {resolved['pool_rows']:,} rows)"
+        chosen = (f" (best human-label ROC AUC of {resolved['human_label_roc_auc']})"
+                  if "human_label_roc_auc" in resolved else "")
+        return (f"resolved {resolved.get('score', c.score)} >= {resolved['thresholds']}{chosen} "
+                f"(top {c.top_percent}% of {resolved['pool_rows']:,} rows)")
 
-    def begin_shard(self, task: ShardTask, ctx: StageContext) -> dict[str, float] | None:
-        return ctx.resolved.get("thresholds")  # the state of a shard: the global thresholds
+    def begin_shard(self, task: ShardTask, ctx: StageContext) -> tuple[str | None, dict[str, float] | None]:
+        # the state of a shard: the score column and its global thresholds
+        return ctx.resolved.get("score", self.config.score), ctx.resolved.get("thresholds")
 
-    def process_batch(self, batch: pa.RecordBatch, thresholds: dict[str, float] | None, stats: ShardStats) -> pa.RecordBatch:
+    def process_batch(self, batch: pa.RecordBatch, state: tuple[str | None, dict[str, float] | None],
+                      stats: ShardStats) -> pa.RecordBatch:
+        column, thresholds = state
         keep, reason = self._prefilter(batch)
-        if self.config.score and thresholds:
-            score = pc.fill_null(batch.column(self.config.score), -np.inf).to_numpy(zero_copy_only=False)
+        if column and thresholds:
+            score = pc.fill_null(batch.column(column), -np.inf).to_numpy(zero_copy_only=False)
             if self.config.group_by:
                 group = np.asarray([str(g) for g in batch.column(self.config.group_by).to_pylist()], dtype=object)
                 limit = np.array([thresholds.get(g, np.inf) for g in group], dtype=np.float64)
@@ -135,7 +171,7 @@ class SelectStage(BatchStage):
                 limit = np.full(batch.num_rows, thresholds["*"])
             above = score >= limit
             newly = keep & ~above
-            reason[newly] = f"below_{self.config.score}_threshold"
+            reason[newly] = f"below_{column}_threshold"
             keep &= above
         stats.dropped.update(Counter(r for r in reason if r is not None))
         return batch.filter(pa.array(keep))

@@ -66,3 +66,33 @@ def test_min_score_and_errors(tmp_path):
         _select(table, tmp_path, require=["filter_keep"])
     with pytest.raises(ValueError):
         SelectConfig(score="score", top_percent=10, min_score=0.5)
+
+
+def _quality_manifest(tmp_path: Path, models: dict) -> None:
+    import json
+
+    (tmp_path / "_manifest.json").write_text(json.dumps({"kind": "quality", "resolved": {"models": models}}))
+
+
+def test_best_human_labelled_picks_the_model_people_agree_with(tmp_path):
+    table = pa.table({"quality_fasttext": np.linspace(0, 1, 100), "quality_embedding": np.linspace(1, 0, 100),
+                      "filter_keep": [True] * 100})
+    _quality_manifest(tmp_path, {
+        "fasttext": {"human_eval": {"dev.jsonl": {"roc_auc": 0.72, "documents": 218}}},
+        "embedding": {"human_eval": {"dev.jsonl": {"roc_auc": 0.95, "in_training": True, "cv_roc_auc_mean": 0.74}}}})
+    kept, stats, resolved = _select(table, tmp_path, score="best_human_labelled", top_percent=10)
+    # the embedding's in-sample 0.95 does not count: its cross-validated 0.74 beats fastText's 0.72
+    assert resolved["score"] == "quality_embedding"
+    assert resolved["human_label_roc_auc"] == {"quality_fasttext": 0.72, "quality_embedding": 0.74}
+    assert min(kept.column("quality_embedding").to_pylist()) >= 0.9 and kept.num_rows == 10
+    assert stats.dropped == {"below_quality_embedding_threshold": 90}
+
+
+def test_best_human_labelled_without_labels(tmp_path):
+    table = pa.table({"quality_fasttext": np.linspace(0, 1, 10), "filter_keep": [True] * 10})
+    _quality_manifest(tmp_path, {"fasttext": {"human_eval": {}}})
+    _, _, resolved = _select(table, tmp_path, score="best_human_labelled", top_percent=50)
+    assert resolved["score"] == "quality_fasttext"  # the one model there is
+    _quality_manifest(tmp_path, {"fasttext": {}, "embedding": {}})
+    with pytest.raises(ConfigError, match="measured on human labels"):
+        _select(table, tmp_path, score="best_human_labelled", top_percent=50)
