@@ -28,7 +28,8 @@ from typing import Any
 
 from curation.core.errors import CurationError
 
-EPILOG = "Run `curate COMMAND --help` for the options of each command."
+EPILOG = ("Run `curate COMMAND --help` for the options of each command. `--verbose` anywhere on the line lets "
+          "Ray's own log lines (worker output, backend notices) through.")
 
 
 def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
@@ -450,17 +451,12 @@ def _json_value(value: Any) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from curation.core.progress import stage_status
     from curation.core.stats import discover
 
-    for stage in discover(args.run, _storage(args)):
-        planned = len(stage.plan["shards"]) if stage.plan else None
-        if stage.manifest is not None:
-            state = f"done      {len(stage.manifest['shards'])}/{len(stage.manifest['shards'])} shards"
-        elif planned is not None:
-            state = f"partial   {len(stage.receipts)}/{planned} shards committed"
-        else:
-            state = "pending"
-        print(f"{stage.name:<12} {state}")
+    storage = _storage(args)
+    for stage in discover(args.run, storage):
+        print(f"{stage.name:<12} {stage_status(stage, storage)}")
     return 0
 
 
@@ -610,6 +606,10 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:  # anywhere on the line: Ray's own log lines reach the console too
+        argv.remove("--verbose")
+        os.environ["CURATION_VERBOSE"] = "1"
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

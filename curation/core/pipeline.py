@@ -31,7 +31,8 @@ class RayOptions:
     address: str | None = None  # None: local Ray; "auto" or ray://host:10001 for a cluster
     num_cpus: int | None = None  # local Ray only
     max_workers_per_stage: int | None = None
-    progress_bars: bool = True
+    progress_bars: bool = True  # Ray Data's bars on a terminal
+    progress_interval_s: float = 30.0  # elsewhere (logs, CI, cluster jobs): a progress line per stage this often
 
 
 @dataclass

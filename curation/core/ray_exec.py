@@ -9,11 +9,13 @@ commit is an atomic, deterministic write, a retried shard gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,25 @@ log = logging.getLogger(__name__)
 _RUNTIME_EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info"]
 
 
+@contextlib.contextmanager
+def _stderr_silenced(active: bool):
+    """Send file descriptor 2 to /dev/null meanwhile: the C++ core worker announces its log level
+    there while Ray starts, below Python's logging."""
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, progress_bars: bool = True) -> None:
     """Connect to Ray: local by default, a cluster when ``address`` or ``RAY_ADDRESS`` is set.
 
@@ -39,15 +60,24 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, progress
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"log_to_driver": True, "logging_level": logging.WARNING}
+    verbose = os.environ.get("CURATION_VERBOSE") == "1"  # `curate --verbose`
+    # Ray's Python warnings (the auth-token notice, "progress bars disabled"), its C++ backend notices
+    # (the actor-restart note Ray Data's actor pools trigger on every run) and worker output are not
+    # the user's business unless asked for; errors still arrive as exceptions.
+    level = logging.WARNING if verbose else logging.ERROR
+    if not verbose:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": level}
     root = checkout_root()
     if address:
         runtime_env: dict[str, Any] = {}
         if root is not None:
             runtime_env = {"working_dir": str(root), "excludes": _RUNTIME_EXCLUDES}
-        ray.init(address=address, runtime_env=runtime_env or None, **kwargs)
+        with _stderr_silenced(not verbose):
+            ray.init(address=address, runtime_env=runtime_env or None, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        with _stderr_silenced(not verbose):
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     from ray.data import DataContext
 
     # Progress bars on a terminal; elsewhere (CI, logs) Ray Data would print them as log lines.
@@ -56,8 +86,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, progress
     context.enable_progress_bars = interactive
     context.enable_operator_progress_bars = interactive
     context.print_on_execution_start = False
-    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(level)
 
 
 class ShardWorker:
@@ -91,12 +121,12 @@ def run_tasks(
     tasks: list[ShardTask],
     ctx: StageContext,
     max_workers: int | None = None,
-) -> list[str]:
-    """Run shard tasks on Ray Data with an actor pool; return receipts as JSON strings."""
+) -> Iterator[str]:
+    """Run shard tasks on Ray Data with an actor pool; yield receipts (JSON strings) as shards finish."""
     import ray
 
     if not tasks:
-        return []
+        return
     resources = stage.resources()
     cluster_cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
     per_worker = max(resources["num_cpus"], 0.001)
@@ -106,13 +136,22 @@ def run_tasks(
     ctx_dict = dataclasses.asdict(ctx)
     config = dataclasses.asdict(stage.config)
     items = [{"task": json.dumps(dataclasses.asdict(t))} for t in tasks]
+    stage_class = type(stage)
+
+    class BoundShardWorker(ShardWorker):
+        # The arguments travel inside the class (pickled by value), not as constructor arguments
+        # that Ray Data would put in the object store: those make every actor restart depend on
+        # them, and Ray warns about it on each run.
+        def __init__(self) -> None:
+            super().__init__(stage_class, config, ctx_dict)
+
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     dataset = dataset.map_batches(
-        ShardWorker,
-        fn_constructor_args=(type(stage), config, ctx_dict),
+        BoundShardWorker,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=resources["num_cpus"],
         num_gpus=resources["num_gpus"] or None,
     )
-    return [row["receipt"] for row in dataset.take_all()]
+    for row in dataset.iter_rows():
+        yield row["receipt"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from curation.core.layout import (
     receipt_path,
 )
 from curation.core.pipeline import Pipeline, StageSpec
+from curation.core.progress import StageProgress
 from curation.core.ray_exec import ensure_ray, run_tasks
 from curation.core.stage import ShardReceipt, StageContext, write_parquet_bytes
 
@@ -140,10 +142,6 @@ class Runner:
         if described:
             self.echo(f"[{spec.name}] {described}")
         tasks = stage.plan(inputs, ctx)
-        fio.write_atomic(fio.join(stage_dir, PLAN), json.dumps(
-            {"key": key, "shards": [t.name for t in tasks], "resolved": ctx.resolved}, sort_keys=True, indent=1
-        ).encode(), self.storage)
-
         receipts: dict[str, ShardReceipt] = {}
         pending = []
         for task in tasks:
@@ -152,11 +150,19 @@ class Runner:
                 receipts[task.name] = receipt
             else:
                 pending.append(task)
+        # the plan also tells `curate status` in another shell when this attempt began and what it runs
+        fio.write_atomic(fio.join(stage_dir, PLAN), json.dumps(
+            {"key": key, "shards": [t.name for t in tasks], "resolved": ctx.resolved, "started_at": time.time(),
+             "to_run": [t.name for t in pending]}, sort_keys=True, indent=1).encode(), self.storage)
         self.echo(f"[{spec.name}] {spec.kind}: {len(tasks)} shards, {len(pending)} to run"
                   + (f", {len(tasks) - len(pending)} already committed" if len(pending) < len(tasks) else ""))
-        for text in run_tasks(stage, pending, ctx, self.pipeline.ray.max_workers_per_stage):
-            receipt = ShardReceipt.from_json(text)
-            receipts[receipt.shard] = receipt
+        ray_options = self.pipeline.ray
+        bars = ray_options.progress_bars and sys.stderr.isatty()  # Ray Data draws them; elsewhere, lines
+        with StageProgress(spec.name, len(pending), self.echo, ray_options.progress_interval_s, active=not bars) as progress:
+            for text in run_tasks(stage, pending, ctx, ray_options.max_workers_per_stage):
+                receipt = ShardReceipt.from_json(text)
+                receipts[receipt.shard] = receipt
+                progress.shard_done(receipt.stats.docs_in)
         missing = [t.name for t in tasks if t.name not in receipts]
         if missing:
             raise CurationError(f"stage {spec.name!r}: shards without receipt: {', '.join(missing[:5])}")
