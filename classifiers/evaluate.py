@@ -167,45 +167,9 @@ def label_files(patterns: list[str]) -> list[str]:
     return sorted({f for pattern in patterns for f in glob.glob(resolve_data_path(pattern))})
 
 
-def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, Any]:
-    """Score a trained model on every labelled file the patterns match, record each in its card,
-    and return ``{file name: summary}``. Labels the model was fitted on (the embedding stack's)
-    are marked ``in_training`` and summarised by the card's cross-validated ROC AUC instead."""
-    from curation.classifiers.card import read_card
-    from curation.classifiers.models import load_classifier
-
-    files = label_files(patterns)
-    if not files:
-        return {}
-    model = load_classifier(model_dir)
-    card = read_card(model_dir)
-    fitted_on = set(card.get("stack", {}).get("labels", []))
-    out: dict[str, Any] = {}
-    for path in files:
-        texts, labels = read_labels(path)
-        metrics = human_label_metrics(model.score(texts), labels, card.get("threshold", 0.5))
-        if path in fitted_on:
-            metrics.update(in_training=True, cv_roc_auc_mean=card["stack"]["cv_roc_auc_mean"],
-                           cv_roc_auc_sd=card["stack"]["cv_roc_auc_sd"])
-        record_evaluation(model_dir, path, labels_digest(texts, labels), metrics)
-        out[Path(path).name] = human_eval_summary(metrics)
-    return out
-
-
 SUMMARY_KEYS = ("documents", "roc_auc", "in_training", "cv_roc_auc_mean", "cv_roc_auc_sd")
 
 
 def human_eval_summary(entry: dict[str, Any]) -> dict[str, Any]:
     """The figures of a card's ``human_eval`` entry that manifests and run lines carry."""
     return {k: round(entry[k], 4) if isinstance(entry[k], float) else entry[k] for k in SUMMARY_KEYS if k in entry}
-
-
-def describe_human_eval(summaries: dict[str, Any]) -> str:
-    parts = []
-    for name, s in summaries.items():
-        if s.get("in_training"):
-            parts.append(f"{name}: ROC AUC {s['cv_roc_auc_mean']:.3f} ± {s['cv_roc_auc_sd']:.3f} cross-validated "
-                         f"(fitted on these labels)")
-        else:
-            parts.append(f"{name}: ROC AUC {s['roc_auc']:.3f} on {s['documents']} documents")
-    return "human labels: " + "; ".join(parts)

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from curation.classifiers.evaluate import describe_human_eval, evaluate_model_dir, human_eval_summary
+from curation.classifiers.evaluate import human_eval_summary
 from curation.classifiers.references import expand, read_texts, split_references
 
 from curation.core import io as fio
@@ -87,6 +87,50 @@ def localize(directory: str, storage: fio.Storage) -> str:
     for path in fio.list_files(directory, "", storage):
         Path(local, path.rsplit("/", 1)[-1]).write_bytes(fio.read_bytes(path, storage))
     return local
+
+
+def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, Any]:
+    """Score a trained model on every labelled file the patterns match, record each in its card,
+    and return ``{file name: summary}``. Labels the model was fitted on (the embedding stack's)
+    are marked ``in_training`` and summarised by the card's cross-validated ROC AUC instead."""
+    from curation.classifiers.card import read_card
+    from curation.classifiers.evaluate import (
+        human_eval_summary,
+        human_label_metrics,
+        label_files,
+        labels_digest,
+        read_labels,
+        record_evaluation,
+    )
+    from curation.classifiers.models import load_classifier
+
+    files = label_files(patterns)
+    if not files:
+        return {}
+    model = load_classifier(model_dir)
+    card = read_card(model_dir)
+    fitted_on = set(card.get("stack", {}).get("labels", []))
+    out: dict[str, Any] = {}
+    for path in files:
+        texts, labels = read_labels(path)
+        metrics = human_label_metrics(model.score(texts), labels, card.get("threshold", 0.5))
+        if path in fitted_on:
+            metrics.update(in_training=True, cv_roc_auc_mean=card["stack"]["cv_roc_auc_mean"],
+                           cv_roc_auc_sd=card["stack"]["cv_roc_auc_sd"])
+        record_evaluation(model_dir, path, labels_digest(texts, labels), metrics)
+        out[Path(path).name] = human_eval_summary(metrics)
+    return out
+
+
+def describe_human_eval(summaries: dict[str, Any]) -> str:
+    parts = []
+    for name, s in summaries.items():
+        if s.get("in_training"):
+            parts.append(f"{name}: ROC AUC {s['cv_roc_auc_mean']:.3f} ± {s['cv_roc_auc_sd']:.3f} cross-validated "
+                         f"(fitted on these labels)")
+        else:
+            parts.append(f"{name}: ROC AUC {s['roc_auc']:.3f} on {s['documents']} documents")
+    return "human labels: " + "; ".join(parts)
 
 
 @register("quality")

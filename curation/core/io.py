@@ -99,6 +99,37 @@ def write_atomic(path: str, data: bytes, storage: Storage | None = None) -> None
     fs.pipe_file(p, data)
 
 
+def commit_local_file(local_tmp: str, path: str, storage: Storage | None = None) -> None:
+    """Move a finished local file to ``path`` so that readers see either nothing or all of it: a
+    rename on the same disk (``local_tmp`` should sit beside the target), an upload elsewhere."""
+    if is_local(path):
+        target = path.removeprefix("file://")
+        with open(local_tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(local_tmp, target)
+        return
+    fs, p = filesystem(path, storage)
+    try:
+        fs.put_file(local_tmp, p)
+    finally:
+        os.unlink(local_tmp)
+
+
+def spool_path(path: str) -> str:
+    """A local file to write ``path``'s bytes into before ``commit_local_file``: hidden beside the
+    target on local disk, in the temporary directory for an object store."""
+    if is_local(path):
+        local = path.removeprefix("file://")
+        folder, name = os.path.split(local)
+        os.makedirs(folder or ".", exist_ok=True)
+        return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
+    import tempfile
+
+    handle, name = tempfile.mkstemp(prefix="curation-shard-", suffix=".tmp")
+    os.close(handle)
+    return name
+
+
 def remove(path: str, storage: Storage | None = None, recursive: bool = False) -> None:
     fs, p = filesystem(path, storage)
     if fs.exists(p):

@@ -23,11 +23,13 @@ through the ``curation.stages`` entry points (the built-in stages are declared i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import io
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -261,6 +263,52 @@ class Stage:
         return OutputFile(name=name, rows=rows, bytes=len(data), sha256=fio.sha256_bytes(data))
 
 
+class ParquetShardWriter:
+    """A shard's Parquet file written batch by batch as the batches come, so memory holds one
+    batch, not the shard; committed atomically by ``commit``. Same bytes as ``write_parquet_bytes``
+    for the same batches (one row group per batch, zstd, statistics)."""
+
+    def __init__(self, ctx: StageContext, name: str, schema: pa.Schema | None = None):
+        self.ctx, self.name, self.schema = ctx, name, schema
+        self.target = fio.join(ctx.stage_dir, name)
+        self.local = fio.spool_path(self.target)
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.writer is None:
+            self.schema = self.schema or batch.schema
+            self.writer = pq.ParquetWriter(self.local, self.schema, compression="zstd", write_statistics=True)
+        if batch.num_rows:
+            self.writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+            self.rows += batch.num_rows
+
+    def commit(self, schema_if_empty: pa.Schema | None = None) -> OutputFile:
+        if self.writer is None:  # no batch came: an empty file with the schema the stage would write
+            self.schema = self.schema or schema_if_empty or pa.schema([])
+            self.writer = pq.ParquetWriter(self.local, self.schema, compression="zstd", write_statistics=True)
+        self.writer.close()
+        size, digest = os.path.getsize(self.local), hashlib.sha256()
+        with open(self.local, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        fio.commit_local_file(self.local, self.target, self.ctx.storage)
+        return OutputFile(name=self.name, rows=self.rows, bytes=size, sha256=digest.hexdigest())
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.local)
+
+    def __enter__(self) -> ParquetShardWriter:
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:
+            self.discard()
+
+
 def write_parquet_bytes(batches: list[pa.RecordBatch], schema: pa.Schema) -> bytes:
     """Deterministic Parquet: same batches give the same bytes."""
     buffer = io.BytesIO()
@@ -290,25 +338,23 @@ class BatchStage(Stage):
         raise NotImplementedError
 
     def write_shard(self, task: ShardTask, ctx: StageContext, state: Any, stats: ShardStats) -> list[OutputFile]:
-        outputs: list[pa.RecordBatch] = []
-        schema: pa.Schema | None = None
-        for path in task.inputs:
-            fs, p = fio.filesystem(path, ctx.storage)
-            with fs.open(p, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                for batch in parquet.iter_batches(batch_size=self.batch_size):
-                    stats.docs_in += batch.num_rows
-                    stats.bytes_in += text_bytes(batch)
-                    result = self.process_batch(batch, state, stats)
-                    for out in result.to_batches() if isinstance(result, pa.Table) else [result]:
-                        schema = schema or out.schema
-                        outputs.append(out)
-                        stats.docs_out += out.num_rows
-                        stats.bytes_out += text_bytes(out)
-                if schema is None:
-                    schema = self.output_schema(parquet.schema_arrow, state)
-        data = write_parquet_bytes(outputs, schema or pa.schema([]))
-        return [self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)]
+        input_schema: pa.Schema | None = None
+        with ParquetShardWriter(ctx, f"{task.name}.parquet") as shard:
+            for path in task.inputs:
+                fs, p = fio.filesystem(path, ctx.storage)
+                with fs.open(p, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    input_schema = input_schema or parquet.schema_arrow
+                    for batch in parquet.iter_batches(batch_size=self.batch_size):
+                        stats.docs_in += batch.num_rows
+                        stats.bytes_in += text_bytes(batch)
+                        result = self.process_batch(batch, state, stats)
+                        for out in result.to_batches() if isinstance(result, pa.Table) else [result]:
+                            shard.write(out)
+                            stats.docs_out += out.num_rows
+                            stats.bytes_out += text_bytes(out)
+            empty_schema = self.output_schema(input_schema, state) if shard.writer is None and input_schema else None
+            return [shard.commit(empty_schema)]
 
     def output_schema(self, input_schema: pa.Schema, state: Any) -> pa.Schema:
         """Schema of an empty output shard: run the stage on an empty batch."""

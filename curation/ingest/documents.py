@@ -38,13 +38,13 @@ from curation.core import io as fio
 from curation.core.errors import CurationError
 from curation.core.stage import (
     OutputFile,
+    ParquetShardWriter,
     ShardStats,
     ShardTask,
     Stage,
     StageContext,
     register,
     text_bytes,
-    write_parquet_bytes,
 )
 
 REPAIRED = "repaired:"
@@ -166,32 +166,26 @@ class DocumentsStage(Stage):
     is_source: ClassVar[bool] = True
 
     def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
-        batches: list[pa.RecordBatch] = []
-        schema: pa.Schema | None = None
         rows: list[dict[str, Any]] = []
+        with ParquetShardWriter(ctx, f"{task.name}.parquet") as shard:  # memory: one batch
 
-        def flush() -> None:
-            nonlocal schema
-            if not rows:
-                return
-            batch = self._to_batch(rows, schema, stats)
-            schema = schema or batch.schema
-            batches.append(batch)
-            rows.clear()
+            def flush() -> None:
+                if not rows:
+                    return
+                batch = self._to_batch(rows, shard.schema, stats)
+                shard.write(batch)
+                stats.docs_out += batch.num_rows
+                stats.bytes_out += text_bytes(batch)
+                rows.clear()
 
-        for path in task.inputs:
-            for row in self._records(path, ctx, stats):
-                rows.append(row)
-                if len(rows) >= self.config.batch_size:
-                    flush()
-        flush()
-        stats.docs_in += sum(stats.dropped.values())
-        stats.docs_out = sum(b.num_rows for b in batches)
-        stats.docs_in += stats.docs_out
-        stats.bytes_out = sum(text_bytes(b) for b in batches)
-        schema = schema or pa.schema([("id", pa.string()), ("text", pa.string())])
-        data = write_parquet_bytes(batches, schema)
-        return [self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)]
+            for path in task.inputs:
+                for row in self._records(path, ctx, stats):
+                    rows.append(row)
+                    if len(rows) >= self.config.batch_size:
+                        flush()
+            flush()
+            stats.docs_in += sum(stats.dropped.values()) + stats.docs_out
+            return [shard.commit(pa.schema([("id", pa.string()), ("text", pa.string())]))]
 
     def _records(self, path: str, ctx: StageContext, stats: ShardStats) -> Iterator[dict[str, Any]]:
         policy = RecordPolicy(self.config, path, stats)

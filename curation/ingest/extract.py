@@ -19,13 +19,13 @@ from curation.core.errors import ConfigError
 from curation.core.schema import DOCUMENT_SCHEMA, LANGUAGE_FIELDS
 from curation.core.stage import (
     OutputFile,
+    ParquetShardWriter,
     ShardStats,
     ShardTask,
     Stage,
     StageContext,
     register,
     text_bytes,
-    write_parquet_bytes,
 )
 from curation.ingest.documents import (
     BadRecord,
@@ -116,24 +116,24 @@ class ExtractStage(Stage):
 
     # -- shard ---------------------------------------------------------------------------------
     def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
-        batches: list[pa.RecordBatch] = []
         rows: list[dict[str, Any]] = []
+        with ParquetShardWriter(ctx, f"{task.name}.parquet", OUTPUT_SCHEMA) as shard:  # memory: one batch
 
-        def flush() -> None:
-            if rows:
-                batches.append(self._finish_batch(rows))
-                rows.clear()
+            def flush() -> None:
+                if rows:
+                    batch = self._finish_batch(rows)
+                    shard.write(batch)
+                    stats.docs_out += batch.num_rows
+                    stats.bytes_out += text_bytes(batch)
+                    rows.clear()
 
-        for path in task.inputs:
-            for row in self._documents(path, ctx, stats):
-                rows.append(row)
-                if len(rows) >= self.config.batch_size:
-                    flush()
-        flush()
-        stats.docs_out = sum(b.num_rows for b in batches)
-        stats.bytes_out = sum(text_bytes(b) for b in batches)
-        data = write_parquet_bytes(batches, OUTPUT_SCHEMA)
-        return [self.commit_bytes(ctx, f"{task.name}.parquet", data, stats.docs_out)]
+            for path in task.inputs:
+                for row in self._documents(path, ctx, stats):
+                    rows.append(row)
+                    if len(rows) >= self.config.batch_size:
+                        flush()
+            flush()
+            return [shard.commit()]
 
     def _finish_batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
         batch = pa.RecordBatch.from_pylist(rows, schema=DOCUMENT_SCHEMA)
