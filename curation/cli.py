@@ -482,7 +482,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
                                 recipe)
         sizes = ", ".join(f"{k} {v['documents']:,}" for k, v in card["data"].items())
         metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in card["metrics"].items())
-        print(f"trained {args.kind} in {card['train_seconds']}s on {sizes}\nheld-out: {metrics}\nmodel: {args.output}")
+        print(f"trained {args.kind} in {card['train_seconds']}s on {sizes}\nheld-out: {metrics}")
+        if card.get("stack"):
+            stack = card["stack"]
+            print(f"stacked on {stack['documents']} human-labelled documents ({', '.join(stack['labels'])}): "
+                  f"ROC AUC {stack['cv_roc_auc_mean']:.4f} ± {stack['cv_roc_auc_sd']:.4f} ({stack['cv']})")
+        print(f"model: {args.output}")
         return 0
     if args.classify_command == "score":
         from curation.classifiers.card import read_card
