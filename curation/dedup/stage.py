@@ -35,6 +35,7 @@ from curation.dedup.lsh import band_keys, bbit, verify_group
 from curation.dedup.minhash import EMPTY, ShingleSpec, normalize, optimal_bands, shingle_hashes, signatures
 
 CLUSTERS_DIR = "_clusters"
+WORK_DIR = "_work"  # bucket rows, sketches, group members: partitioned Parquet while resolving
 
 
 @dataclass
@@ -94,7 +95,52 @@ def node_ids(ids: list[str], scores: np.ndarray | None) -> np.ndarray:
     return (quantised << np.uint64(48)) | (id_hash >> np.uint64(16))
 
 
-def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[str, Any], partitions: int):
+def _part(work: str, table: str, partition: int, name: str) -> str:
+    return fio.join(work, table, f"p{partition:05d}", f"{name}.parquet")
+
+
+def _write_part(path: str, storage: dict[str, Any], columns: dict[str, np.ndarray]) -> None:
+    """A numpy column set as one Parquet file (a 2-D uint8 column becomes fixed-size binary)."""
+    arrays = {}
+    for name, values in columns.items():
+        if values.ndim == 2:
+            width = values.shape[1]
+            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(width), len(values), [None, pa.py_buffer(np.ascontiguousarray(values).tobytes())])
+        else:
+            arrays[name] = pa.array(values)
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(arrays), buffer, compression="zstd")
+    fio.write_atomic(path, buffer.getvalue(), fio.Storage(**storage))
+
+
+def _read_parts(work: str, table: str, partition: int, storage: dict[str, Any],
+                empty: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All files of one partition of a work table, concatenated (``empty`` gives names and dtypes)."""
+    store = fio.Storage(**storage)
+    tables = []
+    for path in fio.list_files(fio.join(work, table, f"p{partition:05d}"), ".parquet", store):
+        fs, p = fio.filesystem(path, store)
+        with fs.open(p, "rb") as handle:
+            tables.append(pq.read_table(handle))
+    out = {}
+    for name, blank in empty.items():
+        if not tables:
+            out[name] = blank
+        elif blank.ndim == 2:
+            column = pa.concat_arrays([c for t in tables for c in t.column(name).chunks])
+            width = column.type.byte_width
+            raw = np.frombuffer(column.buffers()[1], dtype=np.uint8) if len(column) else np.zeros(0, np.uint8)
+            out[name] = raw[column.offset * width:(column.offset + len(column)) * width].reshape(-1, width)
+        else:
+            out[name] = np.concatenate([t.column(name).to_numpy() for t in tables]).astype(blank.dtype) if tables else blank
+    return out
+
+
+def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[str, Any], partitions: int,
+                   work: str) -> int:
+    """One shard's bucket rows (key, band, node: no sketch), split by key into ``buckets``; each
+    document's sketch once, and its (shard, row), split by node into ``sketches`` / ``directory``."""
     c = DedupConfig(**config)
     bands, rows = c.banding()
     fs, p = fio.filesystem(path, fio.Storage(**storage))
@@ -111,21 +157,18 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
     sigs = signatures(hashes, offsets, c.num_perm, c.seed)
     has_shingles = ~(sigs == EMPTY).all(axis=1)
     keys = band_keys(sigs, bands, rows)
-    sketch = bbit(sigs)
-    key_parts, band_parts, node_parts, sketch_rows = [], [], [], []
+    key_parts, band_parts, node_parts = [], [], []
     doc_index = np.flatnonzero(has_shingles & eligible)
     for b in range(bands):
         key_parts.append(keys[doc_index, b])
         band_parts.append(np.full(len(doc_index), b, dtype=np.uint16))
         node_parts.append(nodes[doc_index])
-        sketch_rows.append(doc_index)
     if c.exact:
         normalized = normalize(table.column(c.text_column)).to_pylist()
         content = np.fromiter((xxhash.xxh3_64_intdigest(t.encode()) for t in normalized), dtype=np.uint64, count=len(normalized))
         key_parts.append(content[doc_index])
         band_parts.append(np.full(len(doc_index), _EXACT_BAND, dtype=np.uint16))
         node_parts.append(nodes[doc_index])
-        sketch_rows.append(doc_index)
     if c.url:
         urls = table.column(c.url_column).to_pylist()
         with_url = np.array([bool(u) for u in urls], dtype=bool) & eligible
@@ -134,59 +177,113 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
         key_parts.append(url_keys[with_url])
         band_parts.append(np.full(int(with_url.sum()), _URL_BAND, dtype=np.uint16))
         node_parts.append(nodes[with_url])
-        sketch_rows.append(np.flatnonzero(with_url))
-    key = np.concatenate(key_parts)
-    band = np.concatenate(band_parts)
-    node = np.concatenate(node_parts)
-    rows_for_sketch = np.concatenate(sketch_rows)
+    key, band, node = np.concatenate(key_parts), np.concatenate(band_parts), np.concatenate(node_parts)
     with np.errstate(over="ignore"):
         destination = partition_of(key ^ band.astype(np.uint64), partitions)
-    buckets = []
+    name = f"s{shard:06d}"
     for q in range(partitions):
         mask = destination == q
-        buckets.append({"key": key[mask], "band": band[mask], "node": node[mask], "sketch": sketch[rows_for_sketch[mask]]})
+        order = np.lexsort((node[mask], key[mask], band[mask]))  # each file sorted: partitions merge cheaply
+        _write_part(_part(work, "buckets", q, name), storage,
+                    {"key": key[mask][order], "band": band[mask][order], "node": node[mask][order]})
+    sketch_partition = partition_of(nodes[doc_index], partitions)
     node_partition = partition_of(nodes, partitions)
-    directory = []
+    sketch = bbit(sigs[doc_index])
     for q in range(partitions):
+        mask = sketch_partition == q
+        _write_part(_part(work, "sketches", q, name), storage, {"node": nodes[doc_index][mask], "sketch": sketch[mask]})
         mask = node_partition == q
-        directory.append({"node": nodes[mask], "shard": np.full(int(mask.sum()), shard, np.int32),
-                          "row": np.flatnonzero(mask).astype(np.int64)})
-    return (*buckets, *directory) if partitions > 0 else ()
+        _write_part(_part(work, "directory", q, name), storage,
+                    {"node": nodes[mask], "shard": np.full(int(mask.sum()), shard, np.int32),
+                     "row": np.flatnonzero(mask).astype(np.int64)})
+    return int(len(key))
 
 
-def bucket_task(verify_at: float, *blocks: dict[str, np.ndarray]):
-    key = np.concatenate([b["key"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
-    band = np.concatenate([b["band"] for b in blocks]) if blocks else np.zeros(0, np.uint16)
-    node = np.concatenate([b["node"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
-    sketch = np.concatenate([b["sketch"] for b in blocks]) if blocks else np.zeros((0, 1), np.uint8)
+_BUCKET_ROWS = {"key": np.zeros(0, np.uint64), "band": np.zeros(0, np.uint16), "node": np.zeros(0, np.uint64)}
+
+
+def _groups(band: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Boundaries of runs of equal (band, key) in sorted rows (len = groups + 1)."""
+    return np.flatnonzero(np.concatenate([[True], (key[1:] != key[:-1]) | (band[1:] != band[:-1]), [True]]))
+
+
+def bucket_task(partition: int, partitions: int, work: str, storage: dict[str, Any]):
+    """One key partition: exact and URL groups give edges at once; LSH groups of two or more
+    send their members, by node, to be joined with their sketches. Returns (edges, counts)."""
+    rows = _read_parts(work, "buckets", partition, storage, _BUCKET_ROWS)
+    key, band, node = rows["key"], rows["band"], rows["node"]
+    order = np.lexsort((node, key, band))
+    key, band, node = key[order], band[order], node[order]
+    sources, targets = [], []
+    member_rows: list[np.ndarray] = []
+    candidates = 0
+    boundary = _groups(band, key) if len(key) else np.zeros(1, np.int64)
+    for g in np.flatnonzero(np.diff(boundary) >= 2):
+        lo, hi = boundary[g], boundary[g + 1]
+        members = np.unique(node[lo:hi])
+        if len(members) < 2:
+            continue
+        candidates += len(members) * (len(members) - 1) // 2
+        if band[lo] == _URL_BAND or band[lo] == _EXACT_BAND:
+            s, t, _ = verify_group(members, None, 0.0)
+            sources.append(s)
+            targets.append(t)
+        else:
+            member_rows.append(np.stack([np.full(len(members), key[lo]), np.full(len(members), band[lo], np.uint64),
+                                         members]))
+    members = np.concatenate(member_rows, axis=1) if member_rows else np.zeros((3, 0), np.uint64)
+    destination = partition_of(members[2], partitions)
+    for q in range(partitions):
+        mask = destination == q
+        _write_part(_part(work, "members", q, f"b{partition:05d}"), storage,
+                    {"key": members[0][mask], "band": members[1][mask].astype(np.uint16), "node": members[2][mask]})
+    edges = _unique_edges(sources, targets)
+    return edges, np.array([candidates, 0, edges.shape[1]], dtype=np.int64)
+
+
+def join_task(partition: int, partitions: int, width: int, work: str, storage: dict[str, Any]) -> int:
+    """One node partition: the LSH group members it owns, each with its document's sketch, sent
+    on by group to be verified."""
+    members = _read_parts(work, "members", partition, storage, _BUCKET_ROWS)
+    sketches = _read_parts(work, "sketches", partition, storage,
+                           {"node": np.zeros(0, np.uint64), "sketch": np.zeros((0, width), np.uint8)})
+    order = np.argsort(sketches["node"], kind="stable")
+    known, sketch = sketches["node"][order], sketches["sketch"][order]
+    position = np.minimum(np.searchsorted(known, members["node"]), max(len(known) - 1, 0))
+    sketch_of_member = sketch[position] if len(known) else np.zeros((len(members["node"]), width), np.uint8)
+    with np.errstate(over="ignore"):
+        destination = partition_of(members["key"] ^ members["band"].astype(np.uint64), partitions)
+    for q in range(partitions):
+        mask = destination == q
+        _write_part(_part(work, "groups", q, f"n{partition:05d}"), storage,
+                    {"key": members["key"][mask], "band": members["band"][mask], "node": members["node"][mask],
+                     "sketch": sketch_of_member[mask]})
+    return int(len(members["node"]))
+
+
+def verify_task(partition: int, verify_at: float, width: int, work: str, storage: dict[str, Any]):
+    """One group partition: each LSH group's members with their sketches, verified. Returns (edges, counts)."""
+    rows = _read_parts(work, "groups", partition, storage, {**_BUCKET_ROWS, "sketch": np.zeros((0, width), np.uint8)})
+    key, band, node, sketch = rows["key"], rows["band"], rows["node"], rows["sketch"]
     order = np.lexsort((node, key, band))
     key, band, node, sketch = key[order], band[order], node[order], sketch[order]
-    if len(key) == 0:
-        return np.zeros((2, 0), np.uint64), np.zeros(3, np.int64)
-    boundary = np.flatnonzero(np.concatenate([[True], (key[1:] != key[:-1]) | (band[1:] != band[:-1]), [True]]))
-    sizes = np.diff(boundary)
-    sources, targets = [], []
-    candidates = compared = 0
-    for g in np.flatnonzero(sizes >= 2):
+    sources, targets, compared = [], [], 0
+    boundary = _groups(band, key) if len(key) else np.zeros(1, np.int64)
+    for g in range(len(boundary) - 1):
         lo, hi = boundary[g], boundary[g + 1]
-        members = node[lo:hi]
-        unique_members, first = np.unique(members, return_index=True)
-        if len(unique_members) < 2:
-            continue
-        candidates += len(unique_members) * (len(unique_members) - 1) // 2
-        if band[lo] == _URL_BAND or band[lo] == _EXACT_BAND:
-            s, t, n = verify_group(unique_members, None, verify_at)
-        else:
-            s, t, n = verify_group(unique_members, sketch[lo:hi][first], verify_at)
+        s, t, n = verify_group(node[lo:hi], sketch[lo:hi], verify_at)
         compared += n
         sources.append(s)
         targets.append(t)
-    if sources:
-        edges = np.stack([np.concatenate(sources), np.concatenate(targets)]).astype(np.uint64)
-        edges = np.unique(np.sort(edges, axis=0).T, axis=0).T if edges.shape[1] else edges
-    else:
-        edges = np.zeros((2, 0), np.uint64)
-    return edges, np.array([candidates, compared, edges.shape[1]], dtype=np.int64)
+    edges = _unique_edges(sources, targets)
+    return edges, np.array([0, compared, edges.shape[1]], dtype=np.int64)
+
+
+def _unique_edges(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
+    if not sources:
+        return np.zeros((2, 0), np.uint64)
+    edges = np.stack([np.concatenate(sources), np.concatenate(targets)]).astype(np.uint64)
+    return np.unique(np.sort(edges, axis=0).T, axis=0).T if edges.shape[1] else edges
 
 
 def members_by_root(partitions: int, *label_blocks: np.ndarray):
@@ -205,16 +302,13 @@ def members_by_root(partitions: int, *label_blocks: np.ndarray):
     return out if partitions > 1 else out[0]
 
 
-def route_to_shards(shards: int, directory_blocks: int, *blocks):
-    """Join members with the node directory of the same partition; split by shard.
-
-    ``blocks``: ``directory_blocks`` node-directory blocks, then the member blocks (all top-level
-    arguments, so Ray resolves them)."""
-    directory, member_blocks = blocks[:directory_blocks], blocks[directory_blocks:]
+def route_to_shards(shards: int, partition: int, work: str, storage: dict[str, Any], *member_blocks):
+    """Join members with the node directory of the same partition (read from ``work``); split by shard.
+    ``member_blocks`` are top-level arguments, so Ray resolves them."""
     members = np.concatenate(member_blocks, axis=1) if member_blocks else np.zeros((3, 0), np.uint64)
-    nodes = np.concatenate([d["node"] for d in directory]) if directory else np.zeros(0, np.uint64)
-    shard = np.concatenate([d["shard"] for d in directory]) if directory else np.zeros(0, np.int32)
-    row = np.concatenate([d["row"] for d in directory]) if directory else np.zeros(0, np.int64)
+    directory = _read_parts(work, "directory", partition, storage, {
+        "node": np.zeros(0, np.uint64), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int64)})
+    nodes, shard, row = directory["node"], directory["shard"], directory["row"]
     order = np.argsort(members[0], kind="stable")
     members = members[:, order]
     position = np.searchsorted(members[0], nodes)
@@ -267,22 +361,27 @@ class DedupStage(BatchStage):
         storage = dataclasses.asdict(ctx.storage)
         config = dataclasses.asdict(c)
         tasks = self.plan(inputs, ctx)
-        signature = ray.remote(num_returns=2 * partitions, num_cpus=c.num_cpus)(signature_task)
-        outputs = [signature.remote(path, i, config, storage, partitions) for i, path in enumerate(inputs)]
+        # Every intermediate table lives as partitioned Parquet under the stage's _work folder (local
+        # disk or object store), so a task holds one shard or one partition, never the corpus.
+        work = fio.join(ctx.stage_dir, WORK_DIR)
+        fio.remove(work, ctx.storage, recursive=True)
+        signature = ray.remote(num_cpus=c.num_cpus)(signature_task)
+        ray.get([signature.remote(path, i, config, storage, partitions, work) for i, path in enumerate(inputs)])
         bucket = ray.remote(num_returns=2)(bucket_task)
-        bucket_results = [bucket.remote(c.verify_at, *[o[q] for o in outputs]) for q in range(partitions)]
-        edge_refs = [r[0] for r in bucket_results]
-        counts = np.sum(ray.get([r[1] for r in bucket_results]), axis=0)
+        bucketed = [bucket.remote(q, partitions, work, storage) for q in range(partitions)]
+        counts = np.sum(ray.get([r[1] for r in bucketed]), axis=0)
+        ray.get([ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage) for q in range(partitions)])
+        verify = ray.remote(num_returns=2)(verify_task)
+        verified = [verify.remote(q, c.verify_at, c.num_perm, work, storage) for q in range(partitions)]
+        counts = counts + np.sum(ray.get([r[1] for r in verified]), axis=0)
+        edge_refs = [r[0] for r in bucketed] + [r[0] for r in verified]
         label_refs = connected_components(edge_refs, partitions)
         members = ray.remote(num_returns=partitions)(members_by_root)
         member_parts = [members.remote(partitions, label_refs[q]) for q in range(partitions)]
         if partitions == 1:
             member_parts = [[m] for m in member_parts]
         route = ray.remote(num_returns=len(inputs))(route_to_shards)
-        routed = []
-        for q in range(partitions):
-            directory = [o[partitions + q] for o in outputs]
-            routed.append(route.remote(len(inputs), len(directory), *directory, *[m[q] for m in member_parts]))
+        routed = [route.remote(len(inputs), q, work, storage, *[m[q] for m in member_parts]) for q in range(partitions)]
         if len(inputs) == 1:
             routed = [[r] for r in routed]
         write = ray.remote(write_clusters)
@@ -290,6 +389,7 @@ class DedupStage(BatchStage):
             write.remote(fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet"), storage, *[r[i] for r in routed])
             for i, task in enumerate(tasks)
         ])
+        fio.remove(work, ctx.storage, recursive=True)
         summary = {
             "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,
             "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
