@@ -327,37 +327,52 @@ def run_scale(args) -> None:
         print(f"built {args.docs:,} docs in {shards} shards in {time.perf_counter() - start:.0f}s")
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         tree = {"name": "scale", "stages": {"dedup": {"kind": "dedup", "url": False}}}
-        sampler = MemorySampler()
+        sampler = MemorySampler(work / "out" / "_work")
         sampler.start()
         start = time.perf_counter()
-        Runner(pipeline_from_tree(tree, [], None), str(work / "out"), flat=True).run(
+        outcome = Runner(pipeline_from_tree(tree, [], None), str(work / "out"), flat=True).run(
             sorted(str(p) for p in work.glob("part-*.parquet")))
         wall = time.perf_counter() - start
         sampler.stop.set()
         sampler.join()
+        from ray._private.internal_api import memory_summary
+
+        spilled = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
         ray.shutdown()
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    resolved = outcome[-1].manifest.get("resolved", {})
     print(f"dedup of {args.docs:,} docs: {wall:.0f}s wall, {args.docs / wall:,.0f} docs/s on 2 cores; "
           f"peak machine memory above baseline {sampler.peak_gb:.2f} GB (all Ray processes and the object store), "
-          f"driver peak RSS {peak_self:.2f} GB")
+          f"driver peak RSS {peak_self:.2f} GB; object store spilled {spilled.group(1) if spilled else 0} MiB; "
+          f"peak size of the _work tables {sampler.peak_disk_gb:.2f} GB; partitions {resolved.get('partitions')}")
 
 
 class MemorySampler(threading.Thread):
-    """Peak of the machine's used memory above its level at start, sampled every 0.2 s."""
+    """Peak of the machine's used memory above its level at start, sampled every 0.2 s, and of
+    the size of a folder on disk (``disk``), sampled every 2 s."""
 
-    def __init__(self):
+    def __init__(self, disk: Path | None = None):
         import psutil
 
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.baseline = psutil.virtual_memory().used
         self.peak_gb = 0.0
+        self.disk, self.peak_disk_gb = disk, 0.0
 
     def run(self) -> None:
         import psutil
 
+        ticks = 0
         while not self.stop.is_set():
             self.peak_gb = max(self.peak_gb, (psutil.virtual_memory().used - self.baseline) / 1e9)
+            if self.disk is not None and ticks % 10 == 0:
+                try:
+                    size = sum(f.stat().st_size for f in self.disk.rglob("*") if f.is_file())
+                except FileNotFoundError:  # the tables are being written or removed meanwhile
+                    size = 0
+                self.peak_disk_gb = max(self.peak_disk_gb, size / 1e9)
+            ticks += 1
             time.sleep(0.2)
 
 

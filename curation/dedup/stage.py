@@ -1,13 +1,20 @@
 """Global fuzzy and exact deduplication as a stage: attributes, not deletions.
 
 The stage resolves clusters over the whole input before its per-shard pass, as a chain of Ray
-task rounds in which every task sees one shard or one hash partition, never the corpus:
+task rounds in which every task sees one shard or one hash partition, never the corpus. The
+tables between rounds are partitioned Parquet files under ``<stage>/_work`` on the run's storage
+(local disk or an object store), removed when the clusters are written:
 
-1. signatures (one task per shard): MinHash, band keys, exact content and URL keys, 8-bit
-   sketches; bucket rows go out split into P partitions by key, node rows by node.
-2. buckets (one task per partition): group equal keys, verify candidates, emit edges.
-3. connected components: large-star / small-star rounds over P edge partitions.
-4. clusters: sizes per component root, then every member routed back to its shard.
+1. signatures (one task per shard): MinHash, band keys, exact content and URL keys. Bucket rows
+   (key, band, node: 18 bytes, no sketch) go to ``buckets`` split by key; each document's 8-bit
+   sketch goes once to ``sketches`` and its (shard, row) to ``directory``, split by node.
+2. buckets (one task per key partition): group equal keys; exact and URL groups are edges at
+   once; members of LSH groups of two or more go to ``members``, split by node.
+3. join (one task per node partition): each member gets its document's sketch; rows go to
+   ``groups``, split by group.
+4. verify (one task per group partition): candidates within each group, verified by sketch.
+5. connected components: large-star / small-star rounds over P edge partitions.
+6. clusters: sizes per component root, then every member routed back to its shard.
 
 A node is a document's rank key, so the smallest node of a component is its keeper: the highest
 ``score_column`` (quantised to 16 bits) when set, ties and the no-score case broken by the
@@ -57,7 +64,10 @@ class DedupConfig:
     text_column: str = "text"
     id_column: str = "id"
     url_column: str = "url"
-    partitions: int | None = None  # hash partitions for buckets and components (default: 2 x CPUs)
+    # hash partitions for buckets, groups and components; default: 2 x CPUs, and more as the corpus
+    # grows, so that no partition holds more than ``documents_per_partition`` documents' rows
+    partitions: int | None = None
+    documents_per_partition: int = 500_000
     seed: int = 1
     batch_size: int = 2048
     num_cpus: float = 1.0
@@ -356,7 +366,13 @@ class DedupStage(BatchStage):
         import ray
 
         c = self.config
-        partitions = c.partitions or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        documents = 0
+        for path in inputs:  # Parquet footers only
+            fs, p = fio.filesystem(path, ctx.storage)
+            with fs.open(p, "rb") as handle:
+                documents += pq.ParquetFile(handle).metadata.num_rows
+        partitions = c.partitions or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)),
+                                         -(-documents // c.documents_per_partition))
         bands, rows = c.banding()
         storage = dataclasses.asdict(ctx.storage)
         config = dataclasses.asdict(c)
