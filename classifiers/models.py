@@ -112,9 +112,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+def stack_features(fasttext: FastTextClassifier, texts: list[str], embedding_logits: np.ndarray) -> np.ndarray:
+    """(documents, 4): the stacked head's features, computed for the whole batch at once."""
+    from curation.filters.text_view import TextView
+
+    column = pa.array(texts, pa.string())
+    view = TextView(column)
+    words = view.word_count
+    stop_share = np.divide(view.words_in(STOP_WORDS), words, out=np.zeros_like(words), where=words > 0)
+    return np.c_[embedding_logits, _logit(fasttext.score(column)), stop_share, np.log1p(words)]
+
+
 class StackedHead:
     """Logistic regression over (embedding logit, fastText logit, stop-word share, log word count),
-    standardised; the features are computed for a whole batch at once."""
+    standardised."""
 
     FEATURES = ("embedding_logit", "fasttext_logit", "stop_word_share", "log_words")
 
@@ -124,13 +135,7 @@ class StackedHead:
         self.coef, self.intercept = params["coef"], float(params["intercept"][0])
 
     def features(self, texts: list[str], embedding_logits: np.ndarray) -> np.ndarray:
-        from curation.filters.text_view import TextView
-
-        column = pa.array(texts, pa.string())
-        view = TextView(column)
-        words = view.word_count
-        stop_share = np.divide(view.words_in(STOP_WORDS), words, out=np.zeros_like(words), where=words > 0)
-        return np.c_[embedding_logits, _logit(self.fasttext.score(column)), stop_share, np.log1p(words)]
+        return stack_features(self.fasttext, texts, embedding_logits)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.scale) @ self.coef + self.intercept
@@ -407,9 +412,7 @@ def _fit_stack(classifier: EmbeddingClassifier, split: ReferenceSplit, output: P
         train_classifier("fasttext", split, scratch, {"positives": [], "negatives": []}, {"seed": recipe.seed})
         os.replace(os.path.join(scratch, "model.bin"), output / "stack_fasttext.bin")
     fasttext = FastTextClassifier(str(output / "stack_fasttext.bin"))
-    probe = StackedHead(fasttext, {"mean": np.zeros(4), "scale": np.ones(4), "coef": np.zeros(4),
-                                   "intercept": np.zeros(1)})
-    features = probe.features(texts, classifier.embedding_logits(texts))
+    features = stack_features(fasttext, texts, classifier.embedding_logits(texts))
 
     def fit(rows: np.ndarray) -> dict[str, np.ndarray]:
         mean, scale = features[rows].mean(0), features[rows].std(0) + 1e-9

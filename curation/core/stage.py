@@ -32,6 +32,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -263,6 +264,18 @@ class Stage:
         return OutputFile(name=name, rows=rows, bytes=len(data), sha256=fio.sha256_bytes(data))
 
 
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 class ParquetShardWriter:
     """A shard's Parquet file written batch by batch as the batches come, so memory holds one
     batch, not the shard; committed atomically by ``commit``. Same bytes as ``write_parquet_bytes``
@@ -275,7 +288,11 @@ class ParquetShardWriter:
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
-    def write(self, batch: pa.RecordBatch) -> None:
+    def write(self, batch: pa.RecordBatch, stats: ShardStats | None = None) -> None:
+        """Append ``batch``; with ``stats``, count it as the shard's output (documents and text bytes)."""
+        if stats is not None:
+            stats.docs_out += batch.num_rows
+            stats.bytes_out += text_bytes(batch)
         if self.writer is None:
             self.schema = self.schema or batch.schema
             self.writer = pq.ParquetWriter(self.local, self.schema, compression="zstd", write_statistics=True)
@@ -350,9 +367,7 @@ class BatchStage(Stage):
                         stats.bytes_in += text_bytes(batch)
                         result = self.process_batch(batch, state, stats)
                         for out in result.to_batches() if isinstance(result, pa.Table) else [result]:
-                            shard.write(out)
-                            stats.docs_out += out.num_rows
-                            stats.bytes_out += text_bytes(out)
+                            shard.write(out, stats)
             empty_schema = self.output_schema(input_schema, state) if shard.writer is None and input_schema else None
             return [shard.commit(empty_schema)]
 

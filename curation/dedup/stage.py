@@ -143,7 +143,7 @@ def _read_parts(work: str, table: str, partition: int, storage: dict[str, Any],
             raw = np.frombuffer(column.buffers()[1], dtype=np.uint8) if len(column) else np.zeros(0, np.uint8)
             out[name] = raw[column.offset * width:(column.offset + len(column)) * width].reshape(-1, width)
         else:
-            out[name] = np.concatenate([t.column(name).to_numpy() for t in tables]).astype(blank.dtype) if tables else blank
+            out[name] = np.concatenate([t.column(name).to_numpy() for t in tables]).astype(blank.dtype)
     return out
 
 
@@ -196,12 +196,12 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
         order = np.lexsort((node[mask], key[mask], band[mask]))  # each file sorted: partitions merge cheaply
         _write_part(_part(work, "buckets", q, name), storage,
                     {"key": key[mask][order], "band": band[mask][order], "node": node[mask][order]})
-    sketch_partition = partition_of(nodes[doc_index], partitions)
+    sketched_nodes, sketch = nodes[doc_index], bbit(sigs[doc_index])
+    sketch_partition = partition_of(sketched_nodes, partitions)
     node_partition = partition_of(nodes, partitions)
-    sketch = bbit(sigs[doc_index])
     for q in range(partitions):
         mask = sketch_partition == q
-        _write_part(_part(work, "sketches", q, name), storage, {"node": nodes[doc_index][mask], "sketch": sketch[mask]})
+        _write_part(_part(work, "sketches", q, name), storage, {"node": sketched_nodes[mask], "sketch": sketch[mask]})
         mask = node_partition == q
         _write_part(_part(work, "directory", q, name), storage,
                     {"node": nodes[mask], "shard": np.full(int(mask.sum()), shard, np.int32),

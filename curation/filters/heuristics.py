@@ -214,13 +214,14 @@ class UrlRemovalModifier(TextModifier):
         candidates = urls | ips
         if not candidates.any():
             return text
+        mask = pa.array(candidates)
         rewritten = []
-        for i in np.flatnonzero(candidates):
-            page = text[i].as_py()
-            if urls[i] and (self.config.trigger == "anywhere" or self.page_starts_with_tld(page)):
+        for page, has_url, has_ip in zip(pc.filter(text, mask).to_pylist(), urls[candidates], ips[candidates],
+                                         strict=True):
+            if has_url and (self.config.trigger == "anywhere" or self.page_starts_with_tld(page)):
                 page = self.url.sub("", page)
-            rewritten.append(self.ipv4.sub("", page) if ips[i] else page)
-        return pc.replace_with_mask(text, pa.array(candidates), pa.array(rewritten, pa.string()))
+            rewritten.append(self.ipv4.sub("", page) if has_ip else page)
+        return pc.replace_with_mask(text, mask, pa.array(rewritten, pa.string()))
 
 
 @dataclass

@@ -43,8 +43,8 @@ from curation.core.stage import (
     ShardTask,
     Stage,
     StageContext,
+    chunked,
     register,
-    text_bytes,
 )
 
 REPAIRED = "repaired:"
@@ -166,24 +166,10 @@ class DocumentsStage(Stage):
     is_source: ClassVar[bool] = True
 
     def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
-        rows: list[dict[str, Any]] = []
+        records = (row for path in task.inputs for row in self._records(path, ctx, stats))
         with ParquetShardWriter(ctx, f"{task.name}.parquet") as shard:  # memory: one batch
-
-            def flush() -> None:
-                if not rows:
-                    return
-                batch = self._to_batch(rows, shard.schema, stats)
-                shard.write(batch)
-                stats.docs_out += batch.num_rows
-                stats.bytes_out += text_bytes(batch)
-                rows.clear()
-
-            for path in task.inputs:
-                for row in self._records(path, ctx, stats):
-                    rows.append(row)
-                    if len(rows) >= self.config.batch_size:
-                        flush()
-            flush()
+            for rows in chunked(records, self.config.batch_size):
+                shard.write(self._to_batch(rows, shard.schema, stats), stats)
             stats.docs_in += sum(stats.dropped.values()) + stats.docs_out
             return [shard.commit(pa.schema([("id", pa.string()), ("text", pa.string())]))]
 

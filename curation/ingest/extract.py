@@ -24,8 +24,8 @@ from curation.core.stage import (
     ShardTask,
     Stage,
     StageContext,
+    chunked,
     register,
-    text_bytes,
 )
 from curation.ingest.documents import (
     BadRecord,
@@ -116,23 +116,10 @@ class ExtractStage(Stage):
 
     # -- shard ---------------------------------------------------------------------------------
     def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
-        rows: list[dict[str, Any]] = []
+        documents = (row for path in task.inputs for row in self._documents(path, ctx, stats))
         with ParquetShardWriter(ctx, f"{task.name}.parquet", OUTPUT_SCHEMA) as shard:  # memory: one batch
-
-            def flush() -> None:
-                if rows:
-                    batch = self._finish_batch(rows)
-                    shard.write(batch)
-                    stats.docs_out += batch.num_rows
-                    stats.bytes_out += text_bytes(batch)
-                    rows.clear()
-
-            for path in task.inputs:
-                for row in self._documents(path, ctx, stats):
-                    rows.append(row)
-                    if len(rows) >= self.config.batch_size:
-                        flush()
-            flush()
+            for rows in chunked(documents, self.config.batch_size):
+                shard.write(self._finish_batch(rows), stats)
             return [shard.commit()]
 
     def _finish_batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
