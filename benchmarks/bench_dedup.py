@@ -15,7 +15,7 @@ that shares at least one shingle (normalised as our signatures normalise).
 
     .venv/bin/python benchmarks/bench_dedup.py quality
     .venv/bin/python benchmarks/bench_dedup.py throughput --docs 20000
-    .venv/bin/python benchmarks/bench_dedup.py scale --docs 1000000
+    .venv/bin/python benchmarks/bench_dedup.py scale --docs 1000000 --datatrove   # + datatrove on the same corpus
 """
 
 from __future__ import annotations
@@ -339,12 +339,66 @@ def run_scale(args) -> None:
 
         spilled = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
         ray.shutdown()
-    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    resolved = outcome[-1].manifest.get("resolved", {})
-    print(f"dedup of {args.docs:,} docs: {wall:.0f}s wall, {args.docs / wall:,.0f} docs/s on 2 cores; "
-          f"peak machine memory above baseline {sampler.peak_gb:.2f} GB (all Ray processes and the object store), "
-          f"driver peak RSS {peak_self:.2f} GB; object store spilled {spilled.group(1) if spilled else 0} MiB; "
-          f"peak size of the _work tables {sampler.peak_disk_gb:.2f} GB; partitions {resolved.get('partitions')}")
+        peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        resolved = outcome[-1].manifest.get("resolved", {})
+        duplicates = sum(pq.read_table(p, columns=["is_duplicate"]).column(0).to_numpy().sum()
+                         for p in (work / "out").glob("part-*.parquet"))
+        print(f"dedup of {args.docs:,} docs: {wall:.0f}s wall, {args.docs / wall:,.0f} docs/s on 2 cores; "
+              f"peak machine memory above baseline {sampler.peak_gb:.2f} GB (all Ray processes and the object store), "
+              f"driver peak RSS {peak_self:.2f} GB; object store spilled {spilled.group(1) if spilled else 0} MiB; "
+              f"peak size of the _work tables {sampler.peak_disk_gb:.2f} GB; partitions {resolved.get('partitions')}; "
+              f"{duplicates:,} duplicates flagged")
+        if args.datatrove:
+            seconds, peak, removed = datatrove_scale(work, shards)
+            print(f"datatrove MinhashDedup (signatures, 14 x 8 buckets, cluster, filter; 2 workers) on the same "
+                  f"{args.docs:,} docs: {seconds:.0f}s wall, {args.docs / seconds:,.0f} docs/s; peak machine memory "
+                  f"above baseline {peak:.2f} GB; {removed:,} documents removed\n"
+                  f"ours/datatrove: {seconds / wall:.2f}x the speed, {sampler.peak_gb / max(peak, 1e-9):.2f}x the memory")
+
+
+def datatrove_scale(work: Path, shards: int) -> tuple[float, float, int]:
+    """datatrove's four MinHash steps on the scale corpus, as its docs run them locally."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import ParquetReader
+
+    config = MinhashConfig()
+    base = work / "datatrove"
+    workers = 2
+
+    def reader():
+        return ParquetReader(str(work), glob_pattern="part-*.parquet", text_key="text", id_key="id")
+
+    steps = [
+        ("signatures", [reader(), MinhashDedupSignature(str(base / "sigs"), config=config)], shards, workers),
+        ("buckets", [MinhashDedupBuckets(str(base / "sigs"), str(base / "buckets"), config=config)],
+         config.num_buckets, workers),
+        ("cluster", [MinhashDedupCluster(str(base / "buckets"), str(base / "remove"), config=config)], 1, 1),
+        ("filter", [reader(), MinhashDedupFilter(str(base / "remove"))], shards, workers),
+    ]
+    sampler = MemorySampler()
+    sampler.start()
+    start = time.perf_counter()
+    times = []
+    for name, pipeline, tasks, step_workers in steps:
+        begin = time.perf_counter()
+        LocalPipelineExecutor(pipeline, tasks=tasks, workers=step_workers, logging_dir=str(base / name)).run()
+        times.append(f"{name} {time.perf_counter() - begin:.0f}s")
+    seconds = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
+    print("datatrove steps: " + ", ".join(times))
+    removed = 0
+    for step in json.loads((base / "filter" / "stats.json").read_text()):
+        dropped = step.get("stats", {}).get("dropped", 0)
+        removed += int(dropped["total"] if isinstance(dropped, dict) else dropped)
+    return seconds, sampler.peak_gb, removed
 
 
 class MemorySampler(threading.Thread):
@@ -383,6 +437,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="scratch directory for scale runs")
+    parser.add_argument("--datatrove", action="store_true", help="scale: also run datatrove's MinHash dedup on the corpus")
     args = parser.parse_args()
     from loguru import logger
 

@@ -1,29 +1,26 @@
 """Connected components of a distributed edge list: large-star / small-star (Kiveris et al. 2014).
 
-Edges live in P hash partitions (by their first node). Every round is one shuffle of Ray tasks:
-each partition groups its directed edges by node, applies the star operation with numpy, and
-sends the resulting edges to the partition of their new first node. No task ever holds more
-than its partition; the result is every node's component label, the smallest node in it.
+Edges live in P hash partitions (by their first node) of a Parquet work table
+(``curation.dedup.work_tables``). Every round is one shuffle of Ray tasks: each reads its
+partition of the round's table, groups its directed edges by node, applies the star operation
+with numpy, and writes the resulting edges to the partition of their new first node in the next
+round's table. No task ever holds more than its partition, and only a two-number summary per
+task passes through Ray. The result is every node's component label, the smallest node in it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from curation.dedup.work_tables import read_parts, remove_table, write_split
 
 
 def partition_of(nodes: np.ndarray, partitions: int) -> np.ndarray:
     from curation.dedup.minhash import splitmix64
 
     return (splitmix64(nodes ^ np.uint64(0x5BD1E995)) % np.uint64(partitions)).astype(np.int64)
-
-
-def split_by_partition(first: np.ndarray, second: np.ndarray, partitions: int) -> list[np.ndarray]:
-    """Edges (first, second) as one (2, k) array per destination partition of ``first``."""
-    destination = partition_of(first, partitions)
-    order = np.argsort(destination, kind="stable")
-    first, second, destination = first[order], second[order], destination[order]
-    bounds = np.searchsorted(destination, np.arange(partitions + 1))
-    return [np.stack([first[bounds[p] : bounds[p + 1]], second[bounds[p] : bounds[p + 1]]]) for p in range(partitions)]
 
 
 def _group_min(nodes: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,16 +59,28 @@ def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return pairs[:, 0], pairs[:, 1]
 
 
-def _star_task(kind: str, partitions: int, *blocks: np.ndarray) -> list[np.ndarray]:
-    edges = np.concatenate(blocks, axis=1) if blocks else np.zeros((2, 0), np.uint64)
-    first, second = edges[0], edges[1]
+EDGES = "edges"  # the table the caller fills with write_edges: round 0
+LABELS = "labels"  # (node, label) for every node that is not its component's label, split by label
+_EDGE_ROWS = {"first": np.zeros(0, np.uint64), "second": np.zeros(0, np.uint64)}
+
+
+def write_edges(work: str, storage: dict[str, Any], writer: str, first: np.ndarray, second: np.ndarray,
+                partitions: int) -> None:
+    """Undirected edges into the ``edges`` table, in both directions so each endpoint sees them."""
+    first, second = np.concatenate([first, second]), np.concatenate([second, first])
+    write_split(work, EDGES, writer, storage, partition_of(first, partitions), partitions,
+                {"first": first, "second": second}, skip_empty=True)
+
+
+def _star_task(kind: str, source: str, target: str, partition: int, partitions: int, work: str,
+               storage: dict[str, Any]) -> np.ndarray:
+    edges = read_parts(work, source, partition, storage, _EDGE_ROWS)
     operation = large_star if kind == "large" else small_star
-    a, b = operation(first, second)
-    a, b = _unique_pairs(a, b)
-    # Every undirected edge travels in both directions so each endpoint sees it.
-    out_first = np.concatenate([a, b])
-    out_second = np.concatenate([b, a])
-    return [*split_by_partition(out_first, out_second, partitions), np.array([len(a), _digest(a, b)], dtype=np.uint64)]
+    a, b = _unique_pairs(*operation(edges["first"], edges["second"]))
+    out_first, out_second = np.concatenate([a, b]), np.concatenate([b, a])
+    write_split(work, target, f"from{partition:05d}", storage, partition_of(out_first, partitions), partitions,
+                {"first": out_first, "second": out_second}, skip_empty=True)
+    return np.array([len(a), _digest(a, b)], dtype=np.uint64)
 
 
 def _digest(a: np.ndarray, b: np.ndarray) -> int:
@@ -83,46 +92,45 @@ def _digest(a: np.ndarray, b: np.ndarray) -> int:
         return int(np.bitwise_xor.reduce(splitmix64(a * np.uint64(0x9E3779B97F4A7C15) + b)))
 
 
-def connected_components(edge_blocks: list, partitions: int, max_rounds: int = 64) -> list:
-    """Run large-star / small-star rounds on Ray until the edge set stops changing.
-
-    ``edge_blocks``: object refs (or arrays), each a (2, k) uint64 array of undirected edges.
-    Returns refs of P arrays (2, k): (node, component label) for every non-root node.
-    """
+def connected_components(work: str, storage: dict[str, Any], partitions: int, max_rounds: int = 64) -> int:
+    """Run large-star / small-star rounds on Ray over the ``edges`` table until the edge set stops
+    changing; write ``labels`` (node, label) split by the label's partition, so that every
+    component is whole in one partition. Each round's table is removed once read. Returns the
+    number of rounds."""
     import ray
 
-    star = ray.remote(num_returns=partitions + 1)(_star_task)
-    def both_directions(block: np.ndarray):
-        parts = split_by_partition(np.concatenate([block[0], block[1]]), np.concatenate([block[1], block[0]]), partitions)
-        return parts if partitions > 1 else parts[0]
-
-    split = ray.remote(num_returns=partitions)(both_directions)
-    shuffled = [split.remote(block) for block in edge_blocks]
-    if partitions == 1:
-        shuffled = [[s] for s in shuffled]
-    by_partition = [[s[p] for s in shuffled] for p in range(partitions)]
-    previous = None
-    for _ in range(max_rounds):
+    star = ray.remote(_star_task)
+    source, rounds, previous = EDGES, 0, None
+    for rounds in range(1, max_rounds + 1):
         for kind in ("large", "small"):
-            results = [star.remote(kind, partitions, *by_partition[p]) for p in range(partitions)]
-            by_partition = [[r[q] for r in results] for q in range(partitions)]
-            summaries = ray.get([r[partitions] for r in results])
+            target = f"{kind}{rounds:03d}"
+            summaries = ray.get([star.remote(kind, source, target, p, partitions, work, storage)
+                                 for p in range(partitions)])
+            remove_table(work, source, storage)
+            source = target
         signature = (sum(int(s[0]) for s in summaries), sum(int(s[1]) for s in summaries) % (1 << 64))
         if signature == previous:
             break
         previous = signature
     # Converged: every component is a star around its minimum. Keep (node, label) with node > label.
-    finish = ray.remote(lambda *blocks: _labels(blocks))
-    return [finish.remote(*by_partition[p]) for p in range(partitions)]
+    ray.get([ray.remote(_labels_task).remote(source, p, partitions, work, storage) for p in range(partitions)])
+    remove_table(work, source, storage)
+    return rounds
 
 
-def _labels(blocks) -> np.ndarray:
-    edges = np.concatenate(blocks, axis=1) if blocks else np.zeros((2, 0), np.uint64)
-    keep = edges[0] > edges[1]
-    nodes, labels = edges[0][keep], edges[1][keep]
-    if not len(nodes):
-        return np.zeros((2, 0), np.uint64)
+def _labels_task(source: str, partition: int, partitions: int, work: str, storage: dict[str, Any]) -> None:
+    edges = read_parts(work, source, partition, storage, _EDGE_ROWS)
+    keep = edges["first"] > edges["second"]
+    nodes, labels = edges["first"][keep], edges["second"][keep]
     order = np.lexsort((labels, nodes))
     nodes, labels = nodes[order], labels[order]
-    first = np.concatenate([[True], nodes[1:] != nodes[:-1]])
-    return np.stack([nodes[first], labels[first]])
+    first = np.concatenate([[True], nodes[1:] != nodes[:-1]]) if len(nodes) else np.zeros(0, bool)
+    nodes, labels = nodes[first], labels[first]
+    write_split(work, LABELS, f"from{partition:05d}", storage, partition_of(labels, partitions), partitions,
+                {"node": nodes, "label": labels}, skip_empty=True)
+
+
+def read_labels(work: str, storage: dict[str, Any], partition: int) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes, labels) of one label partition: whole components."""
+    rows = read_parts(work, LABELS, partition, storage, {"node": np.zeros(0, np.uint64), "label": np.zeros(0, np.uint64)})
+    return rows["node"], rows["label"]

@@ -13,8 +13,11 @@ tables between rounds are partitioned Parquet files under ``<stage>/_work`` on t
 3. join (one task per node partition): each member gets its document's sketch; rows go to
    ``groups``, split by group.
 4. verify (one task per group partition): candidates within each group, verified by sketch.
-5. connected components: large-star / small-star rounds over P edge partitions.
-6. clusters: sizes per component root, then every member routed back to its shard.
+   Steps 2 and 4 write their edges to ``edges``, split by node.
+5. connected components: large-star / small-star rounds, each a table of P edge partitions
+   (``curation.dedup.components``); labels land split by component, so each is whole in one task.
+6. clusters: sizes per component; every member joined with the node directory and routed back
+   to its shard through ``routed``; each shard's members become its ``_clusters`` file.
 
 A node is a document's rank key, so the smallest node of a component is its keeper: the highest
 ``score_column`` (quantised to 16 bits) when set, ties and the no-score case broken by the
@@ -37,9 +40,10 @@ import xxhash
 
 from curation.core import io as fio
 from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
-from curation.dedup.components import connected_components, partition_of
+from curation.dedup.components import connected_components, partition_of, read_labels, write_edges
 from curation.dedup.lsh import band_keys, bbit, verify_group
 from curation.dedup.minhash import EMPTY, ShingleSpec, normalize, optimal_bands, shingle_hashes, signatures
+from curation.dedup.work_tables import part_path, read_parts, write_part, write_split
 
 CLUSTERS_DIR = "_clusters"
 WORK_DIR = "_work"  # bucket rows, sketches, group members: partitioned Parquet while resolving
@@ -105,48 +109,6 @@ def node_ids(ids: list[str], scores: np.ndarray | None) -> np.ndarray:
     return (quantised << np.uint64(48)) | (id_hash >> np.uint64(16))
 
 
-def _part(work: str, table: str, partition: int, name: str) -> str:
-    return fio.join(work, table, f"p{partition:05d}", f"{name}.parquet")
-
-
-def _write_part(path: str, storage: dict[str, Any], columns: dict[str, np.ndarray]) -> None:
-    """A numpy column set as one Parquet file (a 2-D uint8 column becomes fixed-size binary)."""
-    arrays = {}
-    for name, values in columns.items():
-        if values.ndim == 2:
-            width = values.shape[1]
-            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(width), len(values), [None, pa.py_buffer(np.ascontiguousarray(values).tobytes())])
-        else:
-            arrays[name] = pa.array(values)
-    buffer = io.BytesIO()
-    pq.write_table(pa.table(arrays), buffer, compression="zstd")
-    fio.write_atomic(path, buffer.getvalue(), fio.Storage(**storage))
-
-
-def _read_parts(work: str, table: str, partition: int, storage: dict[str, Any],
-                empty: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All files of one partition of a work table, concatenated (``empty`` gives names and dtypes)."""
-    store = fio.Storage(**storage)
-    tables = []
-    for path in fio.list_files(fio.join(work, table, f"p{partition:05d}"), ".parquet", store):
-        fs, p = fio.filesystem(path, store)
-        with fs.open(p, "rb") as handle:
-            tables.append(pq.read_table(handle))
-    out = {}
-    for name, blank in empty.items():
-        if not tables:
-            out[name] = blank
-        elif blank.ndim == 2:
-            column = pa.concat_arrays([c for t in tables for c in t.column(name).chunks])
-            width = column.type.byte_width
-            raw = np.frombuffer(column.buffers()[1], dtype=np.uint8) if len(column) else np.zeros(0, np.uint8)
-            out[name] = raw[column.offset * width:(column.offset + len(column)) * width].reshape(-1, width)
-        else:
-            out[name] = np.concatenate([t.column(name).to_numpy() for t in tables]).astype(blank.dtype)
-    return out
-
-
 def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[str, Any], partitions: int,
                    work: str) -> int:
     """One shard's bucket rows (key, band, node: no sketch), split by key into ``buckets``; each
@@ -194,18 +156,13 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
     for q in range(partitions):
         mask = destination == q
         order = np.lexsort((node[mask], key[mask], band[mask]))  # each file sorted: partitions merge cheaply
-        _write_part(_part(work, "buckets", q, name), storage,
+        write_part(part_path(work, "buckets", q, name), storage,
                     {"key": key[mask][order], "band": band[mask][order], "node": node[mask][order]})
-    sketched_nodes, sketch = nodes[doc_index], bbit(sigs[doc_index])
-    sketch_partition = partition_of(sketched_nodes, partitions)
-    node_partition = partition_of(nodes, partitions)
-    for q in range(partitions):
-        mask = sketch_partition == q
-        _write_part(_part(work, "sketches", q, name), storage, {"node": sketched_nodes[mask], "sketch": sketch[mask]})
-        mask = node_partition == q
-        _write_part(_part(work, "directory", q, name), storage,
-                    {"node": nodes[mask], "shard": np.full(int(mask.sum()), shard, np.int32),
-                     "row": np.flatnonzero(mask).astype(np.int64)})
+    sketched_nodes = nodes[doc_index]
+    write_split(work, "sketches", name, storage, partition_of(sketched_nodes, partitions), partitions,
+                {"node": sketched_nodes, "sketch": bbit(sigs[doc_index])})
+    write_split(work, "directory", name, storage, partition_of(nodes, partitions), partitions,
+                {"node": nodes, "shard": np.full(len(nodes), shard, np.int32), "row": np.arange(len(nodes), dtype=np.int64)})
     return int(len(key))
 
 
@@ -219,8 +176,8 @@ def _groups(band: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 def bucket_task(partition: int, partitions: int, work: str, storage: dict[str, Any]):
     """One key partition: exact and URL groups give edges at once; LSH groups of two or more
-    send their members, by node, to be joined with their sketches. Returns (edges, counts)."""
-    rows = _read_parts(work, "buckets", partition, storage, _BUCKET_ROWS)
+    send their members, by node, to be joined with their sketches. Returns the counts."""
+    rows = read_parts(work, "buckets", partition, storage, _BUCKET_ROWS)
     key, band, node = rows["key"], rows["band"], rows["node"]
     order = np.lexsort((node, key, band))
     key, band, node = key[order], band[order], node[order]
@@ -242,20 +199,17 @@ def bucket_task(partition: int, partitions: int, work: str, storage: dict[str, A
             member_rows.append(np.stack([np.full(len(members), key[lo]), np.full(len(members), band[lo], np.uint64),
                                          members]))
     members = np.concatenate(member_rows, axis=1) if member_rows else np.zeros((3, 0), np.uint64)
-    destination = partition_of(members[2], partitions)
-    for q in range(partitions):
-        mask = destination == q
-        _write_part(_part(work, "members", q, f"b{partition:05d}"), storage,
-                    {"key": members[0][mask], "band": members[1][mask].astype(np.uint16), "node": members[2][mask]})
-    edges = _unique_edges(sources, targets)
-    return edges, np.array([candidates, 0, edges.shape[1]], dtype=np.int64)
+    write_split(work, "members", f"b{partition:05d}", storage, partition_of(members[2], partitions), partitions,
+                {"key": members[0], "band": members[1].astype(np.uint16), "node": members[2]})
+    edges = _write_unique_edges(sources, targets, work, f"b{partition:05d}", storage, partitions)
+    return np.array([candidates, 0, edges], dtype=np.int64)
 
 
 def join_task(partition: int, partitions: int, width: int, work: str, storage: dict[str, Any]) -> int:
     """One node partition: the LSH group members it owns, each with its document's sketch, sent
     on by group to be verified."""
-    members = _read_parts(work, "members", partition, storage, _BUCKET_ROWS)
-    sketches = _read_parts(work, "sketches", partition, storage,
+    members = read_parts(work, "members", partition, storage, _BUCKET_ROWS)
+    sketches = read_parts(work, "sketches", partition, storage,
                            {"node": np.zeros(0, np.uint64), "sketch": np.zeros((0, width), np.uint8)})
     order = np.argsort(sketches["node"], kind="stable")
     known, sketch = sketches["node"][order], sketches["sketch"][order]
@@ -263,17 +217,15 @@ def join_task(partition: int, partitions: int, width: int, work: str, storage: d
     sketch_of_member = sketch[position] if len(known) else np.zeros((len(members["node"]), width), np.uint8)
     with np.errstate(over="ignore"):
         destination = partition_of(members["key"] ^ members["band"].astype(np.uint64), partitions)
-    for q in range(partitions):
-        mask = destination == q
-        _write_part(_part(work, "groups", q, f"n{partition:05d}"), storage,
-                    {"key": members["key"][mask], "band": members["band"][mask], "node": members["node"][mask],
-                     "sketch": sketch_of_member[mask]})
+    write_split(work, "groups", f"n{partition:05d}", storage, destination, partitions,
+                {"key": members["key"], "band": members["band"], "node": members["node"], "sketch": sketch_of_member})
     return int(len(members["node"]))
 
 
-def verify_task(partition: int, verify_at: float, width: int, work: str, storage: dict[str, Any]):
-    """One group partition: each LSH group's members with their sketches, verified. Returns (edges, counts)."""
-    rows = _read_parts(work, "groups", partition, storage, {**_BUCKET_ROWS, "sketch": np.zeros((0, width), np.uint8)})
+def verify_task(partition: int, partitions: int, verify_at: float, width: int, work: str,
+                storage: dict[str, Any]) -> np.ndarray:
+    """One group partition: each LSH group's members with their sketches, verified. Returns the counts."""
+    rows = read_parts(work, "groups", partition, storage, {**_BUCKET_ROWS, "sketch": np.zeros((0, width), np.uint8)})
     key, band, node, sketch = rows["key"], rows["band"], rows["node"], rows["sketch"]
     order = np.lexsort((node, key, band))
     key, band, node, sketch = key[order], band[order], node[order], sketch[order]
@@ -285,65 +237,68 @@ def verify_task(partition: int, verify_at: float, width: int, work: str, storage
         compared += n
         sources.append(s)
         targets.append(t)
-    edges = _unique_edges(sources, targets)
-    return edges, np.array([0, compared, edges.shape[1]], dtype=np.int64)
+    edges = _write_unique_edges(sources, targets, work, f"v{partition:05d}", storage, partitions)
+    return np.array([0, compared, edges], dtype=np.int64)
 
 
-def _unique_edges(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
+def _write_unique_edges(sources: list[np.ndarray], targets: list[np.ndarray], work: str, writer: str,
+                        storage: dict[str, Any], partitions: int) -> int:
+    """Distinct undirected edges into the components' edge table; returns how many."""
     if not sources:
-        return np.zeros((2, 0), np.uint64)
+        return 0
     edges = np.stack([np.concatenate(sources), np.concatenate(targets)]).astype(np.uint64)
-    return np.unique(np.sort(edges, axis=0).T, axis=0).T if edges.shape[1] else edges
+    if edges.shape[1]:
+        edges = np.unique(np.sort(edges, axis=0).T, axis=0).T
+    write_edges(work, storage, writer, edges[0], edges[1], partitions)
+    return int(edges.shape[1])
 
 
-def members_by_root(partitions: int, *label_blocks: np.ndarray):
-    """Component sizes per root; every member (root included) sent to its node's partition."""
-    labels = np.concatenate(label_blocks, axis=1) if label_blocks else np.zeros((2, 0), np.uint64)
-    nodes, roots = labels[0], labels[1]
+_ROOT_ROWS = {"node": np.zeros(0, np.uint64), "root": np.zeros(0, np.uint64), "size": np.zeros(0, np.uint64)}
+_ROUTED_ROWS = {"row": np.zeros(0, np.int64), "node": np.zeros(0, np.uint64), "root": np.zeros(0, np.uint64),
+                "size": np.zeros(0, np.uint64)}
+
+
+def members_by_root(partition: int, partitions: int, work: str, storage: dict[str, Any]) -> None:
+    """One label partition (whole components): component sizes; every member, root included,
+    written with its root and size to ``roots``, split by the member's node partition."""
+    nodes, roots = read_labels(work, storage, partition)
     unique_roots, counts = np.unique(roots, return_counts=True)
     all_nodes = np.concatenate([nodes, unique_roots])
     all_roots = np.concatenate([roots, unique_roots])
-    size = np.concatenate([counts[np.searchsorted(unique_roots, roots)], counts]) + 1
-    destination = partition_of(all_nodes, partitions)
-    out = []
-    for q in range(partitions):
-        mask = destination == q
-        out.append(np.stack([all_nodes[mask], all_roots[mask], size[mask].astype(np.uint64)]))
-    return out if partitions > 1 else out[0]
+    size = (np.concatenate([counts[np.searchsorted(unique_roots, roots)], counts]) + 1).astype(np.uint64)
+    write_split(work, "roots", f"l{partition:05d}", storage, partition_of(all_nodes, partitions), partitions,
+                {"node": all_nodes, "root": all_roots, "size": size}, skip_empty=True)
 
 
-def route_to_shards(shards: int, partition: int, work: str, storage: dict[str, Any], *member_blocks):
-    """Join members with the node directory of the same partition (read from ``work``); split by shard.
-    ``member_blocks`` are top-level arguments, so Ray resolves them."""
-    members = np.concatenate(member_blocks, axis=1) if member_blocks else np.zeros((3, 0), np.uint64)
-    directory = _read_parts(work, "directory", partition, storage, {
+def route_to_shards(partition: int, work: str, storage: dict[str, Any]) -> None:
+    """Join one node partition's cluster members with the node directory; write them to ``routed``,
+    whose partitions are the input shards."""
+    members = read_parts(work, "roots", partition, storage, _ROOT_ROWS)
+    directory = read_parts(work, "directory", partition, storage, {
         "node": np.zeros(0, np.uint64), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int64)})
     nodes, shard, row = directory["node"], directory["shard"], directory["row"]
-    order = np.argsort(members[0], kind="stable")
-    members = members[:, order]
-    position = np.searchsorted(members[0], nodes)
-    found = (position < members.shape[1]) & (members[0][np.minimum(position, max(members.shape[1] - 1, 0))] == nodes) \
-        if members.shape[1] else np.zeros(len(nodes), dtype=bool)
-    position = position[found]
-    out = []
-    for s in range(shards):
-        mask = shard[found] == s
-        out.append({"row": row[found][mask], "node": nodes[found][mask],
-                    "root": members[1][position[mask]], "size": members[2][position[mask]]})
-    return out if shards > 1 else out[0]
+    order = np.argsort(members["node"], kind="stable")
+    member_nodes = members["node"][order]
+    position = np.searchsorted(member_nodes, nodes)
+    found = (position < len(member_nodes)) & (member_nodes[np.minimum(position, max(len(member_nodes) - 1, 0))] == nodes) \
+        if len(member_nodes) else np.zeros(len(nodes), dtype=bool)
+    position = order[position[found]]
+    shards = int(shard.max()) + 1 if len(shard) else 0
+    write_split(work, "routed", f"q{partition:05d}", storage, shard[found], shards,
+                {"row": row[found], "node": nodes[found], "root": members["root"][position],
+                 "size": members["size"][position]}, skip_empty=True)
 
 
-def write_clusters(path: str, storage: dict[str, Any], *blocks: dict[str, np.ndarray]) -> int:
-    row = np.concatenate([b["row"] for b in blocks]) if blocks else np.zeros(0, np.int64)
-    root = np.concatenate([b["root"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
-    size = np.concatenate([b["size"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
-    node = np.concatenate([b["node"] for b in blocks]) if blocks else np.zeros(0, np.uint64)
-    order = np.argsort(row, kind="stable")
-    table = pa.table({"row": row[order], "node": node[order], "root": root[order], "size": size[order].astype(np.int64)})
+def write_clusters(path: str, shard: int, work: str, storage: dict[str, Any]) -> int:
+    """One shard's cluster members, sorted by row, as the stage's committed clusters file."""
+    rows = read_parts(work, "routed", shard, storage, _ROUTED_ROWS)
+    order = np.argsort(rows["row"], kind="stable")
+    table = pa.table({"row": rows["row"][order], "node": rows["node"][order], "root": rows["root"][order],
+                      "size": rows["size"][order].astype(np.int64)})
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     fio.write_atomic(path, buffer.getvalue(), fio.Storage(**storage))
-    return len(row)
+    return table.num_rows
 
 
 @dataclass
@@ -383,33 +338,24 @@ class DedupStage(BatchStage):
         fio.remove(work, ctx.storage, recursive=True)
         signature = ray.remote(num_cpus=c.num_cpus)(signature_task)
         ray.get([signature.remote(path, i, config, storage, partitions, work) for i, path in enumerate(inputs)])
-        bucket = ray.remote(num_returns=2)(bucket_task)
-        bucketed = [bucket.remote(q, partitions, work, storage) for q in range(partitions)]
-        counts = np.sum(ray.get([r[1] for r in bucketed]), axis=0)
+        counts = np.sum(ray.get([ray.remote(bucket_task).remote(q, partitions, work, storage)
+                                 for q in range(partitions)]), axis=0)
         ray.get([ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage) for q in range(partitions)])
-        verify = ray.remote(num_returns=2)(verify_task)
-        verified = [verify.remote(q, c.verify_at, c.num_perm, work, storage) for q in range(partitions)]
-        counts = counts + np.sum(ray.get([r[1] for r in verified]), axis=0)
-        edge_refs = [r[0] for r in bucketed] + [r[0] for r in verified]
-        label_refs = connected_components(edge_refs, partitions)
-        members = ray.remote(num_returns=partitions)(members_by_root)
-        member_parts = [members.remote(partitions, label_refs[q]) for q in range(partitions)]
-        if partitions == 1:
-            member_parts = [[m] for m in member_parts]
-        route = ray.remote(num_returns=len(inputs))(route_to_shards)
-        routed = [route.remote(len(inputs), q, work, storage, *[m[q] for m in member_parts]) for q in range(partitions)]
-        if len(inputs) == 1:
-            routed = [[r] for r in routed]
-        write = ray.remote(write_clusters)
+        counts = counts + np.sum(ray.get([ray.remote(verify_task).remote(q, partitions, c.verify_at, c.num_perm, work,
+                                                                         storage) for q in range(partitions)]), axis=0)
+        rounds = connected_components(work, storage, partitions)
+        ray.get([ray.remote(members_by_root).remote(q, partitions, work, storage) for q in range(partitions)])
+        ray.get([ray.remote(route_to_shards).remote(q, work, storage) for q in range(partitions)])
         written = ray.get([
-            write.remote(fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet"), storage, *[r[i] for r in routed])
+            ray.remote(write_clusters).remote(fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet"), i, work,
+                                              storage)
             for i, task in enumerate(tasks)
         ])
         fio.remove(work, ctx.storage, recursive=True)
         summary = {
             "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,
             "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
-            "clustered_documents": int(sum(written)),
+            "component_rounds": rounds, "clustered_documents": int(sum(written)),
         }
         return summary
 

@@ -35,20 +35,34 @@ def _union_find_labels(edges: list[tuple[int, int]]) -> dict[int, int]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=0, max_size=80), st.integers(1, 4),
        st.integers(1, 3))
-def test_components_match_union_find(ray_local, edges, partitions, blocks):
-    import ray
+def test_components_match_union_find(ray_local, tmp_path, edges, partitions, blocks):
+    """Edges written in blocks to the Parquet edge table, components computed round by round on
+    disk: the labels equal union-find's, each component whole in one label partition, and the
+    round tables are gone afterwards."""
+    import shutil
 
-    from curation.dedup.components import connected_components
+    from curation.dedup.components import connected_components, read_labels, write_edges
 
+    work = str(tmp_path / "work")
+    shutil.rmtree(work, ignore_errors=True)
+    storage = {}
     edges = [(a, b) for a, b in edges if a != b]
     array = np.array(edges, dtype=np.uint64).T.reshape(2, -1)
-    chunks = np.array_split(np.arange(array.shape[1]), blocks)
-    labels = np.concatenate(ray.get(connected_components([array[:, c] for c in chunks], partitions)), axis=1)
-    got = {int(n): int(lab) for n, lab in labels.T}
+    for index, chunk in enumerate(np.array_split(np.arange(array.shape[1]), blocks)):
+        write_edges(work, storage, f"w{index}", array[0, chunk], array[1, chunk], partitions)
+    connected_components(work, storage, partitions)
+    got, partition_of_label = {}, {}
+    for p in range(partitions):
+        nodes, labels = read_labels(work, storage, p)
+        for node, label in zip(nodes.tolist(), labels.tolist(), strict=True):
+            got[node] = label
+            assert partition_of_label.setdefault(label, p) == p
     expected = _union_find_labels(edges)
     for node, root in expected.items():
         assert got.get(node, node) == root
     assert set(got) == {n for n, r in expected.items() if n != r}
+    left = sorted(p.name for p in (tmp_path / "work").iterdir()) if (tmp_path / "work").exists() else []
+    assert left == (["labels"] if got else [])
 
 
 def _planted_corpus(seed: int = 3) -> tuple[list[dict], dict[str, str]]:
@@ -87,8 +101,8 @@ def test_planted_duplicates_found_and_deterministic(ray_local, tmp_path):
     results = [_run_dedup(rows, tmp_path, shards, partitions) for shards, partitions in ((1, 1), (3, 2), (4, 7))]
     first = results[0]
     for other in results[1:]:
-        assert {k: (v["cluster_id"], v["is_duplicate"]) for k, v in other.items()} == \
-               {k: (v["cluster_id"], v["is_duplicate"]) for k, v in first.items()}
+        assert {k: (v["cluster_id"], v["cluster_size"], v["is_duplicate"]) for k, v in other.items()} == \
+               {k: (v["cluster_id"], v["cluster_size"], v["is_duplicate"]) for k, v in first.items()}
     for duplicate, original in truth.items():
         assert first[duplicate]["cluster_id"] == first[original]["cluster_id"]
         assert first[duplicate]["cluster_size"] >= 2
