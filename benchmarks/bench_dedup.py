@@ -28,13 +28,12 @@ import random
 import re
 import resource
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from common import median_seconds, print_table, shared_data
+from common import MemorySampler, median_seconds, print_table, shared_data
 
 _PUNCT = re.compile(r"[^\w\s]+|_+")
 
@@ -333,8 +332,7 @@ def run_scale(args) -> None:
         outcome = Runner(pipeline_from_tree(tree, [], None), str(work / "out"), flat=True).run(
             sorted(str(p) for p in work.glob("part-*.parquet")))
         wall = time.perf_counter() - start
-        sampler.stop.set()
-        sampler.join()
+        sampler.finish()
         from ray._private.internal_api import memory_summary
 
         spilled = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
@@ -391,43 +389,13 @@ def datatrove_scale(work: Path, shards: int) -> tuple[float, float, int]:
         LocalPipelineExecutor(pipeline, tasks=tasks, workers=step_workers, logging_dir=str(base / name)).run()
         times.append(f"{name} {time.perf_counter() - begin:.0f}s")
     seconds = time.perf_counter() - start
-    sampler.stop.set()
-    sampler.join()
+    sampler.finish()
     print("datatrove steps: " + ", ".join(times))
     removed = 0
     for step in json.loads((base / "filter" / "stats.json").read_text()):
         dropped = step.get("stats", {}).get("dropped", 0)
         removed += int(dropped["total"] if isinstance(dropped, dict) else dropped)
     return seconds, sampler.peak_gb, removed
-
-
-class MemorySampler(threading.Thread):
-    """Peak of the machine's used memory above its level at start, sampled every 0.2 s, and of
-    the size of a folder on disk (``disk``), sampled every 2 s."""
-
-    def __init__(self, disk: Path | None = None):
-        import psutil
-
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.baseline = psutil.virtual_memory().used
-        self.peak_gb = 0.0
-        self.disk, self.peak_disk_gb = disk, 0.0
-
-    def run(self) -> None:
-        import psutil
-
-        ticks = 0
-        while not self.stop.is_set():
-            self.peak_gb = max(self.peak_gb, (psutil.virtual_memory().used - self.baseline) / 1e9)
-            if self.disk is not None and ticks % 10 == 0:
-                try:
-                    size = sum(f.stat().st_size for f in self.disk.rglob("*") if f.is_file())
-                except FileNotFoundError:  # the tables are being written or removed meanwhile
-                    size = 0
-                self.peak_disk_gb = max(self.peak_disk_gb, size / 1e9)
-            ticks += 1
-            time.sleep(0.2)
 
 
 def main() -> None:

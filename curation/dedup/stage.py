@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,6 +302,19 @@ def write_clusters(path: str, shard: int, work: str, storage: dict[str, Any]) ->
     return table.num_rows
 
 
+class PhaseClock:
+    """Wall seconds of each resolve phase, for the manifest and the run log."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 2)
+        self._last = now
+
+
 @dataclass
 class ShardClusters:
     """One shard's rows that belong to a cluster (sorted by row), and the next row to read."""
@@ -336,14 +350,20 @@ class DedupStage(BatchStage):
         # disk or object store), so a task holds one shard or one partition, never the corpus.
         work = fio.join(ctx.stage_dir, WORK_DIR)
         fio.remove(work, ctx.storage, recursive=True)
+        phases = PhaseClock()
         signature = ray.remote(num_cpus=c.num_cpus)(signature_task)
         ray.get([signature.remote(path, i, config, storage, partitions, work) for i, path in enumerate(inputs)])
+        phases.done("signatures")
         counts = np.sum(ray.get([ray.remote(bucket_task).remote(q, partitions, work, storage)
                                  for q in range(partitions)]), axis=0)
+        phases.done("buckets")
         ray.get([ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage) for q in range(partitions)])
+        phases.done("join")
         counts = counts + np.sum(ray.get([ray.remote(verify_task).remote(q, partitions, c.verify_at, c.num_perm, work,
                                                                          storage) for q in range(partitions)]), axis=0)
+        phases.done("verify")
         rounds = connected_components(work, storage, partitions)
+        phases.done("components")
         ray.get([ray.remote(members_by_root).remote(q, partitions, work, storage) for q in range(partitions)])
         ray.get([ray.remote(route_to_shards).remote(q, work, storage) for q in range(partitions)])
         written = ray.get([
@@ -351,18 +371,21 @@ class DedupStage(BatchStage):
                                               storage)
             for i, task in enumerate(tasks)
         ])
+        phases.done("clusters")
         fio.remove(work, ctx.storage, recursive=True)
         summary = {
             "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,
             "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
-            "component_rounds": rounds, "clustered_documents": int(sum(written)),
+            "component_rounds": rounds, "clustered_documents": int(sum(written)), "phase_seconds": phases.seconds,
         }
         return summary
 
     def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
         return (f"LSH {resolved['bands']} bands x {resolved['rows']} rows (num_perm {resolved['num_perm']}), verify at "
                 f"{resolved['verify_at']:.2f}: {resolved['candidate_pairs']:,} candidate pairs, "
-                f"{resolved['verified_edges']:,} edges, {resolved['clustered_documents']:,} documents in clusters")
+                f"{resolved['verified_edges']:,} edges, {resolved['clustered_documents']:,} documents in clusters"
+                + (" (" + ", ".join(f"{k} {v:.0f}s" for k, v in resolved["phase_seconds"].items()) + ")"
+                   if "phase_seconds" in resolved else ""))
 
     def begin_shard(self, task: ShardTask, ctx: StageContext) -> ShardClusters:
         path = fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet")
