@@ -1,8 +1,10 @@
 """A crawl end to end: the default `dclm_baseline` DAG against the equivalent datatrove pipeline, one run.
 
 Crawl: the demo generator at scale (``DemoCrawl``: articles in boilerplate, exact and near copies,
-spam, link farms, short, German/French/Spanish, blocklisted and non-HTML pages), --pages pages in
---files gzipped WARC files, written once under --work and reused by later runs.
+spam, link farms, short, German/French/Spanish, blocklisted and non-HTML pages), each HTML page
+padded with template markup (scripts, styles, menus, link lists) to --page-bytes, so that records
+are about Common Crawl's size gzipped; --pages pages in --files gzipped WARC files (100,000 in 3:
+~1 GB each, as Common Crawl's), written once under --work and reused by later runs.
 
   ours       `curate run dclm_baseline` in process on local Ray with 2 CPUs (extract, filter,
              dedup, decontaminate, quality: fastText trained on hq_reference against the pool,
@@ -19,7 +21,7 @@ spam, link farms, short, German/French/Spanish, blocklisted and non-HTML pages),
 Then a projection of one Common Crawl snapshot (3 billion pages, ~100 TB of WARC) onto clusters
 from the measured per-core costs.
 
-    .venv/bin/python benchmarks/bench_crawl.py --pages 100000 --files 8 --work /work/crawl-bench
+    .venv/bin/python benchmarks/bench_crawl.py --pages 100000 --files 3 --page-bytes 80000 --work /work/crawl-bench
 """
 
 from __future__ import annotations
@@ -40,18 +42,21 @@ SNAPSHOT_PAGES = 3_000_000_000
 SNAPSHOT_WARC_TB = 100.0
 
 
-def write_crawl(work: Path, pages: int, files: int) -> list[Path]:
+def write_crawl(work: Path, pages: int, files: int, page_bytes: int) -> list[Path]:
+    from concurrent.futures import ProcessPoolExecutor
+
     from curation.ingest.demo_crawl import DemoCrawl, DemoCrawlConfig
 
-    folder = work / f"crawl-{pages}-{files}"
-    config = DemoCrawlConfig(pages=pages, files=files, crawl="CC-MAIN-BENCH")
-    paths = [folder / f"{config.crawl}-{i:05d}.warc.gz" for i in range(files)]
+    folder = work / f"crawl-{pages}-{files}-{page_bytes}"
+    crawl = DemoCrawl(DemoCrawlConfig(pages=pages, files=files, crawl="CC-MAIN-BENCH", page_bytes=page_bytes))
+    paths = [folder / crawl.file_name(i) for i in range(files)]
     if not all(p.exists() for p in paths):
         start = time.perf_counter()
-        DemoCrawl(config).write(str(folder))
+        with ProcessPoolExecutor(CORES) as pool:  # each worker regenerates the pages, builds its files
+            list(pool.map(crawl.write, [str(folder)] * files, [[i] for i in range(files)]))
         print(f"wrote {pages:,} pages in {files} WARC files in {time.perf_counter() - start:.0f}s")
     size = sum(p.stat().st_size for p in paths)
-    print(f"crawl: {pages:,} pages, {files} files of {size / files / 1e6:.1f} MB ({size / pages / 1e3:.1f} kB per record "
+    print(f"crawl: {pages:,} pages, {files} files of {size / files / 1e6:.0f} MB ({size / pages / 1e3:.1f} kB per record "
           f"gzipped; Common Crawl: ~{SNAPSHOT_WARC_TB * 1e12 / SNAPSHOT_PAGES / 1e3:.0f} kB)")
     return paths
 
@@ -241,7 +246,9 @@ def projection(rows: list[dict], pages: int, real_factor: float, peak_gb: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=100_000)
-    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--files", type=int, default=3)
+    parser.add_argument("--page-bytes", type=int, default=80_000,
+                        help="HTML bytes per page with template markup (~29 kB gzipped per record); 0: compact demo pages")
     parser.add_argument("--work", default=None, help="folder for the crawl (kept) and the runs (removed)")
     parser.add_argument("--real-pages", type=int, default=1500, help="real Common Crawl pages for the cost factor")
     parser.add_argument("--skip-datatrove", action="store_true")
@@ -255,7 +262,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
     os.environ["HF_HOME"] = str(work / "hf-home")  # before huggingface_hub loads: datatrove's asset cache
-    crawl = write_crawl(work, args.pages, args.files)
+    crawl = write_crawl(work, args.pages, args.files, args.page_bytes)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         scratch = Path(tmp)
         ours, ours_wall, ours_peak = run_ours(crawl, scratch / "ours")

@@ -62,6 +62,9 @@ class DemoCrawlConfig:
     files: int = 4
     seed: int = 1234
     crawl: str = "CC-MAIN-DEMO-2026"
+    # pad every HTML page with the markup real pages carry around their text (inline scripts,
+    # styles, menus, footer links, JSON-LD) to about this many bytes; 0 keeps the compact pages
+    page_bytes: int = 0
 
 
 def _english_paragraphs() -> list[str]:
@@ -102,6 +105,47 @@ def _mutate(text: str, rate: float, rng: random.Random) -> str:
         if rng.random() < rate:
             words[i] = rng.choice(["quickly", "also", "the", "system", "value", "often", "new"])
     return " ".join(words)
+
+
+_JS_WORDS = ["function", "var", "return", "window", "document", "push", "length", "config", "event", "track",
+             "if", "else", "null", "true", "this", "data", "render", "init", "node", "style"]
+
+
+def _furniture_blocks(rng: random.Random, count: int = 800) -> list[tuple[bool, bytes]]:
+    """(goes in the head, markup) blocks of the kinds that make real pages ~10-30x larger than their
+    text: inline scripts, styles, JSON-LD, menus and link lists; random enough that gzip shrinks
+    them about as much as real markup. Pages draw from one pool, as a site's pages share a template."""
+    blocks = []
+    for _ in range(count):
+        kind = rng.random()
+        if kind < 0.45:
+            body = ";".join(f"{rng.choice(_JS_WORDS)}.{rng.choice(_JS_WORDS)}_{rng.getrandbits(24):x}"
+                            f"({rng.randint(0, 99999)},'{rng.getrandbits(40):x}')" for _ in range(40))
+            blocks.append((True, f"<script>{body}</script>"))
+        elif kind < 0.65:
+            body = "".join(f".c{rng.getrandbits(20):x}{{margin:{rng.randint(0, 40)}px;color:#{rng.getrandbits(24):06x}}}"
+                           for _ in range(40))
+            blocks.append((True, f"<style>{body}</style>"))
+        elif kind < 0.9:
+            links = "".join(f'<li><a href="/{rng.choice(_NAV).lower()}/{rng.getrandbits(32):x}">{rng.choice(_NAV)} '
+                            f'{rng.randint(1, 999)}</a></li>' for _ in range(30))
+            blocks.append((False, f'<div class="menu m{rng.getrandbits(16):x}"><ul>{links}</ul></div>'))
+        else:
+            blocks.append((True, '<script type="application/ld+json">{"@type":"WebPage","id":"'
+                                 f'{rng.getrandbits(64):x}","datePublished":"20{rng.randint(10, 25)}-0{rng.randint(1, 9)}"}}</script>'))
+    return [(in_head, markup.encode()) for in_head, markup in blocks]
+
+
+def _furnish(payload: bytes, target: int, blocks: list[tuple[bool, bytes]], rng: random.Random) -> bytes:
+    """The page with blocks drawn from the pool added until it is about ``target`` bytes."""
+    if len(payload) >= target or b"</head>" not in payload:
+        return payload
+    head, tail, size = [], [], len(payload)
+    while size < target:
+        in_head, markup = blocks[rng.randrange(len(blocks))]
+        (head if in_head else tail).append(markup)
+        size += len(markup)
+    return payload.replace(b"</head>", b"".join(head) + b"</head>", 1).replace(b"</body>", b"".join(tail) + b"</body>", 1)
 
 
 class DemoCrawl:
@@ -162,35 +206,48 @@ class DemoCrawl:
                             _wrap_page(title, _paragraphs_html(paragraphs), rng).encode()))
         return out
 
+    def file_name(self, index: int) -> str:
+        return f"{self.config.crawl}-{index:05d}.warc.gz"
+
+    def warc_file(self, index: int, pages: list[tuple[str, str, bytes]] | None = None) -> bytes:
+        """The gzipped WARC bytes of output file ``index`` (``pages``: from ``pages()``, to share)."""
+        pages = self.pages() if pages is None else pages
+        per_file = -(-len(pages) // self.config.files)
+        # furniture has its own random stream per file: page_bytes 0 writes the same bytes, and
+        # files can be built in parallel
+        furniture = random.Random((self.config.seed + 1) * 1_000_003 + index)
+        blocks = _furniture_blocks(random.Random(self.config.seed + 1)) if self.config.page_bytes else []
+        buffer = io.BytesIO()
+        writer = WARCWriter(buffer, gzip=True)
+        for offset, (url, content_type, payload) in enumerate(pages[index * per_file : (index + 1) * per_file]):
+            if self.config.page_bytes and content_type.startswith("text/html"):
+                payload = _furnish(payload, self.config.page_bytes, blocks, furniture)
+            seconds = (index * per_file + offset) % 60
+            http_headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
+            record = writer.create_warc_record(
+                url, "response", payload=io.BytesIO(payload), http_headers=http_headers,
+                warc_headers_dict={
+                    "WARC-Date": f"2026-01-0{1 + index}T12:00:{seconds:02d}Z",
+                    "WARC-Record-ID": f"<urn:uuid:00000000-0000-4000-8000-{index * per_file + offset:012d}>",
+                },
+            )
+            writer.write_record(record)
+        return buffer.getvalue()
+
     def warc_files(self) -> list[tuple[str, bytes]]:
         """(file name, gzipped WARC bytes) per output file."""
         pages = self.pages()
-        per_file = -(-len(pages) // self.config.files)
-        files = []
-        for index in range(self.config.files):
-            buffer = io.BytesIO()
-            writer = WARCWriter(buffer, gzip=True)
-            for offset, (url, content_type, payload) in enumerate(pages[index * per_file : (index + 1) * per_file]):
-                seconds = (index * per_file + offset) % 60
-                http_headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
-                record = writer.create_warc_record(
-                    url, "response", payload=io.BytesIO(payload), http_headers=http_headers,
-                    warc_headers_dict={
-                        "WARC-Date": f"2026-01-0{1 + index}T12:00:{seconds:02d}Z",
-                        "WARC-Record-ID": f"<urn:uuid:00000000-0000-4000-8000-{index * per_file + offset:012d}>",
-                    },
-                )
-                writer.write_record(record)
-            files.append((f"{self.config.crawl}-{index:05d}.warc.gz", buffer.getvalue()))
-        return files
+        return [(self.file_name(index), self.warc_file(index, pages)) for index in range(self.config.files)]
 
-    def write(self, directory: str) -> list[str]:
+    def write(self, directory: str, files: list[int] | None = None) -> list[str]:
+        """Write the crawl's files (or those of ``files``) under ``directory``; existing ones are kept."""
         from curation.core import io as fio
 
-        paths = []
-        for name, data in self.warc_files():
-            path = fio.join(directory, name)
+        paths, pages = [], None
+        for index in range(self.config.files) if files is None else files:
+            path = fio.join(directory, self.file_name(index))
             if not fio.exists(path):
-                fio.write_atomic(path, data)
+                pages = self.pages() if pages is None else pages
+                fio.write_atomic(path, self.warc_file(index, pages))
             paths.append(path)
         return paths
