@@ -303,7 +303,7 @@ def write_clusters(path: str, shard: int, work: str, storage: dict[str, Any]) ->
 
 
 class PhaseClock:
-    """Wall seconds of each resolve phase, for the manifest and the run log."""
+    """Wall seconds of each resolve phase, for the run log."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -330,6 +330,7 @@ class DedupStage(BatchStage):
     """Adds ``cluster_id``, ``cluster_size`` and ``is_duplicate``; ``select`` removes duplicates."""
 
     Config = DedupConfig
+    phase_seconds: dict[str, float] | None = None  # of the last resolve, for its run line
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         import ray
@@ -376,16 +377,18 @@ class DedupStage(BatchStage):
         summary = {
             "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,
             "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
-            "component_rounds": rounds, "clustered_documents": int(sum(written)), "phase_seconds": phases.seconds,
+            "component_rounds": rounds, "clustered_documents": int(sum(written)),
         }
+        # wall times go to the run line, not into the manifest: a rerun must write the same bytes
+        self.phase_seconds = phases.seconds
         return summary
 
     def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
         return (f"LSH {resolved['bands']} bands x {resolved['rows']} rows (num_perm {resolved['num_perm']}), verify at "
                 f"{resolved['verify_at']:.2f}: {resolved['candidate_pairs']:,} candidate pairs, "
                 f"{resolved['verified_edges']:,} edges, {resolved['clustered_documents']:,} documents in clusters"
-                + (" (" + ", ".join(f"{k} {v:.0f}s" for k, v in resolved["phase_seconds"].items()) + ")"
-                   if "phase_seconds" in resolved else ""))
+                + (" (" + ", ".join(f"{k} {v:.0f}s" for k, v in self.phase_seconds.items()) + ")"
+                   if self.phase_seconds else ""))
 
     def begin_shard(self, task: ShardTask, ctx: StageContext) -> ShardClusters:
         path = fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet")
