@@ -27,7 +27,6 @@ from the measured per-core costs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -96,96 +95,24 @@ def run_ours(crawl: list[Path], out: Path) -> tuple[list[dict], float, float]:
 
 def run_datatrove(crawl: list[Path], work: Path) -> tuple[list[dict], float, float]:
     from bench_ingest import ResiliparseExtractor
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherQualityFilter,
-        GopherRepetitionFilter,
-        LanguageFilter,
-        URLFilter,
-    )
     from datatrove.pipeline.readers import ParquetReader, WarcReader
     from datatrove.pipeline.writers import ParquetWriter
-    from tldextract import TLDExtract
+    from datatrove_peer import filter_steps, minhash_steps, offline_language_model, run_steps
 
-    offline_language_model(work)
-    url_filter = URLFilter()
-    url_filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
+    offline_language_model()
     base = work / "datatrove"
-    config = MinhashConfig()
-    files = len(crawl)
-    steps = [
-        ("extract+filter", [
-            WarcReader(str(crawl[0].parent), glob_pattern="*.warc.gz"), ResiliparseExtractor.build(), url_filter,
-            LanguageFilter(languages=["en"], language_threshold=0.65), GopherRepetitionFilter(), GopherQualityFilter(),
-            C4QualityFilter(filter_no_terminal_punct=False), FineWebQualityFilter(),
-            ParquetWriter(str(base / "filtered"))], files, CORES),
-        ("minhash signatures", [ParquetReader(str(base / "filtered")),
-                                MinhashDedupSignature(str(base / "sigs"), config=config)], files, CORES),
-        ("minhash buckets", [MinhashDedupBuckets(str(base / "sigs"), str(base / "buckets"), config=config)],
-         config.num_buckets, CORES),
-        ("minhash cluster", [MinhashDedupCluster(str(base / "buckets"), str(base / "remove"), config=config)], 1, 1),
-        ("minhash filter", [ParquetReader(str(base / "filtered")), MinhashDedupFilter(str(base / "remove")),
-                            ParquetWriter(str(base / "deduped"))], files, CORES),
-    ]
+    extract_and_filter = [WarcReader(str(crawl[0].parent), glob_pattern="*.warc.gz"), ResiliparseExtractor.build(),
+                          *filter_steps(), ParquetWriter(str(base / "filtered"))]
+    steps = [("extract+filter", extract_and_filter, len(crawl), CORES),
+             *minhash_steps(lambda: ParquetReader(str(base / "filtered")), base, len(crawl), CORES,
+                            writer=lambda: ParquetWriter(str(base / "deduped")))]
     sampler = MemorySampler()
     sampler.start()
     start = time.perf_counter()
-    rows = []
-    for name, pipeline, tasks, workers in steps:
-        sampler.label = name
-        begin = time.perf_counter()
-        logs = base / "logs" / name
-        LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logs), skip_completed=False).run()
-        docs_in, docs_out = _datatrove_counts(json.loads((logs / "stats.json").read_text()))
-        rows.append({"stage": name, "seconds": time.perf_counter() - begin, "docs_in": docs_in, "kept": docs_out,
-                     "peak_gb": sampler.peak_by_label.get(name, 0.0)})
+    rows = run_steps(steps, base / "logs", sampler)
     wall = time.perf_counter() - start
     sampler.finish()
     return rows, wall, sampler.peak_gb
-
-
-def offline_language_model(work: Path) -> None:
-    """Put the lid.176 model we ship where datatrove's LanguageFilter looks for its download, in a
-    private asset cache that its worker processes (forked from a server) find through HF_HOME."""
-    import shutil
-
-    from datatrove.utils.lid import FT176LID
-    from fsspec.core import strip_protocol
-    from huggingface_hub import constants
-
-    from curation.ingest.langid import default_model_path
-
-    folder = Path(constants.HF_ASSETS_CACHE) / "datatrove" / "lid" / FT176LID.MODEL_SUBFOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / strip_protocol(FT176LID.MODEL_URL).replace("/", "_")
-    shutil.copyfile(default_model_path(), target)
-    Path(f"{target}.completed").touch()
-
-
-def _datatrove_counts(stats: list[dict]) -> tuple[int, int]:
-    """Documents the first step read and the last filter forwarded, from datatrove's stats."""
-
-    def number(value) -> int:
-        return int(value["total"] if isinstance(value, dict) else value)
-
-    docs_in = docs_out = 0
-    for step in stats:
-        counters = step.get("stats", {})
-        if not docs_in and "documents" in counters:
-            docs_in = number(counters["documents"])
-        if "forwarded" in counters:
-            docs_out = number(counters["forwarded"])
-            docs_in = docs_in or number(counters.get("total", 0))
-    return docs_in, docs_out
 
 
 def real_page_cost(pages: int, demo_crawl: Path, work: Path) -> tuple[float, float]:

@@ -356,46 +356,20 @@ def run_scale(args) -> None:
 
 def datatrove_scale(work: Path, shards: int) -> tuple[float, float, int]:
     """datatrove's four MinHash steps on the scale corpus, as its docs run them locally."""
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
     from datatrove.pipeline.readers import ParquetReader
-
-    config = MinhashConfig()
-    base = work / "datatrove"
-    workers = 2
+    from datatrove_peer import minhash_steps, run_steps
 
     def reader():
         return ParquetReader(str(work), glob_pattern="part-*.parquet", text_key="text", id_key="id")
 
-    steps = [
-        ("signatures", [reader(), MinhashDedupSignature(str(base / "sigs"), config=config)], shards, workers),
-        ("buckets", [MinhashDedupBuckets(str(base / "sigs"), str(base / "buckets"), config=config)],
-         config.num_buckets, workers),
-        ("cluster", [MinhashDedupCluster(str(base / "buckets"), str(base / "remove"), config=config)], 1, 1),
-        ("filter", [reader(), MinhashDedupFilter(str(base / "remove"))], shards, workers),
-    ]
     sampler = MemorySampler()
     sampler.start()
     start = time.perf_counter()
-    times = []
-    for name, pipeline, tasks, step_workers in steps:
-        begin = time.perf_counter()
-        LocalPipelineExecutor(pipeline, tasks=tasks, workers=step_workers, logging_dir=str(base / name)).run()
-        times.append(f"{name} {time.perf_counter() - begin:.0f}s")
+    rows = run_steps(minhash_steps(reader, work / "datatrove", shards, 2), work / "datatrove" / "logs")
     seconds = time.perf_counter() - start
     sampler.finish()
-    print("datatrove steps: " + ", ".join(times))
-    removed = 0
-    for step in json.loads((base / "filter" / "stats.json").read_text()):
-        dropped = step.get("stats", {}).get("dropped", 0)
-        removed += int(dropped["total"] if isinstance(dropped, dict) else dropped)
-    return seconds, sampler.peak_gb, removed
+    print("datatrove steps: " + ", ".join(f"{r['stage']} {r['seconds']:.0f}s" for r in rows))
+    return seconds, sampler.peak_gb, rows[-1]["dropped"]
 
 
 def main() -> None:

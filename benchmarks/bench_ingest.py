@@ -119,22 +119,12 @@ def run_datatrove(corpus: Path, work: Path, extractor: str) -> int:
     import datatrove.utils.lid as lid
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherQualityFilter,
-        GopherRepetitionFilter,
-        LanguageFilter,
-        URLFilter,
-    )
     from datatrove.pipeline.readers import WarcReader
-    from tldextract import TLDExtract
+    from datatrove_peer import filter_steps
 
     from curation.ingest.langid import default_model_path
 
     lid.cached_asset_path_or_download = lambda *args, **kwargs: default_model_path()  # offline: same lid.176
-    url_filter = URLFilter()
-    url_filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
     kept: list[int] = []
 
     def count(data, rank: int = 0, world_size: int = 1):
@@ -147,12 +137,7 @@ def run_datatrove(corpus: Path, work: Path, extractor: str) -> int:
     pipeline = [
         WarcReader(str(corpus.parent), glob_pattern=corpus.name),
         Trafilatura(favour_precision=True, timeout=5) if extractor == "trafilatura" else ResiliparseExtractor.build(),
-        url_filter,
-        LanguageFilter(languages=["en"], language_threshold=0.65),
-        GopherRepetitionFilter(),
-        GopherQualityFilter(),
-        C4QualityFilter(filter_no_terminal_punct=False),
-        FineWebQualityFilter(),
+        *filter_steps(),
         count,
     ]
     LocalPipelineExecutor(pipeline=pipeline, tasks=1, workers=1, logging_dir=str(work / f"dt-{extractor}"),

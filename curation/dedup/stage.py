@@ -44,7 +44,7 @@ from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext,
 from curation.dedup.components import connected_components, partition_of, read_labels, write_edges
 from curation.dedup.lsh import band_keys, bbit, verify_group
 from curation.dedup.minhash import EMPTY, ShingleSpec, normalize, optimal_bands, shingle_hashes, signatures
-from curation.dedup.work_tables import part_path, read_parts, write_part, write_split
+from curation.dedup.work_tables import read_parts, write_split
 
 CLUSTERS_DIR = "_clusters"
 WORK_DIR = "_work"  # bucket rows, sketches, group members: partitioned Parquet while resolving
@@ -154,11 +154,9 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
     with np.errstate(over="ignore"):
         destination = partition_of(key ^ band.astype(np.uint64), partitions)
     name = f"s{shard:06d}"
-    for q in range(partitions):
-        mask = destination == q
-        order = np.lexsort((node[mask], key[mask], band[mask]))  # each file sorted: partitions merge cheaply
-        write_part(part_path(work, "buckets", q, name), storage,
-                    {"key": key[mask][order], "band": band[mask][order], "node": node[mask][order]})
+    order = np.lexsort((node, key, band))  # sorted before the split, so each file is sorted: partitions merge cheaply
+    write_split(work, "buckets", name, storage, destination[order], partitions,
+                {"key": key[order], "band": band[order], "node": node[order]})
     sketched_nodes = nodes[doc_index]
     write_split(work, "sketches", name, storage, partition_of(sketched_nodes, partitions), partitions,
                 {"node": sketched_nodes, "sketch": bbit(sigs[doc_index])})
