@@ -79,16 +79,6 @@ def _pool_sample(inputs: list[str], ctx: StageContext, column: str, size: int, s
     return rng.sample(texts, min(size, len(texts)))
 
 
-def localize(directory: str, storage: fio.Storage) -> str:
-    """A model directory on local disk: remote ones (s3://) are copied to a temporary directory."""
-    if fio.is_local(directory):
-        return directory
-    local = tempfile.mkdtemp(prefix="curation-model-")
-    for path in fio.list_files(directory, "", storage):
-        Path(local, path.rsplit("/", 1)[-1]).write_bytes(fio.read_bytes(path, storage))
-    return local
-
-
 def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, Any]:
     """Score a trained model on every labelled file the patterns match, record each in its card,
     and return ``{file name: summary}``. Labels the model was fitted on (the embedding stack's)
@@ -200,7 +190,7 @@ class QualityStage(BatchStage):
             path = info["path"]
             if not (path.startswith("/") or "://" in path):
                 path = fio.join(ctx.stage_dir, path)
-            self.models[kind] = load_classifier(localize(path, ctx.storage))
+            self.models[kind] = load_classifier(fio.local_copy(path, ctx.storage))
 
     def process_batch(self, batch: pa.RecordBatch, state: None, stats: ShardStats) -> pa.RecordBatch:
         models = self.models

@@ -60,6 +60,14 @@ def ray_local():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _cache_in_the_session_tmp(tmp_path_factory):
+    """Remote models are copied into the session's temporary folder (set before any Ray worker starts,
+    so workers inherit it), not into the user's cache, where every run would leave another copy."""
+    os.environ["CURATION_CACHE"] = str(tmp_path_factory.mktemp("curation-cache"))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _stop_ray_at_the_end():
     yield
     if "ray" in sys.modules:

@@ -149,6 +149,56 @@ def list_files(directory: str, suffix: str = "", storage: Storage | None = None)
     return [join(directory, n) for n in names if n.endswith(suffix) and ".tmp-" not in n]
 
 
+def cache_root() -> str:
+    """Where remote resources are kept on local disk: ``$CURATION_CACHE``, else ``~/.cache/curation``."""
+    return os.path.expanduser(os.environ.get("CURATION_CACHE") or "~/.cache/curation")
+
+
+def local_copy(directory: str, storage: Storage | None = None, kind: str = "models") -> str:
+    """A local directory holding the files directly under ``directory``: the directory itself when it
+    is local, else a copy in the cache (``cache_root()/kind``). The copy is keyed by the remote path
+    and each file's name, size and version tag (ETag or mtime), so every worker on a machine shares
+    one download and a changed remote file is fetched anew. A copy appears whole or not at all: it is
+    downloaded into a hidden folder and renamed."""
+    if is_local(directory):
+        return directory.removeprefix("file://")
+    fs, p = filesystem(directory, storage)
+    fs.invalidate_cache(p)  # the listing must be today's: a stale one would hand out an old model
+    try:
+        listing = fs.ls(p, detail=True)
+    except FileNotFoundError:
+        listing = []
+    entries = sorted((e for e in listing if e.get("type") == "file"), key=lambda e: e["name"])
+    if not entries:
+        raise CurationError(f"{directory}: no files to copy")
+    signature = [directory.rstrip("/")] + [
+        (posixpath.basename(e["name"]), e.get("size"), str(e.get("ETag") or e.get("etag") or e.get("LastModified")
+                                                           or e.get("mtime") or ""))
+        for e in entries
+    ]
+    key = hashlib.sha256(repr(signature).encode()).hexdigest()[:24]
+    root = os.path.join(cache_root(), kind)
+    target = os.path.join(root, key)
+    if os.path.isdir(target):
+        return target
+    staging = os.path.join(root, f".{key}.tmp-{uuid.uuid4().hex}")
+    os.makedirs(staging)
+    try:
+        for entry in entries:
+            fs.get_file(entry["name"], os.path.join(staging, posixpath.basename(entry["name"])))
+        try:
+            os.rename(staging, target)
+        except OSError:  # another worker finished the same copy first
+            if not os.path.isdir(target):
+                raise
+    finally:
+        if os.path.isdir(staging):
+            import shutil
+
+            shutil.rmtree(staging)
+    return target
+
+
 def expand_inputs(patterns: list[str], storage: Storage | None = None) -> list[str]:
     """Expand globs and directories into a sorted, de-duplicated list of input files.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -56,3 +57,32 @@ def test_file_checksum_equals_bytes_checksum(tmp_path_factory, data):
     path.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
     assert fio.sha256_bytes(data) == expected == fio.sha256_file(str(path), chunk=1000)
+
+
+def test_local_copy_of_a_remote_directory_is_shared_refetched_on_change_and_whole(s3_endpoint, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import s3fs
+
+    endpoint, _ = s3_endpoint
+    monkeypatch.setenv("CURATION_CACHE", str(tmp_path / "cache"))
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.mkdir("models")
+    fs.pipe_file("models/m1/model.bin", b"\x00weights" * 1000)
+    fs.pipe_file("models/m1/card.json", b'{"kind": "fasttext"}')
+    storage = fio.Storage(endpoint_url=endpoint)
+
+    with ThreadPoolExecutor(4) as pool:  # workers on one machine asking at once share one copy
+        copies = set(pool.map(lambda _: fio.local_copy("s3://models/m1", storage), range(4)))
+    assert len(copies) == 1
+    (copy,) = copies
+    assert sorted(os.listdir(copy)) == ["card.json", "model.bin"]
+    assert Path(copy, "model.bin").read_bytes() == b"\x00weights" * 1000
+    assert os.listdir(tmp_path / "cache" / "models") == [os.path.basename(copy)]  # no staging folder left
+
+    fs.pipe_file("models/m1/model.bin", b"retrained")
+    fresh = fio.local_copy("s3://models/m1", storage)
+    assert fresh != copy and Path(fresh, "model.bin").read_bytes() == b"retrained"
+    assert fio.local_copy(str(tmp_path), storage) == str(tmp_path)  # local directories are used in place
+    with pytest.raises(CurationError, match="no files"):
+        fio.local_copy("s3://models/absent", storage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -63,6 +64,9 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     watcher.join()
     assert "tokens written:" in out
     assert watcher.violations == []
+    # The quality stage's workers read the model trained into the bucket from one shared local copy.
+    cached = os.listdir(os.path.join(os.environ["CURATION_CACHE"], "models"))
+    assert len(cached) == 1 and not cached[0].startswith(".")
     assert {k.rsplit("/", 2)[-2] for k in watcher.checked} == {"extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"}
 
     fs.invalidate_cache()
