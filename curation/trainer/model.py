@@ -9,10 +9,11 @@ matmul over its contiguous slice (on a GPU: one grouped GEMM per projection, ``F
 
 Memory (what a step keeps for the backward pass) is the point of three choices:
 - Under autocast the residual stream is bf16, not the fp32 of the embedding table.
-- The grouped experts are one autograd function (``GroupedSwiGLU``) that keeps the layer input,
-  the routing and the gate/up activations; the gathered slots, the expert outputs and bf16 copies
-  of the expert weights are rebuilt in the backward instead of held (``recompute_experts`` also
-  rebuilds gate/up: two more grouped GEMMs for half the expert memory).
+- The grouped experts are one custom operator (``grouped_swiglu``, opaque to torch.compile's
+  partitioner) that keeps the layer input, the routing and the gate/up activations; the gathered
+  slots, the expert outputs and bf16 copies of the expert weights are rebuilt in the backward
+  instead of held (``recompute_experts`` also rebuilds gate/up: two more grouped GEMMs for half
+  the expert memory).
 - The loss never materialises (tokens x vocabulary) fp32 logits: ``fused_linear_cross_entropy``
   computes the head, the loss and its gradients chunk by chunk in the forward pass.
 
@@ -105,50 +106,62 @@ def _silu_and_grad(gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gate * sig, sig * (1 + gate * (1 - sig))  # silu(g), d silu / d g
 
 
-class GroupedSwiGLU(torch.autograd.Function):
+# The grouped experts are a pair of custom operators with their own autograd rule, not an
+# autograd.Function: torch.compile traces through an autograd.Function and its partitioner then
+# picks what to save by itself (it kept the gathered slots, T*k*D per layer: 6.7 GB at `medium`).
+# An operator is opaque to it, so exactly what ``_grouped_swiglu_setup`` saves is kept.
+@torch.library.custom_op("curation::grouped_swiglu", mutates_args=())
+def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, slot_weight: torch.Tensor,
+                   w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
+                   keep_gate_up: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """y[t] = sum over t's k slots of w_slot * SwiGLU_e(x[t]), slots sorted by expert e.
 
-    Forward saves x (T, D), the routing and gate/up (T*k, Hd) (or not, with ``recompute``). The
-    gathered slots (T*k, D) are re-gathered and the weights re-cast in the backward, and the
-    per-slot outputs are never kept: the routing weight multiplies the SwiGLU activation before
-    the down projection, so its gradient needs only gate/up and the incoming gradient.
-    Sums over a token's k slots run on a (T, k, D) view, not with atomics: deterministic.
+    Returns y (T, D) and what the backward needs besides the inputs: the inverse of ``order`` and
+    gate/up (T*k, Hd) (empty unless ``keep_gate_up``; without them the backward recomputes both).
+    The gathered slots (T*k, D), the per-slot outputs and bf16 weight copies are never kept: the
+    routing weight multiplies the SwiGLU activation before the down projection, so its gradient
+    needs only gate/up and the incoming gradient. Sums over a token's k slots run on a (T, k, D)
+    view, not with atomics: deterministic.
     """
+    # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
+    # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
+    dtype = x.dtype
+    # Every op runs in x's dtype, as the backward does: CUDA autocast would run the sum in fp32
+    # and hand the next layer an fp32 residual stream.
+    with torch.autocast(x.device.type, enabled=False):
+        xs = x[order // top_k]  # (T*k, D)
+        gate = F.grouped_mm(xs, w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
+        up = F.grouped_mm(xs, w_up.to(dtype), offs=offsets)  # (T*k, Hd)
+        act = F.silu(gate) * up * slot_weight.to(dtype).unsqueeze(-1)  # (T*k, Hd)
+        out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
+        y = out[inverse].view(-1, top_k, x.shape[-1]).sum(1)  # (T, D)
+    if not keep_gate_up:
+        gate, up = gate.new_empty(0), up.new_empty(0)
+    return y, inverse, gate, up
 
-    @staticmethod
-    def forward(ctx, x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k: int, recompute: bool):
-        # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
-        # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
-        dtype = x.dtype
-        # Every op runs in x's dtype, as the backward does: CUDA autocast would run the sum in fp32
-        # and hand the next layer an fp32 residual stream.
-        with torch.autocast(x.device.type, enabled=False):
-            slot_token = order // top_k  # (T*k,)
-            xs = x[slot_token]  # (T*k, D)
-            gate = F.grouped_mm(xs, w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
-            up = F.grouped_mm(xs, w_up.to(dtype), offs=offsets)  # (T*k, Hd)
-            act = F.silu(gate) * up * slot_weight.to(dtype).unsqueeze(-1)  # (T*k, Hd)
-            out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
-            inverse = torch.empty_like(order)
-            inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
-            y = out[inverse].view(-1, top_k, x.shape[-1]).sum(1)  # (T, D)
-        saved = (x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down)
-        ctx.save_for_backward(*saved, *(() if recompute else (gate, up)))
-        ctx.top_k, ctx.recompute = top_k, recompute
-        return y
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, *kept = ctx.saved_tensors
-        dtype, k = x.dtype, ctx.top_k
+@grouped_swiglu.register_fake
+def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up):
+    kept = (order.shape[0], w_gate.shape[-1]) if keep_gate_up else (0,)  # (T*k, Hd) or nothing
+    return x.new_empty(x.shape), torch.empty_like(order), x.new_empty(kept), x.new_empty(kept)
+
+
+@torch.library.custom_op("curation::grouped_swiglu_backward", mutates_args=())
+def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
+                            offsets: torch.Tensor, slot_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                            w_down: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+                            top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate, w_up, w_down."""
+    dtype, k = x.dtype, top_k
+    with torch.autocast(x.device.type, enabled=False):
         dy = dy.to(dtype)
         slot_token = order // k
         xs = x[slot_token]  # (T*k, D), re-gathered
         wg, wu, wd = w_gate.to(dtype), w_up.to(dtype), w_down.to(dtype)
-        if ctx.recompute:
+        if gate.numel() == 0:  # not kept: two more grouped GEMMs instead of T*k*Hd*2 values per layer
             gate, up = F.grouped_mm(xs, wg, offs=offsets), F.grouped_mm(xs, wu, offs=offsets)
-        else:
-            gate, up = kept
         d_out = dy[slot_token]  # (T*k, D): every slot of a token gets the token's gradient
         silu, dsilu = _silu_and_grad(gate)
         swiglu = silu * up  # (T*k, Hd) before the routing weight
@@ -162,8 +175,31 @@ class GroupedSwiGLU(torch.autograd.Function):
         d_w_up = F.grouped_mm(xs.t(), d_up, offs=offsets)  # (E, D, Hd)
         d_xs = F.grouped_mm(d_gate, wg.transpose(-2, -1), offs=offsets) + F.grouped_mm(d_up, wu.transpose(-2, -1), offs=offsets)
         dx = d_xs[inverse].view(-1, k, x.shape[-1]).sum(1)  # (T, D)
-        return (dx, None, None, d_slot_weight.to(slot_weight.dtype), d_w_gate.to(w_gate.dtype),
-                d_w_up.to(w_up.dtype), d_w_down.to(w_down.dtype), None, None)
+    return (dx, d_slot_weight.to(slot_weight.dtype), d_w_gate.to(w_gate.dtype), d_w_up.to(w_up.dtype),
+            d_w_down.to(w_down.dtype))
+
+
+@grouped_swiglu_backward.register_fake
+def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up, top_k):
+    return (torch.empty_like(x), torch.empty_like(slot_weight), torch.empty_like(w_gate), torch.empty_like(w_up),
+            torch.empty_like(w_down))
+
+
+def _grouped_swiglu_setup(ctx, inputs, output) -> None:
+    x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _ = inputs
+    _, inverse, gate, up = output
+    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up)
+    ctx.top_k = top_k
+
+
+def _grouped_swiglu_grad(ctx, dy, *_):
+    x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up = ctx.saved_tensors
+    dx, d_slot_weight, d_w_gate, d_w_up, d_w_down = grouped_swiglu_backward(
+        dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up, ctx.top_k)
+    return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None
+
+
+grouped_swiglu.register_autograd(_grouped_swiglu_grad, setup_context=_grouped_swiglu_setup)
 
 
 class MoE(nn.Module):
@@ -212,8 +248,8 @@ class MoE(nn.Module):
         k = self.c.top_k
         if grouped:  # one grouped GEMM per projection
             offsets = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slots
-            return GroupedSwiGLU.apply(tokens, order, offsets, slot_weight, self.w_gate, self.w_up, self.w_down, k,
-                                       self.c.recompute_experts)
+            return grouped_swiglu(tokens, order, offsets, slot_weight, self.w_gate, self.w_up, self.w_down, k,
+                                  not self.c.recompute_experts)[0]
         slot_tokens = tokens[order // k]  # (T*k, D)
         outputs = torch.empty_like(slot_tokens)
         start = 0

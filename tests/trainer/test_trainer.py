@@ -172,6 +172,53 @@ def test_grouped_gemm_path_matches_the_per_expert_loop(recompute):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
+    """Under torch.compile the partitioner picks what the forward keeps for the backward; the
+    grouped experts must stay opaque to it, so that a layer keeps its input, the routing and
+    gate/up, and never the gathered (T*k, D) slots (the GPU's excess memory, 6.7 GB at `medium`)."""
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_module_simplified
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+
+    from curation.trainer.model import MoE
+
+    kept: list[tuple[tuple[int, ...], int]] = []
+
+    def partition(joint, joint_inputs, **kwargs):
+        forward, backward = min_cut_rematerialization_partition(joint, joint_inputs, **kwargs)
+        for node in backward.graph.nodes:  # the backward's inputs: saved values, then gradients
+            value = node.meta.get("val")
+            if node.op == "placeholder" and isinstance(value, torch.Tensor) and not node.name.startswith(("primals", "tangents")):
+                kept.append((tuple(value.shape), value.numel() * value.element_size()))
+        return forward, backward
+
+    def recording_backend(graph, example_inputs):
+        return aot_module_simplified(graph, example_inputs, fw_compiler=lambda g, _: make_boxed_func(g),
+                                     partition_fn=partition)
+
+    torch.manual_seed(6)
+    T, D, E, k, Hd = 4 * 32, 64, 8, 2, 32
+    c = ModelConfig(vocab_size=64, d_model=D, n_layers=1, n_heads=4, seq_len=32, n_experts=E, top_k=k, expert_hidden=Hd,
+                    grouped_mm=True, recompute_experts=recompute)
+    moe = MoE(c).to(torch.bfloat16)  # grouped GEMMs take bf16, as on the GPU
+    for parameter in moe.parameters():
+        torch.nn.init.normal_(parameter, std=0.02)
+    x = torch.randn(4, 32, D, dtype=torch.bfloat16, requires_grad=True)
+    compiled = torch.compile(lambda t: moe(t)[0], backend=recording_backend)
+    compiled(x).float().square().sum().backward()
+    eager_grads = [g.clone() for g in torch.autograd.grad(moe(x)[0].float().square().sum(), [x, *moe.parameters()])]
+    assert torch.allclose(x.grad, eager_grads[0])
+
+    assert all(sorted(shape) != sorted((T * k, D)) for shape, _ in kept), kept  # no gathered slots, nor transposed
+    bf16, fp32, int64, int32 = 2, 4, 8, 4
+    expected = (bf16 * T * D  # the layer's input
+                + (0 if recompute else 2 * bf16 * T * k * Hd)  # gate and up
+                + fp32 * T * E + int64 * T * k  # router probabilities and chosen experts (its backward)
+                + 2 * int64 * T * k + fp32 * T * k + int32 * E)  # order, inverse, slot weights, offsets
+    assert sum(size for _, size in kept) == expected, kept
+
+
 def test_fused_cross_entropy_matches_full_logits():
     torch.manual_seed(4)
     model = MoETransformer(ModelConfig(**{**SMALL.__dict__, "loss_chunk_tokens": 7}))  # chunks that do not divide T
