@@ -264,16 +264,37 @@ class MoE(nn.Module):
         return combined.view(-1, k, tokens.shape[-1]).sum(1)  # (T, D)
 
 
+def chunk_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed fp32 cross-entropy of one chunk and d loss / d logits in the logits' dtype.
+
+    Written as whole-tensor expressions (no in-place ops) so ``torch.compile`` fuses the softmax,
+    the one-hot subtraction, the mask and the cast into one pass over (C, V) after the reduction;
+    eager it is five passes, a third of the `small` preset's step on a GPU. Targets < 0 are ignored.
+    """
+    # logits: (C, V) compute dtype; targets: (C,)
+    logits32 = logits.float()  # (C, V)
+    valid = targets >= 0
+    safe = targets.clamp(min=0)
+    lse = torch.logsumexp(logits32, dim=-1)  # (C,)
+    picked = logits32.gather(1, safe.unsqueeze(1)).squeeze(1)  # (C,)
+    loss = ((lse - picked) * valid).sum()
+    vocab = torch.arange(logits.shape[1], device=logits.device)  # (V,)
+    softmax = (logits32 - lse.unsqueeze(1)).exp()  # (C, V)
+    d_logits = (softmax - (vocab == safe.unsqueeze(1)).float()) * valid.unsqueeze(1)  # (C, V)
+    return loss, d_logits.to(logits.dtype)
+
+
 class FusedLinearCrossEntropy(torch.autograd.Function):
     """Sum of cross-entropy(h @ W^T, targets) without keeping (tokens x vocabulary) logits.
 
     Chunk by chunk, the forward computes the logits in the compute dtype, the loss in fp32, and
     (when a gradient is needed) the gradients of h and W right away: d logits = softmax - onehot
     is known in the forward. The backward only scales them. Targets < 0 are ignored.
+    ``chunk_fn`` is ``chunk_loss_and_grad`` or its compiled version.
     """
 
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk: int):
+    def forward(ctx, h, weight, targets, chunk: int, chunk_fn=chunk_loss_and_grad):
         # h: (T, D) compute dtype; weight: (V, D); targets: (T,)
         w = weight.to(h.dtype)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
@@ -282,26 +303,24 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.shape[0], chunk):
             hc, tc = h[start : start + chunk], targets[start : start + chunk]  # (C, D), (C,)
-            logits = (hc @ w.t()).float()  # (C, V)
-            valid = tc >= 0
-            safe = tc.clamp(min=0)
-            lse = torch.logsumexp(logits, dim=-1)  # (C,)
-            picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
-            total = total + ((lse - picked) * valid).sum()
-            if need_grad:
-                d_logits = (logits - lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
-                d_logits.scatter_add_(1, safe.unsqueeze(1), -valid.float().unsqueeze(1))
-                d_logits.mul_(valid.unsqueeze(1))
-                d_logits = d_logits.to(h.dtype)  # (C, V)
-                d_h[start : start + chunk] = d_logits @ w  # (C, D)
-                d_w += (d_logits.t() @ hc).float()  # (V, D)
+            logits = hc @ w.t()  # (C, V)
+            if not need_grad:
+                logits32 = logits.float()
+                picked = logits32.gather(1, tc.clamp(min=0).unsqueeze(1)).squeeze(1)
+                total = total + ((torch.logsumexp(logits32, dim=-1) - picked) * (tc >= 0)).sum()
+                continue
+            loss, d_logits = chunk_fn(logits, tc)  # (), (C, V)
+            total = total + loss
+            d_h[start : start + chunk] = d_logits @ w  # (C, D)
+            d_w += (d_logits.t() @ hc).float()  # (V, D)
         ctx.save_for_backward(d_h, d_w)
         return total
 
     @staticmethod
     def backward(ctx, d_total):
         d_h, d_w = ctx.saved_tensors
-        return (d_h * d_total.to(d_h.dtype)), (d_w * d_total).to(torch.float32), None, None
+        return (d_h * d_total.to(d_h.dtype)), (d_w * d_total).to(torch.float32), None, None, None
+
 
 class Block(nn.Module):
     def __init__(self, c: ModelConfig):
@@ -325,6 +344,7 @@ class MoETransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.d_model, c.norm_eps)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)  # untied
+        self.chunk_loss = chunk_loss_and_grad  # the trainer swaps in its compiled version on a GPU
         cos, sin = rope_tables(c.seq_len, c.head_dim, c.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -353,7 +373,7 @@ class MoETransformer(nn.Module):
             return out
         flat_targets = targets.reshape(-1)  # (T,); -100 (any negative) is ignored
         total = FusedLinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), self.head.weight, flat_targets,
-                                              self.c.loss_chunk_tokens)
+                                              self.c.loss_chunk_tokens, self.chunk_loss)
         ce = total / (flat_targets >= 0).sum().clamp(min=1)
         lb, z = aux_losses(layer_stats, self.c)
         out.update(ce=ce, lb=lb, z=z, loss=ce + self.c.lb_weight * lb + self.c.z_weight * z)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from curation.trainer.data import TokenStream, load_data
-from curation.trainer.model import ModelConfig, MoETransformer
+from curation.trainer.model import ModelConfig, MoETransformer, chunk_loss_and_grad
 
 H100_BF16_PEAK = 989.5e12
 
@@ -158,8 +158,11 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
         step = state["step"]
         echo(f"resumed from step {step}")
     if c.compile and device == "cuda":
-        for block in model.blocks:  # identical blocks share one compiled graph; the fused loss stays eager
+        for block in model.blocks:  # identical blocks share one compiled graph
             block.compile()
+        # The loss's chunk loop stays eager; each chunk's softmax and gradient is one fused kernel
+        # (two shapes at most: full chunks and the last one).
+        model.chunk_loss = torch.compile(chunk_loss_and_grad, dynamic=False)
     stream = TokenStream(info, c.model.seq_len)
     peak = c.peak_flops or (H100_BF16_PEAK if device == "cuda" else None)
     flops_per_token = model.flops_per_token()
