@@ -44,7 +44,7 @@ def test_fasttext_training_card_and_determinism(references, tmp_path):
     assert hashlib.sha256((tmp_path / "a" / "model.bin").read_bytes()).digest() == \
            hashlib.sha256((tmp_path / "b" / "model.bin").read_bytes()).digest()
     assert card["metrics"]["roc_auc"] > 0.9 and card["metrics"]["roc_auc"] == again["metrics"]["roc_auc"]
-    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 2, "word_ngrams": 2, "min_count": 1, "seed": 0, "threads": 1}
+    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 2, "word_ngrams": 2, "min_count": 1, "bucket": 2_000_000, "seed": 0, "threads": 1}
     assert card["data"]["train_positive"]["documents"] > 100 and len(card["data"]["test_negative"]["sha256"]) == 64
     readme = (tmp_path / "a" / "README.md").read_text()
     assert "roc_auc" in readme and "## Recipe" in readme
@@ -144,8 +144,10 @@ def test_classify_cli_train_and_score(shared_data, tmp_path):
     model = tmp_path / "model"
     out = run_curate(["classify", "train", "--positives", str(shared_data / "hq_reference" / "*"),
                       "--negatives", str(shared_data / "web_negatives" / "*.jsonl.gz"), "--output", str(model),
-                      "--max-per-class", "400", "--set", "epoch=3"]).stdout
-    assert "held-out: roc_auc" in out and json.loads((model / "card.json").read_text())["recipe"]["epoch"] == 3
+                      "--max-per-class", "400", "--set", "epoch=3", "--set", "bucket=50000"]).stdout
+    recipe = json.loads((model / "card.json").read_text())["recipe"]
+    assert "held-out: roc_auc" in out and recipe["epoch"] == 3 and recipe["bucket"] == 50_000
+    assert (model / "model.bin").stat().st_size < 50_000 * 100 * 4 + 100e6  # the 2M default's file is ~850 MB
     docs = tmp_path / "docs.jsonl"
     docs.write_text("\n".join(json.dumps({"id": f"x{i}", "text": t}) for i, t in enumerate(
         ["The European lobster is a species of clawed lobster found in the eastern Atlantic Ocean.",
