@@ -11,6 +11,7 @@ import glob as globlib
 import hashlib
 import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,8 +194,6 @@ def local_copy(directory: str, storage: Storage | None = None, kind: str = "mode
                 raise
     finally:
         if os.path.isdir(staging):
-            import shutil
-
             shutil.rmtree(staging)
     return target
 
