@@ -155,8 +155,7 @@ class QualityStage(BatchStage):
                     train_classifier(kind, split, local, sources, getattr(train, kind))
                     evaluate_model_dir(local, train.eval_labels)  # into the card, before it is copied
                     target = fio.join(ctx.stage_dir, "_models", kind)
-                    for file in sorted(Path(local).iterdir()):  # local disk or object store alike
-                        fio.write_atomic(fio.join(target, file.name), file.read_bytes(), ctx.storage)
+                    fio.put_directory(local, target, ctx.storage)  # local disk or object store alike
                 models[kind] = target
         inside = ctx.stage_dir.rstrip("/") + "/"
         resolved: dict[str, Any] = {}

@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -125,17 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "gives the card's ROC AUC and precision at the kept fraction.")
     train.add_argument("--positives", nargs="+", required=True, help="high-quality reference files (globs allowed)")
     train.add_argument("--negatives", nargs="+", required=True, help="negative files, e.g. raw web text")
-    train.add_argument("--output", required=True, help="model directory")
+    train.add_argument("--output", required=True, help="model directory (local, or s3://: trained locally, then uploaded)")
     train.add_argument("--kind", choices=["fasttext", "embedding"], default="fasttext")
     train.add_argument("--max-per-class", type=int, help="default: the quality stage's training default")
     train.add_argument("--heldout-fraction", type=float, help="default: the quality stage's training default")
     train.add_argument("--seed", type=int, help="default: the quality stage's training default")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="recipe options, e.g. epoch=10 or lr=0.05 (fastText); c=0.5 (embedding head)")
+    train.add_argument("--endpoint-url", default=None, help="S3 endpoint when --output is in a bucket")
     score = classify_sub.add_parser("score", help="score documents: Parquet with id and score",
                                     description="Adds `score` (and quality_<kind>) to every document of DOCS "
                                                 "(JSONL or Parquet with id and text).")
-    score.add_argument("--model", required=True, help="model directory from `classify train`, or a local HF checkpoint")
+    score.add_argument("--model", required=True, help="model directory from `classify train` (local or s3://), or a local HF checkpoint")
     score.add_argument("--input", nargs="+", required=True)
     score.add_argument("--output", required=True)
     _add_common_run_options(score)
@@ -144,11 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scores human-labelled documents (JSONL/JSON/Parquet with text and label, 1 = high quality) and "
                     "prints ROC AUC, precision among the top 10%% and 30%%, accuracy at the model's threshold and a "
                     "calibration table; the figures are stored in the model's card under the labels file's name.")
-    evaluate.add_argument("--model", required=True, help="model directory from `classify train`, or a local HF checkpoint")
+    evaluate.add_argument("--model", required=True, help="model directory from `classify train` (local or s3://: its card is updated there), or a local HF checkpoint")
     evaluate.add_argument("--labels", required=True, help="labelled documents, e.g. ../shared/data/quality_dev/*.jsonl")
     evaluate.add_argument("--plot", metavar="PNG", help="write the ROC curve and per-label score histograms here")
     evaluate.add_argument("--text-field", default="text")
     evaluate.add_argument("--label-field", default="label")
+    evaluate.add_argument("--endpoint-url", default=None, help="S3 endpoint for a model in a bucket")
 
     train = sub.add_parser("train", help="train the bundled MoE (OLMoE-style) on a mix or token shards",
                            description="Reads a mix directory (mix.json) or a tokenize output over memory-mapped "
@@ -462,6 +466,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
 
+    from curation.core import io as fio
+
     if args.classify_command == "train":
         from curation.classifiers.models import train_classifier
         from curation.classifiers.references import expand, read_texts, split_references
@@ -478,8 +484,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
         recipe = apply_overrides({}, args.overrides)
         if args.kind == "fasttext":
             recipe.setdefault("seed", args.seed)
-        card = train_classifier(args.kind, split, args.output, {"positives": args.positives, "negatives": args.negatives},
-                                recipe)
+        sources = {"positives": args.positives, "negatives": args.negatives}
+        if fio.is_local(args.output):
+            card = train_classifier(args.kind, split, args.output, sources, recipe)
+        else:  # trained on local disk, then each file uploaded whole
+            with tempfile.TemporaryDirectory() as local:
+                card = train_classifier(args.kind, split, local, sources, recipe)
+                fio.put_directory(local, args.output, _storage(args))
         sizes = ", ".join(f"{k} {v['documents']:,}" for k, v in card["data"].items())
         metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in card["metrics"].items())
         print(f"trained {args.kind} in {card['train_seconds']}s on {sizes}\nheld-out: {metrics}")
@@ -490,11 +501,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print(f"model: {args.output}")
         return 0
     if args.classify_command == "score":
-        from curation.classifiers.card import read_card
-        from curation.core import io as fio
-
         model = fio.normalize_root(args.model)
-        kind = read_card(model)["kind"] if (os.path.isfile(os.path.join(model, "card.json"))) else "hf"
+        card_path = fio.join(model, "card.json")
+        kind = json.loads(fio.read_bytes(card_path, _storage(args)))["kind"] if fio.exists(card_path, _storage(args)) \
+            else "hf"
         options = {"fasttext_model" if kind == "fasttext" else "embedding_model": model, "score_alias": "score"}
         return _single_stage(args, "quality", options)
     if args.classify_command == "eval":
@@ -512,12 +522,22 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
         labels_path = resolve_data_path(args.labels)
         texts, labels = read_labels(labels_path, args.text_field, args.label_field)
-        threshold = read_card(args.model).get("threshold", 0.5) if os.path.isfile(os.path.join(args.model, "card.json")) \
-            else 0.5
-        scores = load_classifier(args.model).score(texts)
+        storage = _storage(args)
+        model = fio.local_copy(args.model, storage)  # a remote model is read from the local cache
+        threshold = read_card(model).get("threshold", 0.5) if os.path.isfile(os.path.join(model, "card.json")) else 0.5
+        scores = load_classifier(model).score(texts)
         metrics = human_label_metrics(scores, labels, threshold)
         print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
-        where = record_evaluation(args.model, labels_path, labels_digest(texts, labels), metrics)
+        if fio.is_local(args.model):
+            where = str(record_evaluation(model, labels_path, labels_digest(texts, labels), metrics))
+        else:  # the card (and its README) updated beside the cache, then written back whole
+            with tempfile.TemporaryDirectory() as staging:
+                for name in ("card.json", "human_eval.json"):
+                    if os.path.isfile(os.path.join(model, name)):
+                        shutil.copyfile(os.path.join(model, name), os.path.join(staging, name))
+                written = record_evaluation(staging, labels_path, labels_digest(texts, labels), metrics)
+                fio.put_directory(staging, args.model, storage)
+                where = fio.join(args.model, written.name)
         print(f"recorded in {where}")
         if args.plot:
             plot_evaluation(scores, labels, args.plot, f"{os.path.basename(os.path.normpath(args.model))} on "

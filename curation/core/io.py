@@ -198,6 +198,26 @@ def local_copy(directory: str, storage: Storage | None = None, kind: str = "mode
     return target
 
 
+def put_directory(local_dir: str, target: str, storage: Storage | None = None) -> list[str]:
+    """Copy the files directly under ``local_dir`` into the folder ``target`` (local or remote), each
+    committed whole, streamed rather than read into memory; returns the target paths."""
+    written = []
+    for name in sorted(os.listdir(local_dir)):
+        source = os.path.join(local_dir, name)
+        if not os.path.isfile(source):
+            continue
+        path = join(target, name)
+        if is_local(path):
+            spool = spool_path(path)
+            shutil.copyfile(source, spool)
+            commit_local_file(spool, path)
+        else:
+            fs, p = filesystem(path, storage)
+            fs.put_file(source, p)
+        written.append(path)
+    return written
+
+
 def expand_inputs(patterns: list[str], storage: Storage | None = None) -> list[str]:
     """Expand globs and directories into a sorted, de-duplicated list of input files.
 

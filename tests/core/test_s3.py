@@ -55,6 +55,8 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     for path in small_crawl:
         fs.put_file(path, f"curation-test/crawl/{path.rsplit('/', 1)[-1]}")
 
+    cache = os.path.join(os.environ["CURATION_CACHE"], "models")
+    cached_before = set(os.listdir(cache)) if os.path.isdir(cache) else set()
     watcher = ManifestWatcher(endpoint, "curation-test/runs/r1")
     watcher.start()
     out = run_curate(["run", "dclm_baseline", "--input", "s3://curation-test/crawl/*.warc.gz",
@@ -65,8 +67,8 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     assert "tokens written:" in out
     assert watcher.violations == []
     # The quality stage's workers read the model trained into the bucket from one shared local copy.
-    cached = os.listdir(os.path.join(os.environ["CURATION_CACHE"], "models"))
-    assert len(cached) == 1 and not cached[0].startswith(".")
+    cached = set(os.listdir(cache)) - cached_before
+    assert len(cached) == 1 and not cached.pop().startswith(".")
     assert {k.rsplit("/", 2)[-2] for k in watcher.checked} == {"extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"}
 
     fs.invalidate_cache()
@@ -97,3 +99,36 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     rerun = run_curate(["run", "dclm_baseline", "--input", "s3://curation-test/crawl/*.warc.gz",
                         "--output", "s3://curation-test/runs/r1", "--endpoint-url", endpoint], env=env).stdout
     assert rerun.count("up to date, skipped") == 7
+
+
+def test_classifier_in_a_bucket_trains_scores_and_records_its_evaluation(s3_endpoint, shared_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    endpoint, env = s3_endpoint
+    fs = _s3fs(endpoint)
+    fs.mkdir("bucket-models")
+    run_curate(["classify", "train", "--positives", str(shared_data / "hq_reference" / "*"),
+                "--negatives", str(shared_data / "web_negatives" / "*.jsonl.gz"), "--output", "s3://bucket-models/ft",
+                "--max-per-class", "300", "--set", "bucket=50000", "--endpoint-url", endpoint], env=env)
+    assert {key.rsplit("/", 1)[-1] for key in fs.ls("bucket-models/ft")} == {"model.bin", "card.json", "README.md"}
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "good", "text": "The European lobster is a species of clawed lobster found "
+                                "in the eastern Atlantic Ocean, the Mediterranean Sea and parts of the Black Sea."})
+                    + "\n" + json.dumps({"id": "spam", "text": "click here buy cheap pills casino bonus free win now"}) + "\n")
+    run_curate(["classify", "score", "--model", "s3://bucket-models/ft", "--input", str(docs), "--output", str(tmp_path / "scored"),
+                "--endpoint-url", endpoint], env=env)
+    table = pq.read_table(next((tmp_path / "scored").glob("part-*.parquet")))
+    assert "quality_fasttext" in table.schema.names  # the kind came from the card in the bucket
+    scores = dict(zip(table.column("id").to_pylist(), table.column("score").to_pylist(), strict=True))
+    assert scores["good"] > scores["spam"]
+
+    labels = shared_data / "quality_dev" / "dclm_human_majority_contested.jsonl"
+    out = run_curate(["classify", "eval", "--model", "s3://bucket-models/ft", "--labels", str(labels),
+                      "--endpoint-url", endpoint], env=env).stdout
+    assert "recorded in s3://bucket-models/ft/card.json" in out
+    fs.invalidate_cache()
+    card = json.loads(fs.cat_file("bucket-models/ft/card.json"))
+    evaluation = card["human_eval"][labels.name]
+    assert evaluation["documents"] == 218 and 0.5 < evaluation["roc_auc"] < 1.0
+    assert labels.name in fs.cat_file("bucket-models/ft/README.md").decode()
