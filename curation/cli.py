@@ -502,9 +502,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         return 0
     if args.classify_command == "score":
         model = fio.normalize_root(args.model)
-        card_path = fio.join(model, "card.json")
-        kind = json.loads(fio.read_bytes(card_path, _storage(args)))["kind"] if fio.exists(card_path, _storage(args)) \
-            else "hf"
+        card_path, storage = fio.join(model, "card.json"), _storage(args)
+        kind = json.loads(fio.read_bytes(card_path, storage))["kind"] if fio.exists(card_path, storage) else "hf"
         options = {"fasttext_model" if kind == "fasttext" else "embedding_model": model, "score_alias": "score"}
         return _single_stage(args, "quality", options)
     if args.classify_command == "eval":

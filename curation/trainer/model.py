@@ -264,6 +264,13 @@ class MoE(nn.Module):
         return combined.view(-1, k, tokens.shape[-1]).sum(1)  # (T, D)
 
 
+def chunk_loss(logits32: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of one chunk of fp32 logits (C, V) and its log-sum-exp (C,); targets < 0 are ignored."""
+    picked = logits32.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)  # (C,)
+    lse = torch.logsumexp(logits32, dim=-1)  # (C,)
+    return ((lse - picked) * (targets >= 0)).sum(), lse
+
+
 def chunk_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed fp32 cross-entropy of one chunk and d loss / d logits in the logits' dtype.
 
@@ -275,9 +282,7 @@ def chunk_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor) -> tuple[to
     logits32 = logits.float()  # (C, V)
     valid = targets >= 0
     safe = targets.clamp(min=0)
-    lse = torch.logsumexp(logits32, dim=-1)  # (C,)
-    picked = logits32.gather(1, safe.unsqueeze(1)).squeeze(1)  # (C,)
-    loss = ((lse - picked) * valid).sum()
+    loss, lse = chunk_loss(logits32, targets)
     vocab = torch.arange(logits.shape[1], device=logits.device)  # (V,)
     softmax = (logits32 - lse.unsqueeze(1)).exp()  # (C, V)
     d_logits = (softmax - (vocab == safe.unsqueeze(1)).float()) * valid.unsqueeze(1)  # (C, V)
@@ -305,9 +310,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             hc, tc = h[start : start + chunk], targets[start : start + chunk]  # (C, D), (C,)
             logits = hc @ w.t()  # (C, V)
             if not need_grad:
-                logits32 = logits.float()
-                picked = logits32.gather(1, tc.clamp(min=0).unsqueeze(1)).squeeze(1)
-                total = total + ((torch.logsumexp(logits32, dim=-1) - picked) * (tc >= 0)).sum()
+                total = total + chunk_loss(logits.float(), tc)[0]
                 continue
             loss, d_logits = chunk_fn(logits, tc)  # (), (C, V)
             total = total + loss
