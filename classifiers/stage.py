@@ -59,6 +59,9 @@ class QualityConfig:
     batch_size: int = 256
     num_cpus: float = 1.0
     num_gpus: float | None = None  # None: 1 when the cluster has GPUs and an embedding model is in use
+    # worker processes that tokenize for the embedding model (None: one per CPU but one when it runs
+    # on a GPU, where tokenization is the bottleneck; none on a CPU, where the model wants the cores)
+    tokenizer_processes: int | None = None
 
     def __post_init__(self) -> None:
         trained = set(self.train.kinds) if self.train else set()
@@ -189,7 +192,7 @@ class QualityStage(BatchStage):
             path = info["path"]
             if not (path.startswith("/") or "://" in path):
                 path = fio.join(ctx.stage_dir, path)
-            self.models[kind] = load_classifier(fio.local_copy(path, ctx.storage))
+            self.models[kind] = load_classifier(fio.local_copy(path, ctx.storage), self.config.tokenizer_processes)
 
     def process_batch(self, batch: pa.RecordBatch, state: None, stats: ShardStats) -> pa.RecordBatch:
         models = self.models

@@ -107,6 +107,7 @@ def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path
     train_classifier("embedding", small, tmp_path / "emb", {"positives": ["hq"], "negatives": ["web"]}, {"stack": False})
     tree = {"name": "q", "stages": {"quality": {
         "kind": "quality", "embedding_model": str(tmp_path / "emb"), "cascade_threshold": 0.5,
+        "tokenizer_processes": 2,  # as on a GPU machine: tokenizer processes spawned from a Ray worker
         "train": {"kinds": ["fasttext"], "positives": [str(shared_data / "hq_reference" / "*")], "max_per_class": 400}}}}
     Runner(pipeline_from_tree(tree, [], None), str(tmp_path / "out"), echo=lambda m: None, flat=True).run([str(path)])
     table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
@@ -163,7 +164,8 @@ def test_classify_cli_train_and_score(shared_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def sentence_encoder():
-    from curation.classifiers.models import SentenceEncoder, default_embedding_model
+    from curation.classifiers.encoder import SentenceEncoder
+    from curation.classifiers.models import default_embedding_model
 
     return SentenceEncoder(default_embedding_model(), 256)
 
@@ -174,14 +176,21 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
     words = ["the", "of", "quality", "web", "page", "über", "naïve", "東京", "résumé,", "antidisestablishmentarianism", "(x)", "3.14"]
     texts = ["", "   ", "one", "a\n\nb\tc"] + [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 900, 60)]
     texts += ["x" * 5000, "ab " * 2000, "токен " * 700]
-    sentence_encoder.CHUNK_DOCS = 16  # several chunks through the worker threads
+    texts += ["The CAFÉ’s “menu” — ΟΔΟΣ. İstanbul\u00a0\u3000x\x01\u0301"] * 3
+    sentence_encoder.CHUNK_DOCS = 16  # several chunks through the worker threads, then processes
     try:
-        fast = sentence_encoder.embed(texts)
+        threads = sentence_encoder.embed(texts)
+        sentence_encoder.tokenizer_processes = 2
+        processes = sentence_encoder.embed(texts)
+        assert sentence_encoder._processes is not None
     finally:
         del sentence_encoder.CHUNK_DOCS
+        sentence_encoder.close()
+        sentence_encoder.tokenizer_processes = 0
     reference = sentence_encoder.st.encode(texts, normalize_embeddings=True, batch_size=32)
-    assert fast.shape == (len(texts), 384)
-    assert np.abs(fast - reference).max() < 1e-5
+    assert threads.shape == (len(texts), 384)
+    assert np.abs(threads - reference).max() < 1e-5
+    assert np.array_equal(processes, threads)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -189,3 +198,30 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
 def test_prefix_tokenization_equals_whole_text(sentence_encoder, texts):
     full = [e.ids for e in sentence_encoder.tokenizer.encode_batch_fast(texts)]
     assert sentence_encoder.token_ids(texts) == full
+
+
+# Characters around every rule of BERT's normalizer: cases, accents precomposed and combining, the
+# contextual capital sigma, CJK, control characters, space-like characters, typography, emoji
+NORMALIZER_EDGES = ("aZ09 .,;-_'\"()\t\n\r\x0b\x0c\x1c\x85\xa0\u2003\u3000\x00\x01\x7f\ufffd\u200b"
+                    "éÉßẞİıΣσςΑΩДдй\u0301\u0308’“”—…€©½東京한🙂\U0002000b")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=st.sampled_from(NORMALIZER_EDGES), max_size=60) | st.text(max_size=40),
+                min_size=1, max_size=12))
+def test_normalizer_shortcut_tokenizes_as_the_normalizer_does(sentence_encoder, texts):
+    """Text the normalizer would only lower-case skips it; the ids are the normalizer's either way."""
+    full = [e.ids for e in sentence_encoder.tokenizer.encode_batch_fast(texts)]
+    assert sentence_encoder.batcher.encode(texts) == full
+
+
+def test_normalizer_shortcut_every_character(sentence_encoder):
+    """Each character the shortcut could take, in words and alone, at the start and end of a text."""
+    texts = [f"{c}Ab{c}cD {c} x{c}" for c in map(chr, range(0x3100)) if not 0xD800 <= ord(c) <= 0xDFFF]
+    full = [e.ids for e in sentence_encoder.tokenizer.encode_batch_fast(texts)]
+    assert sentence_encoder.batcher.encode(texts) == full
+    shortcut, unsafe, _ = sentence_encoder.batcher.shortcut
+    taken = sum(unsafe.search(t) is None for t in texts)
+    assert 5000 < taken < len(texts)  # most letters and punctuation of Latin, Greek and Cyrillic scripts
+    assert unsafe.search("Plain English — with “quotes”, 3½ € and\u00a0spaces.") is None
+    assert unsafe.search("café") and unsafe.search("東") and unsafe.search("x\x01")

@@ -1,0 +1,297 @@
+"""Sentence embeddings for the embedding quality scorer, fed for throughput.
+
+- ``TokenBatcher`` is the CPU side: texts to padded, length-sorted batches of token ids (numpy). It
+  is picklable, so worker processes can run it next to the model.
+- ``SentenceEncoder`` is the model side: a local sentence-transformers model run as its modules run
+  it (Transformer -> mean Pooling -> Normalize), in bf16 on a GPU.
+
+On a GPU the tokenizer, not the model, bounds the rate (BENCHMARKS, issue 12), hence two savings:
+a long text is tokenized from a prefix only, and text whose characters a BERT normalizer would
+only lower-case skips the normalizer (about 30% of the tokenizer's time) for Python's ``lower``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+import weakref
+from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+
+# Characters from here on are never taken by the normalizer shortcut (CJK is spaced out by BERT's
+# normalizer; the rest is rare in the text this scores).
+_SHORTCUT_LIMIT = 0x3000
+
+
+def _whitespace_prefix(text: str, limit: int) -> str:
+    """``text`` cut before the last whitespace within ``limit`` characters (whole if none)."""
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit), text.rfind("\t", 0, limit))
+    return text[:cut] if cut > 0 else text
+
+
+def _char_class(codes: list[int]) -> str:
+    """A regular-expression character class body for sorted code points, as ranges."""
+    parts, i = [], 0
+    while i < len(codes):
+        j = i
+        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+            j += 1
+        parts.append(f"\\U{codes[i]:08x}" + (f"-\\U{codes[j]:08x}" if j > i else ""))
+        i = j + 1
+    return "".join(parts)
+
+
+def normalizer_shortcut(tokenizer) -> tuple[object, re.Pattern, bool] | None:
+    """For a BERT-style tokenizer: (the same tokenizer without its normalizer, a pattern that finds
+    any character the shortcut would not treat as the normalizer does, whether to lower-case).
+
+    A character is safe when the normalizer maps it, alone, to its Python lower case (or, for a
+    space-like character, to a space that the pre-tokenizer splits on as it splits on the
+    character itself). BERT's normalizer works character by character (control characters
+    dropped, CJK spaced, accents stripped after NFD, then lower case), so a text of safe characters
+    without combining marks normalizes to ``text.lower()``. The capital sigma is left out because
+    Python lower-cases it by its context."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer.to_str())
+    normalizer, pre_tokenizer = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
+    if normalizer.get("type") != "BertNormalizer" or pre_tokenizer.get("type") != "BertPreTokenizer":
+        return None
+    lower = bool(normalizer.get("lowercase", True))
+    safe = []
+    for code in range(_SHORTCUT_LIMIT):
+        char = chr(code)
+        if 0xD800 <= code <= 0xDFFF or char == "\u03a3" or unicodedata.combining(char):
+            continue
+        normalized, expected = tokenizer.normalizer.normalize_str(char), char.lower() if lower else char
+        if normalized == expected or (
+                normalized == " " and char.lower() == char
+                and [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(f"a{char}b")] == ["a", "b"]):
+            safe.append(code)
+    plain = Tokenizer.from_str(tokenizer.to_str())
+    plain.normalizer = None
+    return plain, re.compile(f"[^{_char_class(safe)}]"), lower
+
+
+class TokenBatcher:
+    """Texts to padded, length-sorted token-id batches of a Hugging Face fast tokenizer, holding each
+    text's first ``max_seq_length`` ids exactly as the whole text's encoding has them."""
+
+    CHARS_PER_TOKEN = 6  # first prefix: 6 characters per token (English web text averages about 4.6)
+
+    def __init__(self, tokenizer_json: str, max_seq_length: int, pad_id: int, batch_tokens: int):
+        self.tokenizer_json, self.max_seq_length = tokenizer_json, max_seq_length
+        self.pad_id, self.batch_tokens = pad_id, batch_tokens
+        self._load()
+
+    def _load(self) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
+        self.tokenizer.no_padding()
+        self.shortcut = normalizer_shortcut(self.tokenizer)
+
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in ("tokenizer_json", "max_seq_length", "pad_id", "batch_tokens")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._load()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of whole texts (truncated to the window)."""
+        if self.shortcut is None:
+            return [e.ids for e in self.tokenizer.encode_batch_fast(texts)]
+        plain_tokenizer, unsafe, lower = self.shortcut
+        plain = [i for i, text in enumerate(texts) if unsafe.search(text) is None]
+        rest = sorted(set(range(len(texts))) - set(plain))
+        ids: list[list[int]] = [[]] * len(texts)
+        if plain:
+            inputs = [texts[i].lower() if lower else texts[i] for i in plain]
+            for i, encoding in zip(plain, plain_tokenizer.encode_batch_fast(inputs), strict=True):
+                ids[i] = encoding.ids
+        if rest:
+            for i, encoding in zip(rest, self.tokenizer.encode_batch_fast([texts[i] for i in rest]), strict=True):
+                ids[i] = encoding.ids
+        return ids
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's first ``max_seq_length`` token ids (special tokens included), as for the whole text."""
+        window = self.max_seq_length
+        cut = [_whitespace_prefix(t, window * self.CHARS_PER_TOKEN) for t in texts]
+        ids = self.encode(cut)
+        for attempt in range(2):
+            short = [i for i, t in enumerate(texts) if len(ids[i]) < window and len(cut[i]) < len(t)]
+            if not short:
+                break
+            for i in short:  # widen from the text's own characters per token, then take it whole
+                wider = int(len(cut[i]) * 1.5 * window / max(len(ids[i]), 1)) + 64
+                cut[i] = _whitespace_prefix(texts[i], wider) if attempt == 0 else texts[i]
+            for i, token_ids in zip(short, self.encode([cut[i] for i in short]), strict=True):
+                ids[i] = token_ids
+        return ids
+
+    def batches(self, texts: list[str], first_row: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """[(row numbers from ``first_row``, ids (B, S) int64, attention mask (B, S) int64)], longest first."""
+        import itertools
+
+        ids = self.token_ids(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        offsets = np.cumsum(lengths) - lengths
+        order = np.argsort(-lengths, kind="stable")  # longest first: the first batch sizes the memory
+        out, i = [], 0
+        while i < len(order):
+            width = max(int(lengths[order[i]]), 1)
+            rows = order[i : i + max(1, self.batch_tokens // width)]
+            columns = np.arange(width)
+            mask = columns[None, :] < lengths[rows][:, None]  # (B, S)
+            batch_ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+            batch_ids[mask] = flat[(offsets[rows][:, None] + columns[None, :])[mask]]
+            out.append((rows + first_row, batch_ids, mask.astype(np.int64)))
+            i += len(rows)
+        return out
+
+
+_PROCESS_BATCHER: TokenBatcher | None = None
+
+
+def _start_tokenizer_process(batcher: TokenBatcher) -> None:
+    global _PROCESS_BATCHER
+    os.environ["RAYON_NUM_THREADS"] = "1"  # the processes are the parallelism; one Rust thread each
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    batcher.encode(["warm"])
+    _PROCESS_BATCHER = batcher
+
+
+def _batches_in_process(texts: list[str], first_row: int):
+    assert _PROCESS_BATCHER is not None
+    return _PROCESS_BATCHER.batches(texts, first_row)
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class SentenceEncoder:
+    """Sentence embeddings of a local sentence-transformers model, computed as its modules do
+    (Transformer -> mean Pooling -> Normalize) but fed for throughput:
+
+    - tokenization (``TokenBatcher``) runs ahead of the model in chunks: in worker processes on a
+      GPU machine, where it is the bottleneck and Python's share of it would serialize threads
+      (``tokenizer_processes``; default one per CPU but one, up to 16), in threads otherwise (the
+      Rust tokenizer releases the GIL and uses every core);
+    - batches are length-sorted and sized by tokens, not documents, so padding stays small;
+    - on a GPU the model runs in bf16 with PyTorch's SDPA attention, inputs copied from pinned
+      memory without blocking.
+
+    Models with another pooling than mean go through ``SentenceTransformer.encode``.
+    """
+
+    CHUNK_DOCS = 1024
+    MIN_CHUNK_DOCS = 64
+    TOKENIZER_THREADS = 4
+
+    def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64,
+                 batch_tokens: int | None = None, tokenizer_processes: int | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.st = SentenceTransformer(model_path, device=self.device, model_kwargs={"dtype": dtype})
+        self.st.max_seq_length = max_seq_length
+        # Big batches feed a GPU; on a CPU small ones stay in cache (4k tokens: 1.8x faster than 64k here)
+        batch_tokens = batch_tokens or (65536 if self.device == "cuda" else 4096)
+        self.max_seq_length, self.batch_tokens, self.fallback_batch_size = max_seq_length, batch_tokens, fallback_batch_size
+        if tokenizer_processes is None:  # on a CPU the model is the bottleneck and wants the cores
+            tokenizer_processes = min(16, available_cpus() - 1) if self.device == "cuda" else 0
+        self.tokenizer_processes = max(0, tokenizer_processes)
+        self._processes: ProcessPoolExecutor | None = None
+        modules = [type(m).__name__ for m in self.st]
+        pooling = self.st[1].get_config_dict().get("pooling_mode") if len(modules) > 1 else None
+        self.fast = modules[:2] == ["Transformer", "Pooling"] and pooling == "mean" and \
+            hasattr(self.st[0].tokenizer, "backend_tokenizer")
+        self.normalize = "Normalize" in modules
+        if self.fast:
+            self.model = self.st[0].auto_model.eval()
+            self.batcher = TokenBatcher(self.st[0].tokenizer.backend_tokenizer.to_str(), max_seq_length,
+                                        self.st[0].tokenizer.pad_token_id or 0, batch_tokens)
+            self.tokenizer = self.batcher.tokenizer
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.batcher.token_ids(texts)
+
+    def _tokenizer_pool(self) -> tuple[Executor, bool]:
+        if not self.tokenizer_processes:
+            return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
+        if self._processes is None:
+            import multiprocessing
+
+            # spawn: the parent may hold CUDA state, which a fork must not inherit
+            self._processes = ProcessPoolExecutor(self.tokenizer_processes, multiprocessing.get_context("spawn"),
+                                                  initializer=_start_tokenizer_process, initargs=(self.batcher,))
+            weakref.finalize(self, self._processes.shutdown, wait=False, cancel_futures=True)
+        return self._processes, False
+
+    def close(self) -> None:
+        """Stop the tokenizer processes (they also stop with the encoder or the interpreter)."""
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)
+            self._processes = None
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not self.fast:
+            vectors = self.st.encode(list(texts), batch_size=self.fallback_batch_size, convert_to_tensor=True,
+                                     normalize_embeddings=self.normalize, show_progress_bar=False)
+            return vectors.float().cpu().numpy()
+        import torch
+
+        texts = list(texts)
+        out = torch.empty(len(texts), self.model.config.hidden_size, dtype=torch.float32, device=self.device)
+        pool, owned = self._tokenizer_pool()
+        workers = self.tokenizer_processes or self.TOKENIZER_THREADS
+        # a call with few texts (a stage's record batch) is still spread over every worker
+        size = min(self.CHUNK_DOCS, max(self.MIN_CHUNK_DOCS, -(-len(texts) // workers)))
+        starts = deque(range(0, len(texts), size))
+
+        def submit(start: int):
+            return pool.submit(self.batcher.batches if owned else _batches_in_process, texts[start : start + size], start)
+
+        try:
+            with torch.inference_mode():
+                pending = deque(submit(starts.popleft()) for _ in range(min(2 * workers, len(starts))))
+                while pending:
+                    batches = pending.popleft().result()
+                    if starts:
+                        pending.append(submit(starts.popleft()))
+                    for rows, ids, mask in batches:
+                        tensors = [torch.from_numpy(a) for a in (rows, ids, mask)]
+                        if self.device == "cuda":
+                            tensors = [t.pin_memory() for t in tensors]
+                        rows_t, ids_t, mask_t = tensors
+                        out[rows_t.to(self.device, non_blocking=True)] = self._pool(ids_t, mask_t)
+        finally:
+            if owned:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return out.cpu().numpy()
+
+    def _pool(self, ids, mask):
+        import torch
+
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1).float() / weights.sum(1).float().clamp(min=1e-9)  # (B, H) mean of tokens
+        return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
