@@ -56,7 +56,9 @@ class QualityConfig:
     cascade_threshold: float | None = None
     score_alias: str | None = None  # also write the final score (embedding if present, else fastText) under this name
     text_column: str = "text"
-    batch_size: int = 256
+    # documents per record batch scored at once; None: 1024, or 8192 for an embedding model on a GPU
+    # (one call keeps every tokenizer process and the GPU busy)
+    batch_size: int | None = None
     num_cpus: float = 1.0
     num_gpus: float | None = None  # None: 1 when the cluster has GPUs and an embedding model is in use
     # worker processes that tokenize for the embedding model (None: one per CPU but one when it runs
@@ -129,6 +131,14 @@ def describe_human_eval(summaries: dict[str, Any]) -> str:
 @register("quality")
 class QualityStage(BatchStage):
     Config = QualityConfig
+
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        if self.config.batch_size:
+            return self.config.batch_size
+        embedding = getattr(self, "models", {}).get("embedding")
+        on_gpu = getattr(getattr(embedding, "encoder", None), "device", "cpu") == "cuda"
+        return 8192 if on_gpu else 1024
 
     def _uses_embedding(self) -> bool:
         return bool(self.config.embedding_model or (self.config.train and "embedding" in self.config.train.kinds))

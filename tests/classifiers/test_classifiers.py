@@ -125,6 +125,30 @@ def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path
     assert card["human_eval"]["dclm_human_majority_contested.jsonl"]["roc_auc"] == pytest.approx(human["roc_auc"], abs=1e-4)
 
 
+def test_quality_stage_reads_batches_of_its_configured_size(tmp_path):
+    """``quality.batch_size`` sets the record batches scored at once (it used to be ignored)."""
+    from curation.classifiers.stage import QualityConfig, QualityStage
+
+    from curation.core.stage import ShardTask, StageContext
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(20)], "text": ["a page of text"] * 20}), path)
+    sizes = []
+
+    class Recorded(QualityStage):
+        def setup(self, ctx):
+            self.models = {}
+
+        def process_batch(self, batch, state, stats):
+            sizes.append(batch.num_rows)
+            return batch
+
+    assert QualityStage(QualityConfig(fasttext_model="m")).batch_size == 1024  # a CPU
+    ctx = StageContext(run_root=str(tmp_path), stage_name="quality", stage_dir=str(tmp_path / "out"), key="k")
+    Recorded(QualityConfig(fasttext_model="m", batch_size=7)).run_shard(ShardTask(0, "part-00000", [str(path)]), ctx)
+    assert sizes == [7, 7, 6]
+
+
 def test_local_hf_checkpoint(tmp_path):
     from curation.classifiers.models import load_classifier
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
