@@ -498,6 +498,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
             stack = card["stack"]
             print(f"stacked on {stack['documents']} human-labelled documents ({', '.join(stack['labels'])}): "
                   f"ROC AUC {stack['cv_roc_auc_mean']:.4f} ± {stack['cv_roc_auc_sd']:.4f} ({stack['cv']})")
+        elif args.kind == "embedding" and card["recipe"].get("stack"):
+            print(f"warning: no human-labelled documents at {', '.join(card['recipe']['stack_labels'])}, so the "
+                  "embedding head is not stacked; alone it ranks people's quality labels far worse than fastText "
+                  "(BENCHMARKS, issue 11). Set CURATION_DATA or --set 'stack_labels=[FILE]'.", file=sys.stderr)
         print(f"model: {args.output}")
         return 0
     if args.classify_command == "score":

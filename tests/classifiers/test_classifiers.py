@@ -165,6 +165,16 @@ def test_local_hf_checkpoint(tmp_path):
     assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
 
 
+def test_classify_cli_warns_when_the_embedding_head_cannot_be_stacked(shared_data, tmp_path):
+    model = tmp_path / "model"
+    result = run_curate(["classify", "train", "--kind", "embedding", "--positives", str(shared_data / "hq_reference" / "*"),
+                         "--negatives", str(shared_data / "web_negatives" / "*.jsonl.gz"), "--output", str(model),
+                         "--max-per-class", "40", "--set", f"stack_labels=[{tmp_path / 'none' / '*.jsonl'}]"])
+    assert "warning: no human-labelled documents at" in result.stderr and "not stacked" in result.stderr
+    assert "stack" not in json.loads((model / "card.json").read_text())
+    assert not (model / "stack.npz").exists()
+
+
 def test_classify_cli_train_and_score(shared_data, tmp_path):
     model = tmp_path / "model"
     out = run_curate(["classify", "train", "--positives", str(shared_data / "hq_reference" / "*"),
