@@ -42,12 +42,32 @@ class FastTextRecipe:
     epoch: int = 2
     word_ngrams: int = 2
     min_count: int = 1
-    # Hash buckets for word n-grams (fastText's default; the model file is ~bucket x dim x 4 bytes).
-    # On the README's references 200,000 rank the human labels and the held-out split exactly as
-    # 2,000,000 do in a file 6.6x smaller (BENCHMARKS): lower it for small training sets.
-    bucket: int = 2_000_000
+    # Hash buckets for word n-grams (the model file is ~bucket x dim x 4 bytes). None: sized to the
+    # training data (``bucket_for``), from 262,144 up to fastText's default 2,000,000. On the README's
+    # references 200,000 rank the human labels and the held-out split exactly as 2,000,000 do in a
+    # file 6.6x smaller (BENCHMARKS).
+    bucket: int | None = None
     seed: int = 0
     threads: int = 1
+
+
+# Sized buckets stay within these: fastText's default above, and below a floor that every training
+# set measured trains reproducibly at (65,536 buckets gave NaN or differing bytes on a small,
+# unbalanced set; BENCHMARKS, issue 11).
+BUCKET_FLOOR, BUCKET_CAP = 262_144, 2_000_000
+
+
+def bucket_for(lines: list[str], word_ngrams: int) -> int:
+    """fastText hash buckets for labelled training ``lines``: the power of two at or above their
+    distinct word n-grams (orders 2..``word_ngrams``), within [BUCKET_FLOOR, BUCKET_CAP]."""
+    seen: set[str] = set()
+    for line in lines:
+        words = line.split()[1:]  # the label first
+        for n in range(2, word_ngrams + 1):
+            seen.update(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        if len(seen) > 1 << 20:  # the next power of two is past the cap
+            return BUCKET_CAP
+    return min(BUCKET_CAP, max(BUCKET_FLOOR, 1 << max(len(seen) - 1, 1).bit_length()))
 
 
 DEFAULT_HUMAN_LABELS = "${CURATION_DATA:-../shared/data}/quality_dev/*.jsonl"
@@ -224,6 +244,8 @@ def train_classifier(kind: str, split: ReferenceSplit, output: str | Path, sourc
             lines.sort(key=lambda line: xxhash.xxh3_64_intdigest(line.encode()))  # classes interleaved, deterministically
             handle.write("\n".join(lines) + "\n")
             train_file = handle.name
+        if r.bucket is None:
+            r = dataclasses.replace(r, bucket=bucket_for(lines, r.word_ngrams))  # the card records the number
         try:
             model = fasttext.train_supervised(input=train_file, lr=r.lr, dim=r.dim, epoch=r.epoch, wordNgrams=r.word_ngrams,
                                               bucket=r.bucket,

@@ -4,6 +4,7 @@ a local Hugging Face checkpoint, and `curate classify`."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import numpy as np
@@ -44,7 +45,15 @@ def test_fasttext_training_card_and_determinism(references, tmp_path):
     assert hashlib.sha256((tmp_path / "a" / "model.bin").read_bytes()).digest() == \
            hashlib.sha256((tmp_path / "b" / "model.bin").read_bytes()).digest()
     assert card["metrics"]["roc_auc"] > 0.9 and card["metrics"]["roc_auc"] == again["metrics"]["roc_auc"]
-    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 2, "word_ngrams": 2, "min_count": 1, "bucket": 2_000_000, "seed": 0, "threads": 1}
+    from curation.classifiers.references import normalize
+
+    # buckets sized to the training data: the power of two at or above its distinct bigrams
+    bigrams = {(a, b) for t in references.train_positive + references.train_negative
+               for a, b in itertools.pairwise(normalize(t).split())}
+    expected = max(262_144, 1 << (len(bigrams) - 1).bit_length())
+    assert card["recipe"] == {"lr": 0.1, "dim": 100, "epoch": 2, "word_ngrams": 2, "min_count": 1, "bucket": expected,
+                              "seed": 0, "threads": 1}
+    assert (tmp_path / "a" / "model.bin").stat().st_size < expected * 100 * 4 * 1.5
     assert card["data"]["train_positive"]["documents"] > 100 and len(card["data"]["test_negative"]["sha256"]) == 64
     readme = (tmp_path / "a" / "README.md").read_text()
     assert "roc_auc" in readme and "## Recipe" in readme
@@ -52,6 +61,19 @@ def test_fasttext_training_card_and_determinism(references, tmp_path):
     scores = model.score(references.test_positive[:20] + references.test_negative[:20])
     assert ((scores >= 0) & (scores <= 1)).all()
     assert scores[:20].mean() > scores[20:].mean()  # small data: well ranked, not yet well calibrated
+
+
+def test_fasttext_buckets_sized_to_the_data():
+    from curation.classifiers.models import BUCKET_CAP, BUCKET_FLOOR, bucket_for
+
+    def line(words: int, offset: int = 0) -> str:
+        return "__label__hq " + " ".join(f"w{i + offset}" for i in range(words))
+
+    assert bucket_for([line(10)], 2) == BUCKET_FLOOR == 262_144  # never below the floor
+    assert bucket_for([line(262_145)], 2) == 262_144  # 262,144 distinct bigrams fit exactly
+    assert bucket_for([line(200_000), line(62_147, 200_000)], 2) == 524_288  # counted across lines
+    assert bucket_for([line(200_000)] * 3, 2) == 262_144  # repeats are not distinct
+    assert bucket_for([line(600_000), line(500_000, 600_000)], 2) == BUCKET_CAP == 2_000_000
 
 
 def test_embedding_classifier_beats_chance_and_scores(references, tmp_path):
