@@ -81,7 +81,12 @@ def normalizer_shortcut(tokenizer) -> tuple[object, re.Pattern, bool] | None:
 
 class TokenBatcher:
     """Texts to padded, length-sorted token-id batches of a Hugging Face fast tokenizer, holding each
-    text's first ``max_seq_length`` ids exactly as the whole text's encoding has them."""
+    text's first ``max_seq_length`` ids exactly as the whole text's encoding has them.
+
+    A long text is encoded from a prefix cut at whitespace that yields a full window of tokens
+    (whitespace is a hard token boundary, so those are exactly the whole text's first tokens); a
+    prefix that falls short is widened from the text's own characters per token, then dropped.
+    Batches are sized by tokens, not documents, so padding stays small."""
 
     CHARS_PER_TOKEN = 6  # first prefix: 6 characters per token (English web text averages about 4.6)
 
@@ -176,6 +181,12 @@ def _batches_in_process(texts: list[str], first_row: int):
     return _PROCESS_BATCHER.batches(texts, first_row)
 
 
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -208,7 +219,7 @@ class SentenceEncoder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch_device()
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.st = SentenceTransformer(model_path, device=self.device, model_kwargs={"dtype": dtype})
         self.st.max_seq_length = max_seq_length

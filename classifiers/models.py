@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 from curation.classifiers.card import heldout_metrics, read_card, write_card
-from curation.classifiers.encoder import SentenceEncoder
+from curation.classifiers.encoder import SentenceEncoder, torch_device
 from curation.classifiers.references import ReferenceSplit, normalize, normalize_array
 
 from curation.core.errors import ConfigError, MissingDependencyError
@@ -90,12 +90,6 @@ class EmbeddingRecipe:
     stack: bool = True
     stack_labels: list[str] = dataclasses.field(default_factory=lambda: [DEFAULT_HUMAN_LABELS])
     stack_c: float = 0.1  # chosen by repeated 5-fold cross-validation on quality_dev
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_embedding_model() -> str:
@@ -203,7 +197,7 @@ class HFClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.device = _device()
+        self.device = torch_device()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
