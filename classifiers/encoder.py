@@ -19,6 +19,7 @@ import unicodedata
 import weakref
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -293,6 +294,9 @@ class SentenceEncoder:
                             tensors = [t.pin_memory() for t in tensors]
                         rows_t, ids_t, mask_t = tensors
                         out[rows_t.to(self.device, non_blocking=True)] = self._pool(ids_t, mask_t)
+        except BrokenProcessPool:  # a tokenizer process died (killed, out of memory): a retry starts new ones
+            self.close()
+            raise
         finally:
             if owned:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -249,6 +249,26 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
     assert np.array_equal(processes, threads)
 
 
+def test_a_dead_tokenizer_process_fails_the_call_and_the_next_call_recovers(sentence_encoder):
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    texts = [f"document {i} about water quality" for i in range(200)]
+    sentence_encoder.tokenizer_processes = 2
+    try:
+        expected = sentence_encoder.embed(texts)
+        for pid in list(sentence_encoder._processes._processes):  # as the kernel's OOM killer would
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            sentence_encoder.embed(texts)
+        assert sentence_encoder._processes is None
+        assert np.array_equal(sentence_encoder.embed(texts), expected)
+    finally:
+        sentence_encoder.close()
+        sentence_encoder.tokenizer_processes = 0
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(alphabet=st.sampled_from("ab cé\n東,.-x"), max_size=3000), min_size=1, max_size=8))
 def test_prefix_tokenization_equals_whole_text(sentence_encoder, texts):
