@@ -16,6 +16,7 @@ import json
 import os
 import re
 import unicodedata
+import warnings
 import weakref
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -169,12 +170,16 @@ class TokenBatcher:
 _PROCESS_BATCHER: TokenBatcher | None = None
 
 
-def _start_tokenizer_process(batcher: TokenBatcher) -> None:
+def _start_tokenizer_process(tokenizer_file: str, max_seq_length: int, pad_id: int, batch_tokens: int) -> None:
     global _PROCESS_BATCHER
     os.environ["RAYON_NUM_THREADS"] = "1"  # the processes are the parallelism; one Rust thread each
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    batcher.encode(["warm"])
-    _PROCESS_BATCHER = batcher
+    with open(tokenizer_file, encoding="utf-8") as handle:
+        _PROCESS_BATCHER = TokenBatcher(handle.read(), max_seq_length, pad_id, batch_tokens)
+
+
+def _tokenizer_process_ready() -> bool:
+    return _PROCESS_BATCHER is not None
 
 
 def _batches_in_process(texts: list[str], first_row: int):
@@ -250,11 +255,32 @@ class SentenceEncoder:
             return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
         if self._processes is None:
             import multiprocessing
+            import tempfile
 
+            # The tokenizer goes to the processes as a file, not an argument: CPython's spawn writes
+            # arguments into a pipe and blocks for good when a child dies before reading them all.
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+                handle.write(self.batcher.tokenizer_json)
+            b = self.batcher
             # spawn: the parent may hold CUDA state, which a fork must not inherit
-            self._processes = ProcessPoolExecutor(self.tokenizer_processes, multiprocessing.get_context("spawn"),
-                                                  initializer=_start_tokenizer_process, initargs=(self.batcher,))
-            weakref.finalize(self, self._processes.shutdown, wait=False, cancel_futures=True)
+            pool = ProcessPoolExecutor(self.tokenizer_processes, multiprocessing.get_context("spawn"),
+                                       initializer=_start_tokenizer_process,
+                                       initargs=(handle.name, b.max_seq_length, b.pad_id, b.batch_tokens))
+            try:  # start every process now (each submit starts one), so the file can go
+                for ready in [pool.submit(_tokenizer_process_ready) for _ in range(self.tokenizer_processes)]:
+                    ready.result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                warnings.warn("tokenizer processes did not start, so the embedding scorer tokenizes in threads. "
+                              "A script that scores with an embedding model starts processes (multiprocessing "
+                              "spawn) and must guard its entry with `if __name__ == '__main__':`.",
+                              RuntimeWarning, stacklevel=3)
+                self.tokenizer_processes = 0
+                return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
+            finally:
+                os.unlink(handle.name)
+            self._processes = pool
+            weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
         return self._processes, False
 
     def close(self) -> None:

@@ -249,6 +249,29 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
     assert np.array_equal(processes, threads)
 
 
+def test_a_script_without_a_main_guard_falls_back_to_threads(tmp_path):
+    """Spawned processes re-run an unguarded script; the encoder must neither hang (CPython's spawn
+    blocks for good on a large argument to a child that died) nor fail, but warn and use threads."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "score.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from curation.classifiers.encoder import SentenceEncoder\n"
+        "from curation.classifiers.models import default_embedding_model\n"
+        "encoder = SentenceEncoder(default_embedding_model(), 256, tokenizer_processes=2)\n"
+        "texts = [f'page {i} about rivers' for i in range(50)]\n"
+        "vectors = encoder.embed(texts)\n"
+        "reference = encoder.st.encode(texts, normalize_embeddings=True)\n"
+        "print('max difference', float(np.abs(vectors - reference).max()), 'processes', encoder.tokenizer_processes)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tokenizer processes did not start" in result.stderr
+    difference, processes = result.stdout.split()[-3], result.stdout.split()[-1]
+    assert float(difference) < 1e-5 and processes == "0"
+
+
 def test_a_dead_tokenizer_process_fails_the_call_and_the_next_call_recovers(sentence_encoder):
     import os
     import signal
