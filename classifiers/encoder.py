@@ -207,7 +207,9 @@ class SentenceEncoder:
     - tokenization (``TokenBatcher``) runs ahead of the model in chunks: in worker processes on a
       GPU machine, where it is the bottleneck and Python's share of it would serialize threads
       (``tokenizer_processes``; default one per CPU but one, up to 16), in threads otherwise (the
-      Rust tokenizer releases the GIL and uses every core);
+      Rust tokenizer releases the GIL and uses every core). The processes are spawned: a script
+      that scores must guard its entry with ``if __name__ == "__main__":``, or the encoder warns
+      and uses threads;
     - batches are length-sorted and sized by tokens, not documents, so padding stays small;
     - on a GPU the model runs in bf16 with PyTorch's SDPA attention, inputs copied from pinned
       memory without blocking.
