@@ -12,9 +12,11 @@ only lower-case skips the normalizer (about 30% of the tokenizer's time) for Pyt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
 import unicodedata
 import warnings
 import weakref
@@ -187,6 +189,21 @@ def _batches_in_process(texts: list[str], first_row: int):
     return _PROCESS_BATCHER.batches(texts, first_row)
 
 
+@contextlib.contextmanager
+def _progress_bar(active: bool, total: int, description: str):
+    """A transient rich progress bar on stderr; yields ``advance(documents)`` (a no-op when inactive)."""
+    if not active:
+        yield lambda done: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.advance(task, done)
+
+
 def torch_device() -> str:
     import torch
 
@@ -219,6 +236,7 @@ class SentenceEncoder:
 
     CHUNK_DOCS = 1024
     MIN_CHUNK_DOCS = 64
+    PROGRESS_DOCS = 2048
     TOKENIZER_THREADS = 4
 
     def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64,
@@ -291,7 +309,9 @@ class SentenceEncoder:
             self._processes.shutdown(wait=True, cancel_futures=True)
             self._processes = None
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        """(N, H) float32 embeddings. ``progress``: a progress bar on stderr (default: for calls of
+        at least ``PROGRESS_DOCS`` documents when stderr is a terminal)."""
         if not self.fast:
             vectors = self.st.encode(list(texts), batch_size=self.fallback_batch_size, convert_to_tensor=True,
                                      normalize_embeddings=self.normalize, show_progress_bar=False)
@@ -309,8 +329,10 @@ class SentenceEncoder:
         def submit(start: int):
             return pool.submit(self.batcher.batches if owned else _batches_in_process, texts[start : start + size], start)
 
+        if progress is None:
+            progress = len(texts) >= self.PROGRESS_DOCS and sys.stderr.isatty()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), _progress_bar(progress, len(texts), f"embedding on {self.device}") as advance:
                 pending = deque(submit(starts.popleft()) for _ in range(min(2 * workers, len(starts))))
                 while pending:
                     batches = pending.popleft().result()
@@ -322,6 +344,7 @@ class SentenceEncoder:
                             tensors = [t.pin_memory() for t in tensors]
                         rows_t, ids_t, mask_t = tensors
                         out[rows_t.to(self.device, non_blocking=True)] = self._pool(ids_t, mask_t)
+                        advance(len(rows))
         except BrokenProcessPool:  # a tokenizer process died (killed, out of memory): a retry starts new ones
             self.close()
             raise

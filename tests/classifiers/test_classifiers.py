@@ -236,6 +236,7 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
     sentence_encoder.CHUNK_DOCS = 16  # several chunks through the worker threads, then processes
     try:
         threads = sentence_encoder.embed(texts)
+        assert np.array_equal(sentence_encoder.embed(texts, progress=True), threads)  # with a progress bar drawn
         sentence_encoder.tokenizer_processes = 2
         processes = sentence_encoder.embed(texts)
         assert sentence_encoder._processes is not None
