@@ -274,19 +274,24 @@ class SentenceEncoder:
         if not self.tokenizer_processes:
             return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
         if self._processes is None:
+            import hashlib
             import multiprocessing
-            import tempfile
+
+            from curation.core import io as fio
 
             # The tokenizer goes to the processes as a file, not an argument: CPython's spawn writes
             # arguments into a pipe and blocks for good when a child dies before reading them all.
-            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
-                handle.write(self.batcher.tokenizer_json)
+            # The file is named by its content in the local cache, so it is written once per machine.
+            data = self.batcher.tokenizer_json.encode()
+            tokenizer_file = os.path.join(fio.cache_root(), "tokenizers", hashlib.sha256(data).hexdigest() + ".json")
+            if not os.path.isfile(tokenizer_file):
+                fio.write_atomic(tokenizer_file, data)
             b = self.batcher
             # spawn: the parent may hold CUDA state, which a fork must not inherit
             pool = ProcessPoolExecutor(self.tokenizer_processes, multiprocessing.get_context("spawn"),
                                        initializer=_start_tokenizer_process,
-                                       initargs=(handle.name, b.max_seq_length, b.pad_id, b.batch_tokens))
-            try:  # start every process now (each submit starts one), so the file can go
+                                       initargs=(tokenizer_file, b.max_seq_length, b.pad_id, b.batch_tokens))
+            try:  # start the processes now, to fall back to threads here if they cannot start
                 for ready in [pool.submit(_tokenizer_process_ready) for _ in range(self.tokenizer_processes)]:
                     ready.result()
             except BrokenProcessPool:
@@ -297,8 +302,6 @@ class SentenceEncoder:
                               RuntimeWarning, stacklevel=3)
                 self.tokenizer_processes = 0
                 return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
-            finally:
-                os.unlink(handle.name)
             self._processes = pool
             weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
         return self._processes, False
