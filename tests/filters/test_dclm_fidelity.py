@@ -14,7 +14,7 @@ from curation.filters.heuristics import dclm_baseline_filter_config
 
 
 @pytest.fixture(scope="module")
-def dclm(shared_data):
+def dclm(shared_data, tmp_path_factory):
     reference = shared_data.parent / "reference"
     if not (reference / "dclm_reference.py").is_file():
         pytest.skip("DCLM reference code not found next to the fixture data")
@@ -30,7 +30,13 @@ def dclm(shared_data):
     for name in dclm_reference._STUBBED:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    chain = dclm_reference.dclm_baseline_chain()
+    import tempfile
+
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("dclm_oracle"))
+    try:  # the oracle's mkdtemp folders (a model link, an empty domain list) go under pytest's, not /tmp
+        chain = dclm_reference.dclm_baseline_chain()
+    finally:
+        tempfile.tempdir = saved
     for name, module in list(sys.modules.items()):
         if isinstance(module, dclm_reference._Stub):
             del sys.modules[name]
