@@ -13,13 +13,9 @@ web and reference text (Dolma CC, DCLM's labelled pages, WikiText, GPTeacher), r
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before tokenizers starts its thread pool
 
@@ -54,7 +50,6 @@ def main() -> None:
     plain.shortcut = None  # every text through the normalizer
     chunk = SentenceEncoder.CHUNK_DOCS
     cores = available_cpus()
-    scratch = tempfile.mkdtemp()
     for name, texts in corpora(args.docs).items():
         shortcut = batcher.shortcut
         taken = sum(shortcut[1].search(t) is None for t in texts) / len(texts)
@@ -78,21 +73,16 @@ def main() -> None:
                 ("ours, prefix only, normalizer shortcut", len(texts) / mine, f"{peer / mine:.2f}x"),
             ], "docs/s")
             continue
-        from curation.classifiers.encoder import _batches_in_process, _start_tokenizer_process
+        from curation.classifiers.encoder import _batches_in_process, tokenizer_process_pool
 
         peer, _ = median_seconds(direct, args.repeats)
-        tokenizer_file = os.path.join(scratch, "tokenizer.json")
-        with open(tokenizer_file, "w", encoding="utf-8") as handle:
-            handle.write(tokenizer_json)
-        with ProcessPoolExecutor(cores, multiprocessing.get_context("spawn"), initializer=_start_tokenizer_process,
-                                 initargs=(tokenizer_file, 256, 0, 65536)) as pool:
-            list(pool.map(_batches_in_process, chunks[:cores], starts[:cores]))  # processes started
+        with tokenizer_process_pool(batcher, cores) as pool:
+            list(pool.map(_batches_in_process, chunks[:cores], starts[:cores]))  # warm-up
             mine, _ = median_seconds(lambda c=chunks, s=starts: list(pool.map(_batches_in_process, c, s)), args.repeats)
         print_table(f"{name}: {len(texts):,} documents, {cores} cores", [
             (f"tokenizers encode_batch_fast, Rust threads ({cores})", len(texts) / peer, ""),
             (f"ours, {cores} tokenizer processes, batches returned", len(texts) / mine, f"{peer / mine:.2f}x"),
         ], "docs/s")
-    shutil.rmtree(scratch)
     if not args.all_cores:
         env = {**os.environ, "RAYON_NUM_THREADS": str(cores)}
         subprocess.run([sys.executable, "-u", __file__, "--all-cores", "--docs", str(args.docs),

@@ -119,8 +119,9 @@ class TokenBatcher:
         if self.shortcut is None:
             return [e.ids for e in self.tokenizer.encode_batch_fast(texts)]
         plain_tokenizer, unsafe, lower = self.shortcut
-        plain = [i for i, text in enumerate(texts) if unsafe.search(text) is None]
-        rest = sorted(set(range(len(texts))) - set(plain))
+        plain, rest = [], []
+        for i, text in enumerate(texts):
+            (rest if unsafe.search(text) else plain).append(i)
         ids: list[list[int]] = [[]] * len(texts)
         if plain:
             inputs = [texts[i].lower() if lower else texts[i] for i in plain]
@@ -187,6 +188,33 @@ def _tokenizer_process_ready() -> bool:
 def _batches_in_process(texts: list[str], first_row: int):
     assert _PROCESS_BATCHER is not None
     return _PROCESS_BATCHER.batches(texts, first_row)
+
+
+def tokenizer_process_pool(batcher: TokenBatcher, processes: int) -> ProcessPoolExecutor:
+    """``processes`` spawned workers that each hold a copy of ``batcher`` (for ``_batches_in_process``),
+    all started before it returns; raises ``BrokenProcessPool`` when they cannot start."""
+    import hashlib
+    import multiprocessing
+
+    from curation.core import io as fio
+
+    # The tokenizer goes to the processes as a file, not an argument: CPython's spawn writes
+    # arguments into a pipe and blocks for good when a child dies before reading them all.
+    # The file is named by its content in the local cache, so it is written once per machine.
+    data = batcher.tokenizer_json.encode()
+    tokenizer_file = os.path.join(fio.cache_root(), "tokenizers", hashlib.sha256(data).hexdigest() + ".json")
+    if not os.path.isfile(tokenizer_file):
+        fio.write_atomic(tokenizer_file, data)
+    # spawn: the parent may hold CUDA state, which a fork must not inherit
+    pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), initializer=_start_tokenizer_process,
+                               initargs=(tokenizer_file, batcher.max_seq_length, batcher.pad_id, batcher.batch_tokens))
+    try:
+        for ready in [pool.submit(_tokenizer_process_ready) for _ in range(processes)]:
+            ready.result()
+    except BrokenProcessPool:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    return pool
 
 
 @contextlib.contextmanager
@@ -274,28 +302,9 @@ class SentenceEncoder:
         if not self.tokenizer_processes:
             return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
         if self._processes is None:
-            import hashlib
-            import multiprocessing
-
-            from curation.core import io as fio
-
-            # The tokenizer goes to the processes as a file, not an argument: CPython's spawn writes
-            # arguments into a pipe and blocks for good when a child dies before reading them all.
-            # The file is named by its content in the local cache, so it is written once per machine.
-            data = self.batcher.tokenizer_json.encode()
-            tokenizer_file = os.path.join(fio.cache_root(), "tokenizers", hashlib.sha256(data).hexdigest() + ".json")
-            if not os.path.isfile(tokenizer_file):
-                fio.write_atomic(tokenizer_file, data)
-            b = self.batcher
-            # spawn: the parent may hold CUDA state, which a fork must not inherit
-            pool = ProcessPoolExecutor(self.tokenizer_processes, multiprocessing.get_context("spawn"),
-                                       initializer=_start_tokenizer_process,
-                                       initargs=(tokenizer_file, b.max_seq_length, b.pad_id, b.batch_tokens))
-            try:  # start the processes now, to fall back to threads here if they cannot start
-                for ready in [pool.submit(_tokenizer_process_ready) for _ in range(self.tokenizer_processes)]:
-                    ready.result()
+            try:  # started now, to fall back to threads here if they cannot start
+                pool = tokenizer_process_pool(self.batcher, self.tokenizer_processes)
             except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
                 warnings.warn("tokenizer processes did not start, so the embedding scorer tokenizes in threads. "
                               "A script that scores with an embedding model starts processes (multiprocessing "
                               "spawn) and must guard its entry with `if __name__ == '__main__':`.",
