@@ -153,6 +153,7 @@ def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:
         "tokens_per_s": float(np.median([m["tokens_per_s"] for m in steady])),
         "mfu": float(np.median([m["mfu"] for m in steady])) if steady[0]["mfu"] is not None else None,
         "peak_memory_gb": metrics[-1]["peak_memory_gb"],
+        "estimated_peak_gb": round(estimate["peak"] / 1e9, 2),
         "estimated_memory_gb": {k: round(v / 1e9, 2) for k, v in estimate.items()},
         "final_loss": metrics[-1]["loss"], "windows": [round(m["tokens_per_s"]) for m in metrics],
         "profile_top": profile.splitlines()[:40],

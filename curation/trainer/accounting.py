@@ -1,11 +1,20 @@
 """Parameter, FLOP and memory accounting that needs no GPU (the model is built on the meta device).
 
-``estimate_memory`` is a model of what one training step holds at its peak on one GPU, in
-bytes: fp32 master weights, fp32 gradients and AdamW's two fp32 moments; the bf16 activations
-each layer keeps for its backward pass (what ``model.py`` saves, tensor by tensor); the fused
-loss's gradient buffers; and the transient working set of one MoE layer's backward. It is
-checked against the measured peak by ``benchmarks/gpu_check.py``; tests pin it so that a change
-that makes a step hold more shows up in CI.
+``estimate_memory`` models what one training step holds on one GPU, in bytes, by component:
+fp32 master weights, fp32 gradients and AdamW's two fp32 moments; the bf16 activations each layer
+keeps for its backward pass (what ``model.py`` saves under ``torch.compile``, tensor by tensor);
+the fused loss's buffers; and the transient working set of one MoE layer's backward. The peak is
+the largest of three moments of ``train.training_step``, which drops the gradients after the
+optimizer step, so they never coexist with a forward pass's activations:
+
+- ``forward_end``: weights, moments, every layer's activations and the fused loss's chunk buffers;
+- ``backward_start``: the same activations, the head's gradient and the last layer's backward
+  working set (later layers free more activations than they add gradients);
+- ``optimizer_step``: weights, gradients and moments (the fused AdamW makes no temporaries).
+
+It is checked against the measured peak by ``benchmarks/gpu_check.py``; tests pin the per-layer
+activations against what the compiler's partitioner saves, so that a change that makes a step
+hold more shows up in CI.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import torch
 
 from curation.trainer.model import ModelConfig, MoETransformer
 
-BF16, FP32, INT64 = 2, 4, 8
+BF16, INT32, FP32, INT64 = 2, 4, 4, 8
 
 
 def build_on_meta(config: ModelConfig) -> MoETransformer:
@@ -26,21 +35,22 @@ def build_on_meta(config: ModelConfig) -> MoETransformer:
 
 
 def estimate_memory(config: ModelConfig, batch_size: int) -> dict[str, float]:
-    """Peak bytes of one training step by component (see the module docstring)."""
+    """Bytes of one training step by component, at its three fullest moments, and the peak (see the module docstring)."""
     c = config
     model = build_on_meta(c)
     total = model.parameter_counts()["total"]
     T, D, L, E, k, Hd, V = batch_size * c.seq_len, c.d_model, c.n_layers, c.n_experts, c.top_k, c.expert_hidden, c.vocab_size
     # attention: norm input, qkv input and output (3), rotated q and k, attention output and the
-    # out-projection's input, each (T, D); fp32 log-sum-exp per head and position
-    attention = 9 * BF16 * T * D + FP32 * batch_size * c.n_heads * c.seq_len
+    # out-projection's input, each (T, D); fp32 log-sum-exp per head and position; fp32 RMS
+    # statistics of the two block norms (per token) and the q/k norms (per token and head)
+    attention = 9 * BF16 * T * D + FP32 * batch_size * c.n_heads * c.seq_len + FP32 * (2 * T + 2 * T * c.n_heads)
     if E == 1:
         feed_forward = 2 * BF16 * T * D + 4 * BF16 * T * Hd  # norm in/out; gate, up, silu, product
     else:
         feed_forward = (2 * BF16 * T * D  # norm input and output (the experts' input)
-                        + 2 * FP32 * T * E  # router logits and probabilities
+                        + FP32 * T * E  # router probabilities
                         + (0 if c.recompute_experts else 2 * BF16 * T * k * Hd)  # gate and up
-                        + 3 * INT64 * T * k + 2 * FP32 * T * k)  # order, inverse, experts; weights
+                        + 3 * INT64 * T * k + FP32 * T * k + INT32 * E)  # chosen experts, order, inverse; weights; offsets
     loss = 3 * BF16 * T * D + FP32 * V * D + 2 * FP32 * min(T, c.loss_chunk_tokens) * V
     cast_weights = BF16 * (4 * D * D * L + V * D)  # autocast's bf16 copies of the dense matrices
     # one MoE layer's backward at its widest: gathered slots and their gradient, five (T*k, Hd)
@@ -55,7 +65,14 @@ def estimate_memory(config: ModelConfig, batch_size: int) -> dict[str, float]:
         "cast_weights": cast_weights,
         "backward_working_set": moe_backward,
     }
-    parts["total"] = sum(parts.values())
+    state = parts["weights"] + parts["optimizer"]
+    held = state + parts["activations"] + cast_weights
+    # the head's gradient handed back (and its copy in the loss's saved buffers), the gradient of h
+    head_gradient = 2 * FP32 * V * D + BF16 * T * D
+    parts["forward_end"] = held + loss
+    parts["backward_start"] = held + head_gradient + moe_backward
+    parts["optimizer_step"] = state + parts["gradients"]
+    parts["peak"] = max(parts["forward_end"], parts["backward_start"], parts["optimizer_step"])
     return parts
 
 

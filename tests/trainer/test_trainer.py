@@ -172,16 +172,13 @@ def test_grouped_gemm_path_matches_the_per_expert_loop(recompute):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
 
 
-@pytest.mark.parametrize("recompute", [False, True])
-def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
-    """Under torch.compile the partitioner picks what the forward keeps for the backward; the
-    grouped experts must stay opaque to it, so that a layer keeps its input, the routing and
-    gate/up, and never the gathered (T*k, D) slots (the GPU's excess memory, 6.7 GB at `medium`)."""
+def saved_by_compiled_backward(fn, x: torch.Tensor) -> list[tuple[tuple[int, ...], int]]:
+    """Shapes and bytes of what ``torch.compile``'s partitioner (the one the GPU run uses) keeps
+    from fn's forward pass for its backward, parameters and inputs left out; fn runs forward and
+    backward once, compiled, and its input gradient is checked against eager."""
     from functorch.compile import make_boxed_func
     from torch._functorch.aot_autograd import aot_module_simplified
     from torch._functorch.partitioners import min_cut_rematerialization_partition
-
-    from curation.trainer.model import MoE
 
     kept: list[tuple[tuple[int, ...], int]] = []
 
@@ -197,6 +194,20 @@ def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
         return aot_module_simplified(graph, example_inputs, fw_compiler=lambda g, _: make_boxed_func(g),
                                      partition_fn=partition)
 
+    x = x.detach().requires_grad_()
+    torch.compile(fn, backend=recording_backend)(x).float().square().sum().backward()
+    expected = torch.autograd.grad(fn(x).float().square().sum(), x)[0]
+    assert torch.allclose(x.grad.float(), expected.float(), atol=1e-2, rtol=1e-2)
+    return kept
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
+    """Under torch.compile the partitioner picks what the forward keeps for the backward; the
+    grouped experts must stay opaque to it, so that a layer keeps its input, the routing and
+    gate/up, and never the gathered (T*k, D) slots (the GPU's excess memory, 6.7 GB at `medium`)."""
+    from curation.trainer.model import MoE
+
     torch.manual_seed(6)
     T, D, E, k, Hd = 4 * 32, 64, 8, 2, 32
     c = ModelConfig(vocab_size=64, d_model=D, n_layers=1, n_heads=4, seq_len=32, n_experts=E, top_k=k, expert_hidden=Hd,
@@ -204,11 +215,7 @@ def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
     moe = MoE(c).to(torch.bfloat16)  # grouped GEMMs take bf16, as on the GPU
     for parameter in moe.parameters():
         torch.nn.init.normal_(parameter, std=0.02)
-    x = torch.randn(4, 32, D, dtype=torch.bfloat16, requires_grad=True)
-    compiled = torch.compile(lambda t: moe(t)[0], backend=recording_backend)
-    compiled(x).float().square().sum().backward()
-    eager_grads = [g.clone() for g in torch.autograd.grad(moe(x)[0].float().square().sum(), [x, *moe.parameters()])]
-    assert torch.allclose(x.grad, eager_grads[0])
+    kept = saved_by_compiled_backward(lambda t: moe(t)[0], torch.randn(4, 32, D, dtype=torch.bfloat16))
 
     assert all(sorted(shape) != sorted((T * k, D)) for shape, _ in kept), kept  # no gathered slots, nor transposed
     bf16, fp32, int64, int32 = 2, 4, 8, 4
@@ -217,6 +224,37 @@ def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
                 + fp32 * T * E + int64 * T * k  # router probabilities and chosen experts (its backward)
                 + 2 * int64 * T * k + fp32 * T * k + int32 * E)  # order, inverse, slot weights, offsets
     assert sum(size for _, size in kept) == expected, kept
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_compiled_block_keeps_what_the_memory_estimate_counts(recompute):
+    """The accounting's per-layer activations (the bulk of `medium`'s peak) against what the
+    partitioner keeps for one whole compiled MoE block under bf16 autocast, attention and norm
+    statistics included: equal to the byte once the block's own input (the previous layer's
+    output, which the estimate counts here) is added and the bf16 weight copies (counted apart,
+    as ``cast_weights``) are taken out."""
+    from curation.trainer.accounting import estimate_memory
+    from curation.trainer.model import Block, rope_tables
+
+    torch.manual_seed(9)
+    B, S, D, H = 3, 32, 128, 4  # T = 96 tokens: no activation has a weight's shape
+    c = ModelConfig(vocab_size=256, d_model=D, n_layers=1, n_heads=H, seq_len=S, n_experts=8, top_k=2, expert_hidden=64,
+                    grouped_mm=True, recompute_experts=recompute)
+    block = Block(c)
+    for parameter in block.parameters():
+        if parameter.dim() >= 2:  # a block alone: the model's reset_parameters does not reach it
+            torch.nn.init.normal_(parameter, std=0.02)
+    cos, sin = rope_tables(S, c.head_dim, c.rope_theta)
+
+    def forward(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return block(x, cos, sin)[0]
+
+    kept = saved_by_compiled_backward(forward, torch.randn(B, S, D, dtype=torch.bfloat16))
+    weight_shapes = {shape for p in block.parameters() if p.dim() == 2 for shape in (tuple(p.shape), tuple(p.shape[::-1]))}
+    weight_copies = sum(size for shape, size in kept if shape in weight_shapes)
+    activations = sum(size for _, size in kept) - weight_copies + 2 * B * S * D
+    assert activations == estimate_memory(c, B)["activations"], kept
 
 
 def test_fused_cross_entropy_matches_full_logits():
@@ -311,6 +349,34 @@ def test_bf16_autocast_grouped_path_tracks_fp32():
             assert relative_error(p.grad, q.grad) < 0.05, name
 
 
+def test_a_training_step_holds_no_gradients_through_the_forward_pass():
+    """Measured with PyTorch's MemTracker on the CPU: the step's peak (the end of the forward pass,
+    where every layer's activations are alive) holds none of the previous step's gradients, which
+    ``training_step`` drops right after the optimizer step. Before, they sat through the forward
+    pass: 4 bytes per parameter more at the peak (7.1 GB at `medium`)."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from curation.trainer.train import TrainConfig, build_optimizer, training_step
+
+    torch.manual_seed(10)
+    config = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, seq_len=64, n_experts=8, top_k=2,
+                         expert_hidden=32)
+    model = MoETransformer(config)
+    optimizer = build_optimizer(model, TrainConfig(model=config), "cpu")
+    x = torch.randint(0, 512, (4, 64))
+    result, norm = training_step(model, optimizer, x, x, 1.0)
+    assert float(norm) > 0 and all(p.grad is None for p in model.parameters())
+    tracker = MemTracker()
+    tracker.track_external(model, optimizer)
+    with tracker:
+        training_step(model, optimizer, x, x, 1.0)
+    peak = {str(kind).split(".")[-1]: size for kind, size in tracker.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert peak["PARAM"] == parameter_bytes
+    assert peak["OPT"] == pytest.approx(2 * parameter_bytes, rel=1e-3)  # two moments (and a step count per tensor)
+    assert peak["ACT"] > parameter_bytes and peak["GRAD"] < 0.1 * parameter_bytes
+
+
 def test_medium_preset_accounting_on_the_meta_device():
     """The figures the GPU check measures against, guarded without a GPU."""
     from curation.trainer.accounting import build_on_meta, estimate_memory
@@ -328,6 +394,9 @@ def test_medium_preset_accounting_on_the_meta_device():
     assert model.flops_per_token() == 6 * counts["active_non_embedding"] + 12 * 16 * 1024 * 2048
     memory = estimate_memory(c.model, c.batch_size)
     assert memory["weights"] + memory["gradients"] + memory["optimizer"] == 16 * counts["total"]
-    assert memory["total"] < 44e9
+    assert memory["optimizer_step"] == 16 * counts["total"]  # no gradients before the backward, no activations after it
+    assert memory["forward_end"] - memory["activations"] - memory["loss"] == 12 * counts["total"] + memory["cast_weights"]
+    assert memory["peak"] == max(memory["forward_end"], memory["backward_start"], memory["optimizer_step"])
+    assert 33e9 < memory["peak"] < 36e9  # the issue's goal is 40 GB at batch 8
     lean = estimate_memory(dataclasses.replace(c.model, recompute_experts=True), c.batch_size)
-    assert lean["total"] < 40e9 and lean["activations"] < memory["activations"]
+    assert lean["peak"] < 31e9 and lean["activations"] < memory["activations"]
