@@ -9,6 +9,10 @@ record's own content type and charset (archiving tools and wget write those). ``
 records (WET) are text. ``request``, ``metadata``, ``revisit`` and ``warcinfo`` records are
 skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) go through warcio.
 
+Compression: per-record gzip members (Common Crawl, the specification's recommendation), a whole
+file gzipped as one stream, and zstd (per-record frames or one frame) are read; records of one
+stream share its offset and are told apart by their place after it (``index_in_member``).
+
 Bad input never loses the rest of a file. FastWARC stops at the first corrupt gzip member or
 WARC header; the resilient iterator then searches forward for the next record that really
 starts there (a gzip member that inflates to ``WARC/1.``, or a ``WARC/1.`` line in plain WARC),
@@ -48,6 +52,10 @@ class RawRecord:
     language_hint: str | None
     payload: bytes | None  # None when over the size limit
     payload_length: int
+    # A file compressed as one stream (``gzip file.warc``, or one zstd frame) has every record at
+    # the same compressed offset: the record's place after it tells them apart (0 when each record
+    # is its own gzip member or zstd frame, as the specification recommends, and in plain WARC)
+    index_in_member: int = 0
 
 
 def _looks_like_warc_member(handle: BinaryIO, offset: int) -> bool:
@@ -120,22 +128,24 @@ def iter_warc(
     """Yield response/conversion/resource records; count and skip past corrupt regions."""
     compressed = _is_gzip(handle)
     start = 0
-    seen: set[int] = set()
+    seen: set[tuple[int, int]] = set()
     while True:
         handle.seek(start)
         last_start = start
         failure: str | None = None
+        previous_offset, index_in_member = None, 0
         try:
             for record in ArchiveIterator(handle, record_types=WarcRecordType.any_type, parse_http=False):
                 offset = start + record.stream_pos
-                last_start = offset
-                if offset in seen:
+                index_in_member = index_in_member + 1 if offset == previous_offset else 0
+                previous_offset = last_start = offset
+                if (offset, index_in_member) in seen:
                     continue
-                seen.add(offset)
+                seen.add((offset, index_in_member))
                 if not (record.record_type & _WANTED):
                     errors[SKIPPED + _type_name(record.record_type)] += 1
                     continue
-                parsed = _to_raw(record, offset, errors, max_payload_bytes)
+                parsed = _to_raw(record, offset, index_in_member, errors, max_payload_bytes)
                 if parsed is not None:
                     yield parsed
         except CurationError:
@@ -166,12 +176,13 @@ def _reason_for(exc: OSError) -> str:
     return "corrupt_record"
 
 
-def _to_raw(record: Any, offset: int, errors: Counter, max_payload_bytes: int) -> RawRecord | None:
+def _to_raw(record: Any, offset: int, index_in_member: int, errors: Counter, max_payload_bytes: int) -> RawRecord | None:
     headers = record.headers
     record_type = "response" if record.record_type == WarcRecordType.response else (
         "conversion" if record.record_type == WarcRecordType.conversion else "resource")
     common = {
         "offset": offset,
+        "index_in_member": index_in_member,
         "record_type": record_type,
         "url": headers.get("WARC-Target-URI", "").strip("<>"),
         "date": headers.get("WARC-Date", ""),

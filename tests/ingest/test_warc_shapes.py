@@ -1,14 +1,16 @@
 """Every WARC record shape the specification allows for a page (and ARC), through `extract`:
 Common Crawl's HTTP responses, archiving tools' responses without an HTTP block, wget's resource
 records, chunked + gzip/deflate payloads, non-UTF-8 pages, WARC/1.0 and 1.1, plain and
-per-record gzip files, a truncated last record; records that are not pages are counted, not errors."""
+per-record gzip files, a truncated last record; records that are not pages are counted, not errors; files compressed as one stream and zstd files."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 from warc_factory import archive_shapes, build_arc, gzip_members, not_documents, page
 
 from curation.core.stage import ShardTask, StageContext
@@ -75,3 +77,37 @@ def test_strict_stops_at_the_first_bad_warc_record(tmp_path):
     cut.write_bytes(whole.read_bytes()[: -len(records[-1]) // 2])
     with pytest.raises(BadRecord, match=r"cut\.warc: truncated_record$"):
         extract(cut, tmp_path / "b", strict=True)
+
+
+PACKINGS = {
+    # `gzip file.warc`: one gzip member for the whole file, so every record has the same offset
+    "gzip-stream": lambda records: gzip.compress(b"".join(records), mtime=0),
+    # the WARC-zstd layout (one frame per record, as gzip members) and one frame for the file
+    "zstd-frames": lambda records: b"".join(zstandard.ZstdCompressor().compress(r) for r in records),
+    "zstd-stream": lambda records: zstandard.ZstdCompressor().compress(b"".join(records)),
+}
+
+
+@pytest.mark.parametrize("packing", list(PACKINGS))
+def test_other_compressions_read_every_record_with_its_own_id(tmp_path, packing):
+    shapes = archive_shapes()
+    records = not_documents()[:2] + [record for _, record, _ in shapes]
+    path = tmp_path / ("pages.warc.zst" if packing.startswith("zstd") else "pages.warc.gz")
+    path.write_bytes(PACKINGS[packing](records))
+    rows, stats = extract(path, tmp_path)
+    assert sorted(row["url"].rsplit("/", 1)[-1] for row in rows) == sorted(
+        ["cc", "archive", "wget", "chunked", "deflate", "latin", "sjis", "v10"])
+    assert len({row["id"] for row in rows}) == len(rows)  # before: all records of one stream shared an id
+    assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1, "skipped:request": 1}
+    again, _ = extract(path, tmp_path / "again")
+    assert [row["id"] for row in again] == [row["id"] for row in rows]  # ids are stable across runs
+
+
+def test_a_truncated_gzip_stream_keeps_the_records_before_the_cut(tmp_path):
+    records = [record for _, record, _ in archive_shapes()]
+    whole = PACKINGS["gzip-stream"](records)
+    path = tmp_path / "cut.warc.gz"
+    path.write_bytes(whole[: len(whole) * 3 // 4])
+    rows, stats = extract(path, tmp_path)
+    assert 0 < len(rows) < len(records)
+    assert sum(stats.dropped.values()) == 1 and len(rows) + 1 == stats.docs_in, stats.dropped
