@@ -4,7 +4,7 @@ WARC records are read by the specification (WARC 1.0 and 1.1, ISO 28500): only a
 ``Content-Type: application/http; msgtype=response`` holds an HTTP message (its header block is
 split here, because FastWARC parses HTTP only inside its iterator, where a record cut short is no
 longer told from an empty one; chunked transfer coding is undone with resiliparse, gzip/deflate/br
-content coding with zlib/brotli); any other ``response`` or ``resource`` record is the payload itself, with the
+content coding with zlib/brotli/zstandard); any other ``response`` or ``resource`` record is the payload itself, with the
 record's own content type and charset (archiving tools and wget write those). ``conversion``
 records (WET) are text. ``request``, ``metadata``, ``revisit`` and ``warcinfo`` records are
 skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) go through warcio.
@@ -35,6 +35,7 @@ from curation.core.errors import CurationError
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/1."
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SCAN_CHUNK = 1 << 20
 
 
@@ -126,6 +127,11 @@ def iter_warc(
     handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000
 ) -> Iterator[RawRecord]:
     """Yield response/conversion/resource records; count and skip past corrupt regions."""
+    if has_bare_lf_headers(handle):
+        # decompressed here: warcio refuses a file gzipped as one stream; offsets are then
+        # positions in the decompressed file
+        yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=False)
+        return
     compressed = _is_gzip(handle)
     start = 0
     seen: set[tuple[int, int]] = set()
@@ -195,13 +201,20 @@ def _to_raw(record: Any, offset: int, index_in_member: int, errors: Counter, max
         errors["truncated_record"] += 1
         return None
     declared = headers.get("Content-Type", "")
-    warc_type, warc_charset = split_content_type(declared)
     if length > max_payload_bytes:
-        return RawRecord(content_type=warc_type, charset=None, payload=None, payload_length=length, **common)
+        return RawRecord(content_type=split_content_type(declared)[0], charset=None, payload=None, payload_length=length,
+                         **common)
     block = record.reader.read()
     if len(block) < length:
         errors["truncated_record"] += 1  # the file ends (or a member breaks) inside this record
         return None
+    return _from_block(block, declared, common, errors)
+
+
+def _from_block(block: bytes, declared: str, common: dict[str, Any], errors: Counter) -> RawRecord | None:
+    """The record of a WARC block whose header declared ``declared`` as its Content-Type."""
+    record_type = common["record_type"]
+    warc_type, warc_charset = split_content_type(declared)
     # By the specification only an application/http block holds an HTTP message; a response
     # record without a Content-Type but with an HTTP message in its block is read as one too.
     holds_http = warc_type == "application/http" or (not declared and record_type == "response" and block.startswith(b"HTTP/"))
@@ -243,7 +256,7 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = _dechunk(body)
     encoding = fields.get("content-encoding", "").lower()
-    if encoding in ("gzip", "x-gzip", "deflate", "br"):
+    if encoding in ("gzip", "x-gzip", "deflate", "br", "zstd"):
         body = _decompress(body, encoding)
     return content_type, charset, body
 
@@ -271,7 +284,16 @@ def _decompress(body: bytes, encoding: str) -> bytes:
             import brotli
 
             return brotli.decompress(body)
-        return zlib.decompressobj(wbits=47 if encoding != "deflate" else 15).decompress(body)
+        if encoding == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        if encoding == "deflate":  # zlib-wrapped by the RFC; raw deflate from many servers
+            try:
+                return zlib.decompressobj(wbits=15).decompress(body)
+            except zlib.error:
+                return zlib.decompressobj(wbits=-15).decompress(body)
+        return zlib.decompressobj(wbits=47).decompress(body)
     except Exception:
         return body  # stored already decoded, as Common Crawl does
 
@@ -294,27 +316,81 @@ def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_
 
     warcio has no resynchronisation: a corrupt record ends the file, counted as ``corrupt_arc``.
     """
+    yield from _iter_with_warcio(handle, errors, max_payload_bytes, arc=True)
+
+
+def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int, arc: bool) -> Iterator[RawRecord]:
+    """ARC records (warcio parses their HTTP message), or WARC records whose blocks are read as
+    ``iter_warc`` reads them (warcio only splits the records)."""
     from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
-    records = WarcioIterator(handle, arc2warc=True)
+    records = WarcioIterator(handle, arc2warc=True, no_record_parse=not arc)
+    previous_offset, index_in_member = None, 0
     try:
         for record in records:
-            if record.rec_type != "response":
+            wanted = record.rec_type in ("response", "resource", "conversion")
+            # read before asking for the offset: warcio's get_record_offset reads the record to its end
+            stream = record.content_stream() if arc else record.raw_stream  # ARC: dechunked, decoded
+            block = stream.read(max_payload_bytes + 1) if wanted else b""
+            offset = records.get_record_offset()
+            index_in_member = index_in_member + 1 if offset == previous_offset else 0
+            previous_offset = offset
+            if not wanted:
                 errors[SKIPPED + str(record.rec_type)] += 1
                 continue
-            http = record.http_headers
-            declared = (http.get_header("Content-Type") if http else record.rec_headers.get_header("Content-Type")) or ""
-            content_type, charset = split_content_type(declared)
-            payload = record.content_stream().read(max_payload_bytes + 1)  # warcio undoes chunking and gzip
-            yield RawRecord(
-                offset=records.get_record_offset(), record_type="response",
-                url=record.rec_headers.get_header("WARC-Target-URI") or "",
-                date=record.rec_headers.get_header("WARC-Date") or "", record_id="",
-                content_type=content_type, charset=charset, language_hint=None,
-                payload=payload if len(payload) <= max_payload_bytes else None, payload_length=len(payload),
-            )
-    except Exception as exc:  # warcio raises plain exceptions on malformed ARC headers
-        errors[f"corrupt_arc:{type(exc).__name__}"] += 1
+            headers = record.rec_headers
+            common = {"offset": offset, "index_in_member": index_in_member, "record_type": record.rec_type,
+                      "url": (headers.get_header("WARC-Target-URI") or "").strip("<>"),
+                      "date": headers.get_header("WARC-Date") or "",
+                      "record_id": "" if arc else headers.get_header("WARC-Record-ID") or "",  # ARC: warcio makes one up
+                      "language_hint": headers.get_header("WARC-Identified-Content-Language")}
+            declared = headers.get_header("Content-Type") or ""
+            if len(block) > max_payload_bytes:
+                yield RawRecord(content_type=split_content_type(declared)[0], charset=None, payload=None,
+                                payload_length=len(block), **common)
+            elif arc:
+                http = record.http_headers
+                content_type, charset = split_content_type((http.get_header("Content-Type") if http else None) or declared)
+                yield RawRecord(content_type=content_type, charset=charset, payload=block, payload_length=len(block),
+                                **common)
+            elif (raw := _from_block(block, declared, common, errors)) is not None:
+                yield raw
+    except Exception as exc:  # warcio raises plain exceptions on malformed headers
+        errors[f"{'corrupt_arc' if arc else 'corrupt_record'}:{type(exc).__name__}"] += 1
+
+
+def _decompressed(handle: BinaryIO) -> BinaryIO:
+    handle.seek(0)
+    magic = handle.read(4)
+    handle.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        import gzip
+
+        return gzip.GzipFile(fileobj=handle)  # every member, one after another
+    if magic == _ZSTD_MAGIC:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
+    return handle
+
+
+def has_bare_lf_headers(handle: BinaryIO) -> bool:
+    """A WARC whose first header line ends in LF alone (the specification says CRLF; some writers
+    and text-mode copies drop the CR). FastWARC cannot read such records; warcio can."""
+    handle.seek(0)
+    head = handle.read(1024)
+    handle.seek(0)
+    try:
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(wbits=31).decompress(head, 64)
+        elif head[:4] == _ZSTD_MAGIC:
+            import zstandard
+
+            head = zstandard.ZstdDecompressor().decompressobj().decompress(head)[:64]
+    except Exception:
+        return False
+    line = head.split(b"\n", 1)[0]
+    return head.startswith(_WARC_MAGIC) and b"\n" in head and not line.endswith(b"\r")
 
 
 def detect_format(path: str) -> str:

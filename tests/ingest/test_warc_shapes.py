@@ -111,3 +111,48 @@ def test_a_truncated_gzip_stream_keeps_the_records_before_the_cut(tmp_path):
     rows, stats = extract(path, tmp_path)
     assert 0 < len(rows) < len(records)
     assert sum(stats.dropped.values()) == 1 and len(rows) + 1 == stats.docs_in, stats.dropped
+
+
+def bare_lf(record: bytes) -> bytes:
+    """The record as a writer that ends lines with LF alone writes it (the block is unchanged)."""
+    header, _, rest = record.partition(b"\r\n\r\n")
+    return header.replace(b"\r\n", b"\n") + b"\n\n" + rest.removesuffix(b"\r\n\r\n") + b"\n\n"
+
+
+@pytest.mark.parametrize("packing", ["plain", "gzip-members", "gzip-stream"])
+def test_warc_headers_ending_in_bare_lf_are_read(tmp_path, packing):
+    """FastWARC reads none of these (it counted them as records of unknown type); warcio reads them."""
+    shapes = archive_shapes()
+    records = [bare_lf(r) for r in not_documents()[:1] + [record for _, record, _ in shapes]]
+    data = {"plain": b"".join, "gzip-members": gzip_members, "gzip-stream": PACKINGS["gzip-stream"]}[packing](records)
+    path = tmp_path / ("lf.warc" if packing == "plain" else "lf.warc.gz")
+    path.write_bytes(data)
+    rows, stats = extract(path, tmp_path)
+    texts = {row["url"].rsplit("/", 1)[-1]: row["text"] for row in rows}
+    for name, _, phrase in shapes:
+        assert any(phrase in text for text in texts.values()), (name, sorted(texts))
+    assert len(rows) == len(shapes) and len({row["id"] for row in rows}) == len(rows)
+    assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1}
+
+
+def _raw_deflate(body: bytes) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(wbits=-15)
+    return compressor.compress(body) + compressor.flush()
+
+
+@pytest.mark.parametrize(("coding", "encode"), [
+    ("gzip", lambda b: gzip.compress(b, mtime=0)),
+    ("deflate", lambda b: __import__("zlib").compress(b)),  # zlib-wrapped, as the RFC says
+    ("deflate", _raw_deflate),  # raw deflate, as many servers send it
+    ("br", lambda b: __import__("brotli").compress(b)),
+    ("zstd", lambda b: zstandard.ZstdCompressor().compress(b)),
+    ("gzip", lambda b: b),  # stored already decoded with the header kept (Common Crawl)
+], ids=["gzip", "deflate-zlib", "deflate-raw", "br", "zstd", "stored-decoded"])
+def test_every_content_coding_is_undone(coding, encode):
+    from curation.ingest.readers import parse_http_response
+
+    body = "<html><body><p>Crème brûlée, encoded for the wire.</p></body></html>".encode()
+    block = f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Encoding: {coding}\r\n\r\n".encode()
+    assert parse_http_response(block + encode(body)) == ("text/html", "utf-8", body)
