@@ -12,6 +12,8 @@ skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) g
 Compression: per-record gzip members (Common Crawl, the specification's recommendation), a whole
 file gzipped as one stream, and zstd (per-record frames or one frame) are read; records of one
 stream share its offset and are told apart by their place after it (``index_in_member``).
+Files whose writer FastWARC cannot read (header lines ending in bare LF, field names in another
+case: ``needs_lenient_reader``) are split into records by warcio instead, slower but alike.
 
 Bad input never loses the rest of a file. FastWARC stops at the first corrupt gzip member or
 WARC header; the resilient iterator then searches forward for the next record that really
@@ -127,7 +129,7 @@ def iter_warc(
     handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000
 ) -> Iterator[RawRecord]:
     """Yield response/conversion/resource records; count and skip past corrupt regions."""
-    if has_bare_lf_headers(handle):
+    if needs_lenient_reader(handle):
         # decompressed here: warcio refuses a file gzipped as one stream; offsets are then
         # positions in the decompressed file
         yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=False)
@@ -374,23 +376,36 @@ def _decompressed(handle: BinaryIO) -> BinaryIO:
     return handle
 
 
-def has_bare_lf_headers(handle: BinaryIO) -> bool:
-    """A WARC whose first header line ends in LF alone (the specification says CRLF; some writers
-    and text-mode copies drop the CR). FastWARC cannot read such records; warcio can."""
+# The fields FastWARC or this reader look up, spelled as the specification spells them
+_NAMED_FIELDS = {name.lower(): name for name in (
+    "WARC-Type", "WARC-Record-ID", "WARC-Date", "Content-Length", "Content-Type", "WARC-Target-URI",
+    "WARC-Identified-Content-Language")}
+
+
+def needs_lenient_reader(handle: BinaryIO) -> bool:
+    """Whether the file's first record is written in a way FastWARC cannot read but warcio can:
+    header lines ending in LF alone (the specification says CRLF; some writers and text-mode copies
+    drop the CR), or field names spelled in another case (the specification makes them
+    case-insensitive; FastWARC looks them up case-sensitively). A writer writes every record alike."""
     handle.seek(0)
-    head = handle.read(1024)
+    head = handle.read(4096)
     handle.seek(0)
     try:
         if head[:2] == b"\x1f\x8b":
-            head = zlib.decompressobj(wbits=31).decompress(head, 64)
+            head = zlib.decompressobj(wbits=31).decompress(head, 2048)
         elif head[:4] == _ZSTD_MAGIC:
             import zstandard
 
-            head = zstandard.ZstdDecompressor().decompressobj().decompress(head)[:64]
+            head = zstandard.ZstdDecompressor().decompressobj().decompress(head)[:2048]
     except Exception:
         return False
-    line = head.split(b"\n", 1)[0]
-    return head.startswith(_WARC_MAGIC) and b"\n" in head and not line.endswith(b"\r")
+    if not head.startswith(_WARC_MAGIC) or b"\n" not in head:
+        return False
+    if not head.split(b"\n", 1)[0].endswith(b"\r"):
+        return True
+    header = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    names = (line.partition(":")[0].strip() for line in header if ":" in line)
+    return any(_NAMED_FIELDS.get(name.lower(), name) != name for name in names)
 
 
 def detect_format(path: str) -> str:

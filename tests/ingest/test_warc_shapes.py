@@ -119,19 +119,29 @@ def bare_lf(record: bytes) -> bytes:
     return header.replace(b"\r\n", b"\n") + b"\n\n" + rest.removesuffix(b"\r\n\r\n") + b"\n\n"
 
 
+def lower_case_names(record: bytes) -> bytes:
+    """The record with its WARC field names in lower case (the specification: case-insensitive)."""
+    header, _, rest = record.partition(b"\r\n\r\n")
+    first, *fields = header.split(b"\r\n")
+    fields = [name.lower() + b":" + value for name, _, value in (f.partition(b":") for f in fields)]
+    return b"\r\n".join([first, *fields]) + b"\r\n\r\n" + rest
+
+
 @pytest.mark.parametrize("packing", ["plain", "gzip-members", "gzip-stream"])
-def test_warc_headers_ending_in_bare_lf_are_read(tmp_path, packing):
-    """FastWARC reads none of these (it counted them as records of unknown type); warcio reads them."""
+@pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
+def test_records_fastwarc_cannot_read_are_read_with_warcio(tmp_path, packing, writer):
+    """FastWARC read none of these (it counted them as records of unknown type or corrupt headers)."""
     shapes = archive_shapes()
-    records = [bare_lf(r) for r in not_documents()[:1] + [record for _, record, _ in shapes]]
+    records = [writer(r) for r in not_documents()[:1] + [record for _, record, _ in shapes]]
     data = {"plain": b"".join, "gzip-members": gzip_members, "gzip-stream": PACKINGS["gzip-stream"]}[packing](records)
-    path = tmp_path / ("lf.warc" if packing == "plain" else "lf.warc.gz")
+    path = tmp_path / ("odd.warc" if packing == "plain" else "odd.warc.gz")
     path.write_bytes(data)
     rows, stats = extract(path, tmp_path)
     texts = {row["url"].rsplit("/", 1)[-1]: row["text"] for row in rows}
     for name, _, phrase in shapes:
         assert any(phrase in text for text in texts.values()), (name, sorted(texts))
     assert len(rows) == len(shapes) and len({row["id"] for row in rows}) == len(rows)
+    assert all(row["warc_record_id"].startswith("<urn:uuid:") for row in rows)
     assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1}
 
 
