@@ -18,6 +18,10 @@ The policy, for every record (a JSONL line, a Parquet row):
 With ``strict: true`` the first bad record stops the stage with one line naming the file, the
 line (or row) and the reason. The text and id fields are renamed to ``text`` and ``id``; every
 other column is kept as it is.
+
+Parquet goes through the policy a record batch at a time (``RecordPolicy.accept_batch``: Arrow
+compute for the checks, Python only for derived ids and the duplicate-id set), with the same rows,
+ids and counts as the per-row path that JSONL takes (a property test holds the two together).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
@@ -110,6 +115,59 @@ class RecordPolicy:
         return {"id": identifier, "text": text, **obj}
 
 
+    def accept_batch(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch | None:
+        """``accept`` over a Parquet batch at once, for the same rows, ids and counts (rows numbered
+        from ``first_row``); None when a value calls for the per-row path (strict mode meeting a bad
+        record, ids that are neither strings nor integers)."""
+        c = self.config
+        n = batch.num_rows
+        names = batch.schema.names
+        if c.text_field not in names:
+            text = pa.nulls(n, pa.string())
+        else:
+            text = batch.column(c.text_field)
+            if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type) or pa.types.is_null(text.type)):
+                return None  # invalid_text and missing_text by value: the per-row path sorts them
+            text = text.cast(pa.string())
+        has_id = c.id_field in names
+        ids = batch.column(c.id_field) if has_id else pa.nulls(n, pa.string())
+        if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)
+                or pa.types.is_null(ids.type)):
+            return None
+        ids = ids.cast(pa.string())
+        missing = pc.is_null(text)
+        too_large = pc.and_kleene(pc.invert(missing), pc.greater(pc.binary_length(text), c.max_record_bytes))
+        bad = pc.or_(missing, pc.fill_null(too_large, False))
+        if c.strict and pc.any(bad).as_py():
+            return None
+        underived = pc.and_(pc.is_valid(ids), pc.not_equal(pc.fill_null(ids, ""), ""))
+        id_list = ids.to_pylist()
+        derive = pc.and_(pc.invert(underived), pc.invert(bad)).to_pylist()
+        keep = pc.invert(bad).to_pylist()
+        for i in range(n):  # derived ids for the few rows without one; duplicates need the file's history
+            if not keep[i]:
+                continue
+            if derive[i]:
+                id_list[i] = document_id(self.source_name, f"row {first_row + i}")
+                self.repair(i, "derived_id")
+            if id_list[i] in self.seen_ids:
+                if c.strict:
+                    return None
+                keep[i] = False
+                self.stats.dropped["duplicate_id"] += 1
+            else:
+                self.seen_ids.add(id_list[i])
+        self.stats.dropped["missing_text"] += pc.sum(missing).as_py() or 0
+        self.stats.dropped["too_large"] += pc.sum(too_large).as_py() or 0
+        for reason in ("missing_text", "too_large", "duplicate_id"):
+            if not self.stats.dropped[reason]:
+                del self.stats.dropped[reason]  # a Counter entry at 0 would read as a reason seen
+        others = [name for name in names if name not in (c.text_field, c.id_field, "id", "text")]
+        out = pa.RecordBatch.from_arrays([pa.array(id_list, pa.string()), text, *(batch.column(name) for name in others)],
+                                         names=["id", "text", *others])
+        return out.filter(pa.array(keep, pa.bool_()))
+
+
 def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
     stream = handle
     if path.endswith(".gz"):
@@ -142,20 +200,34 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         policy.reject("end of file", "truncated_stream")
 
 
-def iter_parquet_records(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[dict[str, Any]]:
+def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
+    """Accepted rows of a Parquet file: Arrow batches (vectorised), or lists of rows where a batch
+    takes the per-row path."""
     try:
         parquet = pq.ParquetFile(handle)
         row = 0
         for batch in parquet.iter_batches(batch_size=batch_size):
+            accepted = policy.accept_batch(batch, row + 1)
+            if accepted is not None:
+                row += batch.num_rows
+                yield accepted
+                continue
+            rows = []
             for obj in batch.to_pylist():
                 row += 1
                 text = obj.get(policy.config.text_field)
                 size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
-                accepted = policy.accept(obj, f"row {row}", size)
-                if accepted is not None:
-                    yield accepted
+                if (kept := policy.accept(obj, f"row {row}", size)) is not None:
+                    rows.append(kept)
+            yield rows
     except (OSError, pa.ArrowInvalid) as exc:
         policy.reject("file", f"corrupt_parquet:{type(exc).__name__}")
+
+
+def iter_parquet_records(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Accepted rows of a Parquet file, one by one (for readers that work row by row)."""
+    for accepted in iter_parquet_batches(handle, policy, batch_size):
+        yield from accepted.to_pylist() if isinstance(accepted, pa.RecordBatch) else accepted
 
 
 @register("documents")
@@ -166,14 +238,19 @@ class DocumentsStage(Stage):
     is_source: ClassVar[bool] = True
 
     def write_shard(self, task: ShardTask, ctx: StageContext, state: None, stats: ShardStats) -> list[OutputFile]:
-        records = (row for path in task.inputs for row in self._records(path, ctx, stats))
         with ParquetShardWriter(ctx, f"{task.name}.parquet") as shard:  # memory: one batch
-            for rows in chunked(records, self.config.batch_size):
-                shard.write(self._to_batch(rows, shard.schema, stats), stats)
+            for path in task.inputs:
+                for accepted in self._accepted(path, ctx, stats):
+                    if isinstance(accepted, pa.RecordBatch):
+                        batch = self._conform(accepted, shard.schema, stats)
+                    else:
+                        batch = self._to_batch(accepted, shard.schema, stats)
+                    if batch.num_rows:
+                        shard.write(batch, stats)
             stats.docs_in += sum(stats.dropped.values()) + stats.docs_out
             return [shard.commit(pa.schema([("id", pa.string()), ("text", pa.string())]))]
 
-    def _records(self, path: str, ctx: StageContext, stats: ShardStats) -> Iterator[dict[str, Any]]:
+    def _accepted(self, path: str, ctx: StageContext, stats: ShardStats) -> Iterator[pa.RecordBatch | list[dict]]:
         policy = RecordPolicy(self.config, path, stats)
         try:
             fs, p = fio.filesystem(path, ctx.storage)
@@ -184,9 +261,23 @@ class DocumentsStage(Stage):
             return
         with handle:
             if ".parquet" in path.rsplit("/", 1)[-1]:
-                yield from iter_parquet_records(handle, policy, self.config.batch_size)
+                yield from iter_parquet_batches(handle, policy, self.config.batch_size)
             else:
-                yield from iter_jsonl_records(handle, path, policy)
+                yield from chunked(iter_jsonl_records(handle, path, policy), self.config.batch_size)
+
+    @staticmethod
+    def _conform(batch: pa.RecordBatch, schema: pa.Schema | None, stats: ShardStats) -> pa.RecordBatch:
+        """A Parquet batch in the shard's column types (set by its first batch), as ``_to_batch``
+        does for rows: missing columns null, extra ones dropped, rows that do not fit counted."""
+        if schema is None or batch.schema.equals(schema):
+            return batch
+        names = batch.schema.names
+        if all(field.name not in names or batch.schema.field(field.name).type in (field.type, pa.null())
+               for field in schema):
+            columns = [batch.column(field.name).cast(field.type) if field.name in names
+                       else pa.nulls(batch.num_rows, field.type) for field in schema]
+            return pa.RecordBatch.from_arrays(columns, schema=schema)
+        return DocumentsStage._to_batch(batch.to_pylist(), schema, stats)  # value by value, as for JSONL
 
     @staticmethod
     def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None, stats: ShardStats) -> pa.RecordBatch:

@@ -127,6 +127,57 @@ def test_property_no_traceback_every_good_record_and_reasons_add_up(tmp_path, re
     assert sum(stats.dropped.values()) + repaired_corrupt == expected_bad
 
 
+parquet_row = st.fixed_dictionaries({
+    "text": st.one_of(st.none(), st.text(max_size=30), st.just("x" * 90)),  # 90 bytes: over the limit below
+    "doc_id": st.one_of(st.none(), st.just(""), st.sampled_from(["a", "b", "c"]), st.text(min_size=1, max_size=4)),
+    "lang": st.sampled_from(["en", "de", None]),
+})
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(parquet_row, max_size=40), st.integers(1, 7))
+def test_property_vectorised_parquet_path_matches_the_per_row_policy(rows, first_row):
+    """The Arrow path (``accept_batch``) keeps the same rows, with the same ids and columns, and
+    counts the same reasons as the per-row policy that JSONL goes through."""
+    from curation.core.stage import ShardStats
+    from curation.ingest.documents import RecordPolicy
+
+    config = DocumentsConfig(id_field="doc_id", max_record_bytes=60)
+    batch = pa.RecordBatch.from_pylist(rows, schema=pa.schema([("text", pa.large_string()), ("doc_id", pa.string()),
+                                                               ("lang", pa.string())]))
+    vector_stats, row_stats = ShardStats("part-00000"), ShardStats("part-00000")
+    vectorised = RecordPolicy(config, "dir/f.parquet", vector_stats).accept_batch(batch, first_row)
+    per_row = RecordPolicy(config, "dir/f.parquet", row_stats)
+    expected = []
+    for offset, obj in enumerate(batch.to_pylist()):
+        text = obj.get("text")
+        size = len(text.encode()) if isinstance(text, str) else 0
+        if (kept := per_row.accept(obj, f"row {first_row + offset}", size)) is not None:
+            expected.append(kept)
+    assert vectorised is not None and vectorised.schema.names == ["id", "text", "lang"]
+    assert vectorised.to_pylist() == expected
+    assert vector_stats.dropped == row_stats.dropped and vector_stats.extra == row_stats.extra
+
+
+def test_parquet_files_of_one_shard_with_other_column_types(tmp_path):
+    """The first file's columns set the shard's types: a later file's column of another type goes
+    value by value (a value that does not fit is counted), one of the same types stays a batch."""
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"], "n": [1, 2]}), tmp_path / "1.parquet")
+    pq.write_table(pa.table({"id": ["c", "d"], "text": ["three", "four"], "n": ["x", "5"], "extra": [1.0, 2.0]}),
+                   tmp_path / "2.parquet")
+    pq.write_table(pa.table({"id": pa.array([7, 8], pa.int64()), "text": pa.array(["seven", "eight"], pa.large_string())}),
+                   tmp_path / "3.parquet")
+    stage = DocumentsStage(DocumentsConfig())
+    ctx = StageContext(run_root=str(tmp_path), stage_name="input", stage_dir=str(tmp_path / "out"), key="k")
+    receipt = stage.run_shard(ShardTask(0, "part-00000", [str(tmp_path / f"{i}.parquet") for i in (1, 2, 3)]), ctx)
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    assert table.schema.names == ["id", "text", "n"] and table.schema.field("n").type == pa.int64()
+    assert table.to_pylist() == [{"id": "a", "text": "one", "n": 1}, {"id": "b", "text": "two", "n": 2},
+                                 {"id": "7", "text": "seven", "n": None}, {"id": "8", "text": "eight", "n": None}]
+    assert receipt.stats.dropped == {"schema_mismatch": 2}
+    assert receipt.stats.docs_in == 6 and receipt.stats.docs_out == 4
+
+
 def test_commands_read_jsonl_with_bad_lines(tmp_path, tokenizer_path):
     lines = [json.dumps({"doc_id": f"d{i}", "body": f"The garden number {i} grows tomatoes and herbs."}).encode()
              for i in range(40)]

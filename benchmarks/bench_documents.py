@@ -1,0 +1,100 @@
+"""Reading a corpus that is already text: FineWeb-shaped Parquet (text, id, dump, url, date,
+language, language_score, token_count) through the `documents` source stage, against
+datatrove's ParquetReader -> ParquetWriter and against pyarrow reading and rewriting the file
+(the floor: no policy at all), zstd output for all three, one core, median of --repeats.
+
+The text is words drawn from the fixtures' WikiText (hq_reference), 100-500 words a document.
+
+    .venv/bin/python benchmarks/bench_documents.py --docs 200000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+from common import median_seconds, print_table, shared_data
+
+
+def build_corpus(path: Path, docs: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    words = " ".join(p.read_text(errors="replace") for p in sorted((shared_data() / "hq_reference").rglob("*"))
+                     if p.is_file() and p.suffix in (".txt", ".jsonl", ".md")).split()[:200_000]
+    rng = random.Random(0)
+    pool = [" ".join(rng.choices(words, k=rng.randint(100, 500))) for _ in range(2000)]
+    table = pa.table({
+        "text": [f"{pool[i % len(pool)]} {i}" for i in range(docs)],
+        "id": [f"<urn:uuid:{i:08d}>" for i in range(docs)],
+        "dump": ["CC-MAIN-2024-10"] * docs,
+        "url": [f"https://example.com/{i}" for i in range(docs)],
+        "date": ["2024-02-20T00:00:00Z"] * docs,
+        "language": ["en"] * docs,
+        "language_score": [0.9] * docs,
+        "token_count": [300] * docs,
+    })
+    pq.write_table(table, path, row_group_size=50_000)
+
+
+def run_ours(source: Path, out: Path) -> int:
+    from curation.core.stage import ShardTask, StageContext
+    from curation.ingest.documents import DocumentsConfig, DocumentsStage
+
+    ctx = StageContext(run_root=str(out), stage_name="documents", stage_dir=str(out / "documents"), key="k")
+    receipt = DocumentsStage(DocumentsConfig()).run_shard(ShardTask(0, "part-00000", [str(source)]), ctx)
+    return receipt.stats.docs_out
+
+
+def run_datatrove(source: Path, out: Path) -> int:
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    reader = ParquetReader(str(source.parent), glob_pattern=source.name, doc_progress=False)
+    writer = ParquetWriter(str(out / "datatrove"), compression="zstd")
+    count = 0
+    with writer:
+        for document in reader.run():
+            writer.write(document)
+            count += 1
+    return count
+
+
+def run_pyarrow(source: Path, out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    pq.write_table(table, out / "copy.parquet", compression="zstd")
+    return table.num_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "fineweb-like.parquet"
+        build_corpus(source, args.docs)
+        results = {}
+        for name, run in (("ours", run_ours), ("datatrove", run_datatrove), ("pyarrow", run_pyarrow)):
+            counter = iter(range(args.repeats))
+
+            def once(run=run, counter=counter, name=name):
+                out = Path(tmp) / f"{name}-{next(counter)}"
+                out.mkdir()
+                return run(source, out)
+
+            seconds, count = median_seconds(once, args.repeats)
+            assert count == args.docs, (name, count)
+            results[name] = args.docs / seconds
+    print_table(f"documents/s, {args.docs:,} FineWeb-shaped rows (median of {args.repeats})",
+                [(name, rate, f"{rate / results['ours']:.2f}x ours") for name, rate in results.items()], "docs/s")
+    print(f"\nours / datatrove: {results['ours'] / results['datatrove']:.2f}x; "
+          f"ours / pyarrow read+write: {results['ours'] / results['pyarrow']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
