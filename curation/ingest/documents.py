@@ -7,6 +7,8 @@ The policy, for every record (a JSONL line, a Parquet row):
 | --- | --- | --- |
 | not JSON, or JSON that is not an object | dropped | ``invalid_json`` |
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
+| an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
+| a ``\\ud800``-style escape of an unpaired surrogate (not writable as UTF-8) | U+FFFD in its place, kept | ``repaired:lone_surrogate`` (extra) |
 | no text field, or null | dropped | ``missing_text`` |
 | a text field that is not a string | dropped | ``invalid_text`` |
 | over ``max_record_bytes`` | dropped | ``too_large`` |
@@ -29,11 +31,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -168,6 +172,22 @@ class RecordPolicy:
         return out.filter(pa.array(keep, pa.bool_()))
 
 
+# what pyarrow raises for a value that does not fit a column (OverflowError: an integer over 64 bits)
+_UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # an escape that may decode to one
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """Strings with every unpaired surrogate replaced by U+FFFD (json pairs the valid ones)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    return value
+
+
 def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
     stream = handle
     if path.endswith(".gz"):
@@ -180,16 +200,22 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
             if not raw.strip():
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                line = raw.decode("utf-8", errors="replace")
-                policy.repair(number, "invalid_utf8")
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                policy.reject(number, "invalid_json")
-                continue
+            try:  # orjson: ~3x json's speed; what it refuses gets json's verdict (see the table above)
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = raw.decode("utf-8", errors="replace")
+                    policy.repair(number, "invalid_utf8")
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
+                    policy.reject(number, "invalid_json")
+                    continue
+                if _LONE_SURROGATE.search(line):  # "\\ud800" escapes: JSON, but not writable as UTF-8
+                    obj = _without_lone_surrogates(obj)
+                    policy.repair(number, "lone_surrogate")
             if not isinstance(obj, dict):
                 policy.reject(number, "invalid_json")
                 continue
@@ -285,13 +311,13 @@ class DocumentsStage(Stage):
         not fit them is dropped (``schema_mismatch``) rather than failing the file."""
         try:
             return pa.RecordBatch.from_pylist(rows, schema=schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except _UNFIT:
             kept = []
             for row in rows:
                 try:
                     pa.RecordBatch.from_pylist([row], schema=schema)
                     kept.append(row)
-                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                except _UNFIT:
                     stats.dropped["schema_mismatch"] += 1
             if schema is None and kept:
                 schema = pa.RecordBatch.from_pylist(kept[:1]).schema

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -79,6 +80,26 @@ def test_oversized_and_mistyped_records(tmp_path):
     rows, stats = read(jsonl(lines, tmp_path / "d.jsonl"), tmp_path, max_record_bytes=200, batch_size=1)
     assert [r["id"] for r in rows] == ["b"]
     assert stats.dropped == {"too_large": 1, "schema_mismatch": 1}
+
+
+def test_json_the_fast_parser_refuses_or_bends(tmp_path):
+    """orjson's refusals fall back to the standard library's json: NaN is JSON to it. An escaped
+    unpaired surrogate is JSON too but cannot be written as UTF-8 (it crashed the stage): it
+    becomes U+FFFD, counted. An integer over 64 bits is a float (orjson, as JavaScript and Arrow's
+    JSON reader); one that fits no Parquet integer column (2**64 - 1) is counted (it crashed too)."""
+    lines = [b'{"id": "big", "text": "b", "n": 123456789012345678901234567890, "score": 1.0}',
+             b'{"id": "nan", "text": "a", "n": 1, "score": NaN}',
+             b'{"id": "sur", "text": "c \\ud800 d \\ud83d\\ude00", "n": 2, "score": 0.5, "meta": {"\\udfff": ["\\ud801"]}}',
+             b'{"id": "deep", "text": "e", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
+    rows, stats = read(jsonl(lines, tmp_path / "odd.jsonl"), tmp_path / "a", batch_size=1)
+    by_id = {row["id"]: row for row in rows}
+    assert sorted(by_id) == ["big", "nan", "sur"] and by_id["big"]["n"] == 1.2345678901234568e29
+    assert by_id["sur"]["text"] == "c \ufffd d \U0001F600" and math.isnan(by_id["nan"]["score"])
+    assert stats.dropped == {"invalid_json": 1}  # nesting deeper than Python's stack: counted, not a crash
+    assert stats.extra == {"repaired:lone_surrogate": 1}
+    u64 = [b'{"id": "u64", "text": "f", "n": 18446744073709551615}', b'{"id": "ok", "text": "g", "n": 1}']
+    rows, stats = read(jsonl(u64, tmp_path / "u64.jsonl"), tmp_path / "b")
+    assert [row["id"] for row in rows] == ["ok"] and stats.dropped == {"schema_mismatch": 1}
 
 
 def test_strict_names_file_line_and_reason(tmp_path):
