@@ -1,11 +1,13 @@
-"""Reading a corpus that is already text: FineWeb-shaped Parquet (text, id, dump, url, date,
-language, language_score, token_count) through the `documents` source stage, against
-datatrove's ParquetReader -> ParquetWriter and against pyarrow reading and rewriting the file
-(the floor: no policy at all), zstd output for all three, one core, median of --repeats.
+"""Reading a corpus that is already text: FineWeb-shaped rows (text, id, dump, url, date,
+language, language_score, token_count) as Parquet and as JSONL, through the `documents` source
+stage, against datatrove's ParquetReader/JsonlReader -> ParquetWriter and against pyarrow
+reading and rewriting the file (the floor: no policy at all), zstd output for all, one core,
+median of --repeats.
 
 The text is words drawn from the fixtures' WikiText (hq_reference), 100-500 words a document.
 
     .venv/bin/python benchmarks/bench_documents.py --docs 200000 --repeats 3
+    .venv/bin/python benchmarks/bench_documents.py --docs 200000 --repeats 3 --batch-size 10000
 """
 
 from __future__ import annotations
@@ -39,20 +41,33 @@ def build_corpus(path: Path, docs: int) -> None:
     pq.write_table(table, path, row_group_size=50_000)
 
 
+def write_jsonl(parquet: Path, path: Path) -> None:
+    import orjson
+    import pyarrow.parquet as pq
+
+    with open(path, "wb") as handle:
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=10_000):
+            handle.writelines(orjson.dumps(row) + b"\n" for row in batch.to_pylist())
+
+
+BATCH_SIZE = [1000]  # --batch-size: rows per batch, and so per row group of the output
+
+
 def run_ours(source: Path, out: Path) -> int:
     from curation.core.stage import ShardTask, StageContext
     from curation.ingest.documents import DocumentsConfig, DocumentsStage
 
     ctx = StageContext(run_root=str(out), stage_name="documents", stage_dir=str(out / "documents"), key="k")
-    receipt = DocumentsStage(DocumentsConfig()).run_shard(ShardTask(0, "part-00000", [str(source)]), ctx)
+    receipt = DocumentsStage(DocumentsConfig(batch_size=BATCH_SIZE[0])).run_shard(ShardTask(0, "part-00000", [str(source)]), ctx)
     return receipt.stats.docs_out
 
 
 def run_datatrove(source: Path, out: Path) -> int:
-    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.readers import JsonlReader, ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
 
-    reader = ParquetReader(str(source.parent), glob_pattern=source.name, doc_progress=False)
+    reader_class = ParquetReader if source.suffix == ".parquet" else JsonlReader
+    reader = reader_class(str(source.parent), glob_pattern=source.name, doc_progress=False)
     writer = ParquetWriter(str(out / "datatrove"), compression="zstd")
     count = 0
     with writer:
@@ -63,9 +78,10 @@ def run_datatrove(source: Path, out: Path) -> int:
 
 
 def run_pyarrow(source: Path, out: Path) -> int:
+    import pyarrow.json
     import pyarrow.parquet as pq
 
-    table = pq.read_table(source)
+    table = pq.read_table(source) if source.suffix == ".parquet" else pyarrow.json.read_json(source)
     pq.write_table(table, out / "copy.parquet", compression="zstd")
     return table.num_rows
 
@@ -74,27 +90,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1000, help="the documents stage's batch_size (its default: 1000)")
     args = parser.parse_args()
+    BATCH_SIZE[0] = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "fineweb-like.parquet"
-        build_corpus(source, args.docs)
-        results = {}
-        for name, run in (("ours", run_ours), ("datatrove", run_datatrove), ("pyarrow", run_pyarrow)):
-            counter = iter(range(args.repeats))
+        parquet = Path(tmp) / "fineweb-like.parquet"
+        build_corpus(parquet, args.docs)
+        write_jsonl(parquet, Path(tmp) / "fineweb-like.jsonl")
+        for source in (parquet, Path(tmp) / "fineweb-like.jsonl"):
+            results = {}
+            for name, run in (("ours", run_ours), ("datatrove", run_datatrove), ("pyarrow", run_pyarrow)):
+                counter = iter(range(args.repeats))
 
-            def once(run=run, counter=counter, name=name):
-                out = Path(tmp) / f"{name}-{next(counter)}"
-                out.mkdir()
-                return run(source, out)
+                def once(run=run, counter=counter, name=name, source=source):
+                    out = Path(tmp) / f"{source.suffix[1:]}-{name}-{next(counter)}"
+                    out.mkdir()
+                    return run(source, out)
 
-            seconds, count = median_seconds(once, args.repeats)
-            assert count == args.docs, (name, count)
-            results[name] = args.docs / seconds
-    print_table(f"documents/s, {args.docs:,} FineWeb-shaped rows (median of {args.repeats})",
-                [(name, rate, f"{rate / results['ours']:.2f}x ours") for name, rate in results.items()], "docs/s")
-    print(f"\nours / datatrove: {results['ours'] / results['datatrove']:.2f}x; "
-          f"ours / pyarrow read+write: {results['ours'] / results['pyarrow']:.2f}x")
-
+                seconds, count = median_seconds(once, args.repeats)
+                assert count == args.docs, (name, count)
+                results[name] = args.docs / seconds
+            print_table(f"documents/s, {args.docs:,} FineWeb-shaped rows as {source.suffix[1:]} (median of {args.repeats})",
+                        [(name, rate, f"{rate / results['ours']:.2f}x ours") for name, rate in results.items()], "docs/s")
+            print(f"ours / datatrove: {results['ours'] / results['datatrove']:.2f}x; "
+                  f"ours / pyarrow read+write: {results['ours'] / results['pyarrow']:.2f}x")
 
 if __name__ == "__main__":
     main()
