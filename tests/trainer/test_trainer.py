@@ -299,9 +299,13 @@ def test_compiled_chunk_loss_matches_eager():
 
 def test_inductor_compiled_model_tracks_eager():
     """The trainer's GPU setup (every block compiled, grouped experts, the compiled loss chunk, bf16
-    autocast) built by inductor for the CPU: it compiles, and a step agrees with eager."""
+    autocast) built by inductor for the CPU: it compiles, a step agrees with eager, the blocks share
+    one graph, and a step with other tokens (other routing) compiles nothing new."""
+    from torch._dynamo.utils import counters
+
     from curation.trainer.model import chunk_loss_and_grad
 
+    counters.clear()
     torch.manual_seed(8)
     config = ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4, seq_len=32, n_experts=8, top_k=2,
                          expert_hidden=32, grouped_mm=True)
@@ -318,6 +322,10 @@ def test_inductor_compiled_model_tracks_eager():
     assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-3)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
         assert float(torch.linalg.vector_norm(p.grad - q.grad) / torch.linalg.vector_norm(p.grad)) < 0.05, name
+    assert counters["stats"]["unique_graphs"] == 2  # one for both blocks, one for the loss chunk
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled(torch.randint(0, 128, (4, 32)), torch.randint(0, 128, (4, 32)))["loss"].backward()
+    assert counters["stats"]["unique_graphs"] == 2 and not counters["recompiles"]
 
 
 def test_bf16_autocast_grouped_path_tracks_fp32():
