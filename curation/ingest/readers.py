@@ -355,10 +355,19 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
                 content_type, charset = split_content_type((http.get_header("Content-Type") if http else None) or declared)
                 yield RawRecord(content_type=content_type, charset=charset, payload=block, payload_length=len(block),
                                 **common)
+            elif len(block) < _declared_length(headers.get_header("Content-Length")):
+                errors["truncated_record"] += 1  # the file ends inside this record
             elif (raw := _from_block(block, declared, common, errors)) is not None:
                 yield raw
     except Exception as exc:  # warcio raises plain exceptions on malformed headers
         errors[f"{'corrupt_arc' if arc else 'corrupt_record'}:{type(exc).__name__}"] += 1
+
+
+def _declared_length(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 def _decompressed(handle: BinaryIO) -> BinaryIO:

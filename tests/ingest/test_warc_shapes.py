@@ -166,3 +166,13 @@ def test_every_content_coding_is_undone(coding, encode):
     body = "<html><body><p>Crème brûlée, encoded for the wire.</p></body></html>".encode()
     block = f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Encoding: {coding}\r\n\r\n".encode()
     assert parse_http_response(block + encode(body)) == ("text/html", "utf-8", body)
+
+
+@pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
+def test_a_cut_file_of_such_a_writer_keeps_the_records_before_the_cut(tmp_path, writer):
+    records = [writer(record) for _, record, _ in archive_shapes()]
+    data = b"".join(records)
+    path = tmp_path / "cut.warc"
+    path.write_bytes(data[: len(data) - len(records[-1]) // 2])  # the file ends inside the last record
+    rows, stats = extract(path, tmp_path)
+    assert len(rows) == len(records) - 1 and stats.dropped == {"truncated_record": 1}
