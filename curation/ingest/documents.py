@@ -121,9 +121,11 @@ class RecordPolicy:
 
     def accept_batch(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch | None:
         """``accept`` over a Parquet batch at once, for the same rows, ids and counts (rows numbered
-        from ``first_row``); None when a value calls for the per-row path (strict mode meeting a bad
-        record, ids that are neither strings nor integers)."""
+        from ``first_row``); None when the batch is for the per-row path (strict mode, which names
+        the first bad row; text that is not strings; ids that are neither strings nor integers)."""
         c = self.config
+        if c.strict:
+            return None
         n = batch.num_rows
         names = batch.schema.names
         if c.text_field not in names:
@@ -142,8 +144,6 @@ class RecordPolicy:
         missing = pc.is_null(text)
         too_large = pc.and_kleene(pc.invert(missing), pc.greater(pc.binary_length(text), c.max_record_bytes))
         bad = pc.or_(missing, pc.fill_null(too_large, False))
-        if c.strict and pc.any(bad).as_py():
-            return None
         underived = pc.and_(pc.is_valid(ids), pc.not_equal(pc.fill_null(ids, ""), ""))
         id_list = ids.to_pylist()
         derive = pc.and_(pc.invert(underived), pc.invert(bad)).to_pylist()
@@ -155,8 +155,6 @@ class RecordPolicy:
                 id_list[i] = document_id(self.source_name, f"row {first_row + i}")
                 self.repair(i, "derived_id")
             if id_list[i] in self.seen_ids:
-                if c.strict:
-                    return None
                 keep[i] = False
                 self.stats.dropped["duplicate_id"] += 1
             else:

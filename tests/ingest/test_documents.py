@@ -108,6 +108,12 @@ def test_strict_names_file_line_and_reason(tmp_path):
         read(path, tmp_path, strict=True)
 
 
+def test_strict_parquet_names_the_row(tmp_path):
+    pq.write_table(pa.table({"id": ["a", None, "a"], "text": ["one", "two", "three"]}), tmp_path / "in.parquet")
+    with pytest.raises(BadRecord, match=r"in\.parquet: record row 3: duplicate_id$"):
+        read(tmp_path / "in.parquet", tmp_path, strict=True)
+
+
 def test_parquet_with_nulls_and_missing_ids(tmp_path):
     table = pa.table({"id": ["a", None, "c", "a"], "text": ["one", "two", None, "four"]})
     pq.write_table(table, tmp_path / "in.parquet")
