@@ -235,6 +235,12 @@ def main() -> None:
             (out / "gpu.json").write_text(json.dumps(results, indent=1))
             print(name, json.dumps({k: v for k, v in results["jobs"][name].items() if k != "profile_top"}), flush=True)
     (out / "gpu.json").write_text(json.dumps(results, indent=1))
+    try:  # where each training job's step time went, by kind of work (also runnable later, without a GPU)
+        import gpu_profile_summary
+
+        gpu_profile_summary.main([str(out / "gpu.json")])
+    except Exception as exc:  # the JSON is what matters; the summary is a reading aid
+        print(f"profile summary failed: {exc!r}")
 
 
 if __name__ == "__main__":

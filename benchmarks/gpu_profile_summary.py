@@ -61,17 +61,21 @@ def gemm_flops(job: dict) -> tuple[float, float]:
     return experts, total - experts
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("result", help="a gpu_check.py JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     jobs = json.loads(Path(args.result).read_text())["jobs"]
     for name, job in jobs.items():
         if "profile_top" not in job or not job.get("tokens_per_s"):
             continue
         step_ms, kinds = per_step(job)
+        if not step_ms:
+            print(f"\n{name}: no GPU time in its profile (a CPU run)")
+            continue
         experts, rest = gemm_flops(job)
-        print(f"\n{name}: {job['tokens_per_s']:,.0f} tokens/s, MFU {job['mfu']:.1%}, {step_ms:.1f} ms of GPU time a step")
+        mfu = f"MFU {job['mfu']:.1%}" if job.get("mfu") is not None else "no MFU (CPU)"
+        print(f"\n{name}: {job['tokens_per_s']:,.0f} tokens/s, {mfu}, {step_ms:.1f} ms of GPU time a step")
         for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
             rate = ""
             if kind.startswith("expert GEMMs") and experts:
