@@ -317,8 +317,11 @@ def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_
     """ARC records (through warcio, which reads ARC as WARC), as ``RawRecord`` responses.
 
     warcio has no resynchronisation: a corrupt record ends the file, counted as ``corrupt_arc``.
+    The file is decompressed here, so an ARC gzipped as one stream (which warcio refuses after its
+    first record) reads like one gzipped record by record; offsets are positions in the
+    decompressed file.
     """
-    yield from _iter_with_warcio(handle, errors, max_payload_bytes, arc=True)
+    yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=True)
 
 
 def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int, arc: bool) -> Iterator[RawRecord]:
