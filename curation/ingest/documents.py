@@ -6,6 +6,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | record | what happens | counted as |
 | --- | --- | --- |
 | not JSON, or JSON that is not an object | dropped | ``invalid_json`` |
+| a UTF-8 byte-order mark opening the file | removed | |
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
 | an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
 | a ``\\ud800``-style escape of an unpaired surrogate (not writable as UTF-8) | U+FFFD in its place, kept | ``repaired:lone_surrogate`` (extra) |
@@ -196,6 +197,8 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         stream = zstandard.ZstdDecompressor().stream_reader(handle)
     try:
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark (files saved on Windows): not part of the JSON
             if not raw.strip():
                 continue
             try:  # orjson: ~3x json's speed; what it refuses gets json's verdict (see the table above)

@@ -73,6 +73,13 @@ def test_other_field_names_and_derived_ids_are_stable(tmp_path):
     assert first[0]["metadata"] == {"url": "https://x/0"}
 
 
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz"])
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
+    lines = [b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode(), json.dumps(GOOD[1]).encode()]
+    rows, stats = read(jsonl(lines, tmp_path / name), tmp_path)
+    assert [row["id"] for row in rows] == ["d0", "d1"] and not stats.dropped
+
+
 def test_oversized_and_mistyped_records(tmp_path):
     lines = [json.dumps({"id": "a", "text": "x" * 500, "n": 1}).encode(),
              json.dumps({"id": "b", "text": "short", "n": 2}).encode(),
