@@ -11,7 +11,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
 | a ``\\ud800``-style escape of an unpaired surrogate (not writable as UTF-8) | U+FFFD in its place, kept | ``repaired:lone_surrogate`` (extra) |
 | no text field, or null | dropped | ``missing_text`` |
-| a text field that is not a string | dropped | ``invalid_text`` |
+| a text field that is not a string (bytes, as in a binary Parquet column, are decoded as UTF-8) | dropped | ``invalid_text`` |
 | over ``max_record_bytes`` | dropped | ``too_large`` |
 | no id (missing, null, empty) | kept, id derived from source file and line/row | ``repaired:derived_id`` (extra) |
 | an id seen before in the same file | dropped | ``duplicate_id`` |
@@ -103,6 +103,12 @@ class RecordPolicy:
         text = obj.pop(c.text_field, None)
         if text is None:
             return self.reject(position, "missing_text")
+        if isinstance(text, bytes):  # a binary text column (Parquet): UTF-8 by convention
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                text = text.decode("utf-8", errors="replace")
+                self.repair(position, "invalid_utf8")
         if not isinstance(text, str):
             return self.reject(position, "invalid_text")
         if size > c.max_record_bytes:
@@ -133,6 +139,11 @@ class RecordPolicy:
             text = pa.nulls(n, pa.string())
         else:
             text = batch.column(c.text_field)
+            if pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
+                try:  # a binary text column: UTF-8 by convention; any invalid value sends the batch per row
+                    text = text.cast(pa.string())
+                except pa.ArrowInvalid:
+                    return None
             if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type) or pa.types.is_null(text.type)):
                 return None  # invalid_text and missing_text by value: the per-row path sorts them
             text = text.cast(pa.string())

@@ -121,6 +121,18 @@ def test_strict_parquet_names_the_row(tmp_path):
         read(tmp_path / "in.parquet", tmp_path, strict=True)
 
 
+def test_parquet_text_stored_as_binary_is_decoded(tmp_path):
+    good = pa.table({"id": ["a", "b"], "text": pa.array([b"caf\xc3\xa9 one", b"two"], pa.binary())})
+    pq.write_table(good, tmp_path / "good.parquet")
+    rows, stats = read(tmp_path / "good.parquet", tmp_path / "a")
+    assert [row["text"] for row in rows] == ["café one", "two"] and not stats.dropped and not stats.extra
+    bad = pa.table({"id": ["a", "b"], "text": pa.array([b"latin caf\xe9", b"two"], pa.large_binary())})
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    rows, stats = read(tmp_path / "bad.parquet", tmp_path / "b")
+    assert [row["text"] for row in rows] == ["latin caf\ufffd", "two"]
+    assert not stats.dropped and stats.extra == {"repaired:invalid_utf8": 1}
+
+
 def test_parquet_with_nulls_and_missing_ids(tmp_path):
     table = pa.table({"id": ["a", None, "c", "a"], "text": ["one", "two", None, "four"]})
     pq.write_table(table, tmp_path / "in.parquet")
