@@ -1,4 +1,4 @@
-"""Documents that are already text (JSONL(.gz/.zst) or Parquet in any schema: Dolma, FineWeb,
+"""Documents that are already text (JSONL(.gz/.zst/.bz2/.xz) or Parquet in any schema: Dolma, FineWeb,
 DCLM's JSONL, a curate stage), read with one bad-record policy, as the source stage ``documents``.
 
 The policy, for every record (a JSONL line, a Parquet row):
@@ -198,14 +198,56 @@ def _without_lone_surrogates(value: Any) -> Any:
     return value
 
 
+class ZstdFrames(io.RawIOBase):
+    """A zstd stream of one or more frames, read as bytes; a stream that ends inside a frame raises
+    EOFError (zstandard's own reader just ends there, so a cut file would read as complete)."""
+
+    def __init__(self, handle: Any, chunk: int = 1 << 20):
+        import zstandard
+
+        self.handle, self.chunk, self.zstandard = handle, chunk, zstandard
+        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self.pending, self.offset, self.in_frame = b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.offset == len(self.pending):
+            data = self.handle.read(self.chunk)
+            if not data:
+                if self.in_frame:
+                    raise EOFError("the zstd stream ends inside a frame")
+                return 0
+            parts = []
+            while data:
+                self.in_frame = True
+                parts.append(self.decompressor.decompress(data))
+                data = b""
+                if self.decompressor.eof:  # a frame ended; what follows starts the next one
+                    data, self.in_frame = self.decompressor.unused_data, False
+                    self.decompressor = self.zstandard.ZstdDecompressor().decompressobj()
+            self.pending, self.offset = b"".join(parts), 0
+        size = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
+        self.offset += size
+        return size
+
+
 def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
     stream = handle
     if path.endswith(".gz"):
         stream = gzip.GzipFile(fileobj=handle)
     elif path.endswith(".zst"):
-        import zstandard
+        stream = ZstdFrames(handle)
+    elif path.endswith(".bz2"):
+        import bz2
 
-        stream = zstandard.ZstdDecompressor().stream_reader(handle)
+        stream = bz2.BZ2File(handle)
+    elif path.endswith(".xz"):
+        import lzma
+
+        stream = lzma.LZMAFile(handle)  # noqa: SIM115 (closed with the handle it wraps)
     try:
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -234,7 +276,7 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
             row = policy.accept(obj, number, len(raw))
             if row is not None:
                 yield row
-    except (OSError, EOFError, zlib.error):
+    except (OSError, EOFError, zlib.error, ValueError):  # ValueError: a damaged bz2/xz/zstd stream
         policy.reject("end of file", "truncated_stream")
 
 

@@ -5,7 +5,7 @@ writes the bundled demo crawl; a finished stage folder stands for its committed 
 folder for those of its last finished stage.
 Stages that read documents get a ``documents`` stage in front of them for inputs that are not
 a finished stage's shards (``with_documents_stage``): one reader and one bad-record policy
-(``curation.ingest.documents``) for JSONL(.gz/.zst) and Parquet in any schema.
+(``curation.ingest.documents``) for JSONL(.gz/.zst/.bz2/.xz) and Parquet in any schema.
 """
 
 from __future__ import annotations

@@ -422,7 +422,7 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
 
 def detect_format(path: str) -> str:
     name = path.lower().rsplit("/", 1)[-1]
-    for suffix in (".gz", ".zst", ".lz4"):
+    for suffix in (".gz", ".zst", ".lz4", ".bz2", ".xz"):
         name = name.removesuffix(suffix)
     if name.endswith(".parquet"):
         return "parquet"

@@ -44,11 +44,15 @@ def jsonl(lines: list[bytes], path: Path) -> Path:
         data = gzip.compress(data, mtime=0)
     elif path.name.endswith(".zst"):
         data = zstandard.ZstdCompressor().compress(data)
+    elif path.name.endswith(".bz2"):
+        data = __import__("bz2").compress(data)
+    elif path.name.endswith(".xz"):
+        data = __import__("lzma").compress(data)
     path.write_bytes(data)
     return path
 
 
-@pytest.mark.parametrize("name", ["docs.jsonl", "docs.jsonl.gz", "docs.jsonl.zst"])
+@pytest.mark.parametrize("name", ["docs.jsonl", "docs.jsonl.gz", "docs.jsonl.zst", "docs.jsonl.bz2", "docs.json.xz"])
 def test_every_bad_line_is_counted_and_every_good_one_kept(tmp_path, name):
     lines = [json.dumps(GOOD[0]).encode()] + [line for line, _ in BAD_LINES] + [json.dumps(g).encode() for g in GOOD[1:]]
     lines.append(json.dumps({"text": "no id here"}).encode())  # kept, with a derived id
@@ -78,6 +82,24 @@ def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
     lines = [b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode(), json.dumps(GOOD[1]).encode()]
     rows, stats = read(jsonl(lines, tmp_path / name), tmp_path)
     assert [row["id"] for row in rows] == ["d0", "d1"] and not stats.dropped
+
+
+@pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.jsonl.zst", "cut.jsonl.bz2", "cut.jsonl.xz"])
+def test_a_cut_compressed_file_keeps_what_was_read_and_counts_the_cut(tmp_path, name):
+    lines = [json.dumps({"id": f"d{i}", "text": f"document {i} " + "words " * (i % 50)}).encode() for i in range(3000)]
+    path = jsonl(lines, tmp_path / name)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    rows, stats = read(path, tmp_path)
+    assert stats.dropped == {"truncated_stream": 1}  # zstd: its reader used to end quietly at the cut
+    assert [row["id"] for row in rows] == [f"d{i}" for i in range(len(rows))]  # a prefix, nothing invented
+
+
+def test_zstd_frames_one_after_another_are_all_read(tmp_path):
+    frames = [zstandard.ZstdCompressor().compress(json.dumps(g).encode() + b"\n") for g in GOOD]
+    (tmp_path / "frames.jsonl.zst").write_bytes(b"".join(frames))
+    rows, stats = read(tmp_path / "frames.jsonl.zst", tmp_path)
+    assert [row["id"] for row in rows] == [g["id"] for g in GOOD] and not stats.dropped
 
 
 def test_oversized_and_mistyped_records(tmp_path):
