@@ -171,11 +171,9 @@ class RecordPolicy:
                 self.stats.dropped["duplicate_id"] += 1
             else:
                 self.seen_ids.add(id_list[i])
-        self.stats.dropped["missing_text"] += pc.sum(missing).as_py() or 0
-        self.stats.dropped["too_large"] += pc.sum(too_large).as_py() or 0
-        for reason in ("missing_text", "too_large", "duplicate_id"):
-            if not self.stats.dropped[reason]:
-                del self.stats.dropped[reason]  # a Counter entry at 0 would read as a reason seen
+        for reason, flags in (("missing_text", missing), ("too_large", too_large)):
+            if count := pc.sum(flags).as_py():  # no entry at 0: it would read as a reason seen
+                self.stats.dropped[reason] += count
         others = [name for name in names if name not in (c.text_field, c.id_field, "id", "text")]
         out = pa.RecordBatch.from_arrays([pa.array(id_list, pa.string()), text, *(batch.column(name) for name in others)],
                                          names=["id", "text", *others])

@@ -180,8 +180,7 @@ class ExtractStage(Stage):
                 continue
             text, content_type = row
             yield {
-                "id": document_id(source_name, record.offset if not record.index_in_member
-                                  else f"{record.offset}+{record.index_in_member}"),
+                "id": document_id(source_name, record.position),
                 "url": record.url,
                 "source": path,
                 "crawl": crawl,

@@ -60,6 +60,11 @@ class RawRecord:
     # is its own gzip member or zstd frame, as the specification recommends, and in plain WARC)
     index_in_member: int = 0
 
+    @property
+    def position(self) -> int | str:
+        """Where the record is in its file: the offset, and its place after it when that is not 0."""
+        return self.offset if not self.index_in_member else f"{self.offset}+{self.index_in_member}"
+
 
 def _looks_like_warc_member(handle: BinaryIO, offset: int) -> bool:
     """A gzip member that inflates to ``WARC/1.`` (or to a prefix of it, when the file ends)."""
@@ -301,16 +306,26 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 
 
 def is_arc(handle: BinaryIO) -> bool:
-    """An ARC file (``filedesc://`` first), plain or gzip-compressed."""
+    """An ARC file (``filedesc://`` first), plain, gzip- or zstd-compressed."""
+    return _decompressed_head(handle).startswith(b"filedesc://")
+
+
+def _decompressed_head(handle: BinaryIO, size: int = 2048) -> bytes:
+    """The file's first ``size`` bytes after gzip or zstd decompression (empty when they do not
+    decompress); the handle is left at the start."""
     handle.seek(0)
     head = handle.read(4096)
     handle.seek(0)
-    if head[:2] == b"\x1f\x8b":
-        try:
-            head = zlib.decompressobj(wbits=31).decompress(head, 64)
-        except zlib.error:
-            return False
-    return head.startswith(b"filedesc://")
+    try:
+        if head[:2] == b"\x1f\x8b":
+            return zlib.decompressobj(wbits=31).decompress(head, size)
+        if head[:4] == _ZSTD_MAGIC:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(head)[:size]
+    except Exception:
+        return b""
+    return head[:size]
 
 
 def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000) -> Iterator[RawRecord]:
@@ -399,18 +414,7 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
     header lines ending in LF alone (the specification says CRLF; some writers and text-mode copies
     drop the CR), or field names spelled in another case (the specification makes them
     case-insensitive; FastWARC looks them up case-sensitively). A writer writes every record alike."""
-    handle.seek(0)
-    head = handle.read(4096)
-    handle.seek(0)
-    try:
-        if head[:2] == b"\x1f\x8b":
-            head = zlib.decompressobj(wbits=31).decompress(head, 2048)
-        elif head[:4] == _ZSTD_MAGIC:
-            import zstandard
-
-            head = zstandard.ZstdDecompressor().decompressobj().decompress(head)[:2048]
-    except Exception:
-        return False
+    head = _decompressed_head(handle)
     if not head.startswith(_WARC_MAGIC) or b"\n" not in head:
         return False
     if not head.split(b"\n", 1)[0].endswith(b"\r"):
