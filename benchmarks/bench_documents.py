@@ -13,6 +13,7 @@ The text is words drawn from the fixtures' WikiText (hq_reference), 100-500 word
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import tempfile
 from pathlib import Path
@@ -50,15 +51,12 @@ def write_jsonl(parquet: Path, path: Path) -> None:
             handle.writelines(orjson.dumps(row) + b"\n" for row in batch.to_pylist())
 
 
-BATCH_SIZE = [1000]  # --batch-size: rows per batch, and so per row group of the output
-
-
-def run_ours(source: Path, out: Path) -> int:
+def run_ours(source: Path, out: Path, batch_size: int = 1000) -> int:
     from curation.core.stage import ShardTask, StageContext
     from curation.ingest.documents import DocumentsConfig, DocumentsStage
 
     ctx = StageContext(run_root=str(out), stage_name="documents", stage_dir=str(out / "documents"), key="k")
-    receipt = DocumentsStage(DocumentsConfig(batch_size=BATCH_SIZE[0])).run_shard(ShardTask(0, "part-00000", [str(source)]), ctx)
+    receipt = DocumentsStage(DocumentsConfig(batch_size=batch_size)).run_shard(ShardTask(0, "part-00000", [str(source)]), ctx)
     return receipt.stats.docs_out
 
 
@@ -92,14 +90,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000, help="the documents stage's batch_size (its default: 1000)")
     args = parser.parse_args()
-    BATCH_SIZE[0] = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         parquet = Path(tmp) / "fineweb-like.parquet"
         build_corpus(parquet, args.docs)
         write_jsonl(parquet, Path(tmp) / "fineweb-like.jsonl")
         for source in (parquet, Path(tmp) / "fineweb-like.jsonl"):
             results = {}
-            for name, run in (("ours", run_ours), ("datatrove", run_datatrove), ("pyarrow", run_pyarrow)):
+            ours = functools.partial(run_ours, batch_size=args.batch_size)  # rows per batch and per row group
+            for name, run in (("ours", ours), ("datatrove", run_datatrove), ("pyarrow", run_pyarrow)):
                 counter = iter(range(args.repeats))
 
                 def once(run=run, counter=counter, name=name, source=source):
@@ -114,6 +112,7 @@ def main() -> None:
                         [(name, rate, f"{rate / results['ours']:.2f}x ours") for name, rate in results.items()], "docs/s")
             print(f"ours / datatrove: {results['ours'] / results['datatrove']:.2f}x; "
                   f"ours / pyarrow read+write: {results['ours'] / results['pyarrow']:.2f}x")
+
 
 if __name__ == "__main__":
     main()
