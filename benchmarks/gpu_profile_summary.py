@@ -47,18 +47,13 @@ def per_step(job: dict, steps: int = 3) -> tuple[float, dict[str, float]]:
     return (total or 0.0) / steps, dict(kinds)
 
 
-def gemm_flops(job: dict) -> tuple[float, float]:
-    """FLOPs per step of the grouped expert GEMMs and of everything else the MFU counts."""
-    from curation.trainer.accounting import build_on_meta
+def expert_gemm_flops(job: dict) -> float:
+    """FLOPs per step of the grouped expert GEMMs: three projections, forward and two backward each."""
     from curation.trainer.train import build_train_config
 
-    config = build_train_config(job["preset"], 50280, {"model": dict(job["model_overrides"]), "batch_size": job["batch_size"]})
-    c = config.model
-    tokens = config.batch_size * c.seq_len
-    model = build_on_meta(c)
-    total = model.flops_per_token() * tokens
-    experts = 0.0 if c.n_experts == 1 else 9 * 2 * tokens * c.top_k * c.d_model * c.expert_hidden * c.n_layers
-    return experts, total - experts
+    c = build_train_config(job["preset"], 50280, {"model": dict(job["model_overrides"]), "batch_size": job["batch_size"]})
+    m = c.model
+    return 0.0 if m.n_experts == 1 else 9 * 2 * c.batch_size * m.seq_len * m.top_k * m.d_model * m.expert_hidden * m.n_layers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         if not step_ms:
             print(f"\n{name}: no GPU time in its profile (a CPU run)")
             continue
-        experts, rest = gemm_flops(job)
+        experts = expert_gemm_flops(job)
         mfu = f"MFU {job['mfu']:.1%}" if job.get("mfu") is not None else "no MFU (CPU)"
         print(f"\n{name}: {job['tokens_per_s']:,.0f} tokens/s, {mfu}, {step_ms:.1f} ms of GPU time a step")
         for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
