@@ -182,6 +182,7 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
         echo(f"resumed from step {step}")
     if c.compile and device == "cuda":
         for block in model.blocks:  # identical blocks share one compiled graph
+            block.moe.fused_elementwise = True
             block.compile()
         # The loss's chunk loop stays eager; each chunk's softmax and gradient is one fused kernel
         # (two shapes at most: full chunks and the last one).
