@@ -84,10 +84,12 @@ def job_embed(args) -> dict:
     result["docs_per_s"], result["runs_s"], vectors = end_to_end()
     # where the time goes: the tokenizer alone (processes; one thread of Rust threads), the model alone
     chunks = range(0, len(texts), encoder.CHUNK_DOCS)
-    if encoder.tokenizer_processes:
+    if encoder.tokenizer_processes:  # in the chunks embed() uses
         pool, _ = encoder._tokenizer_pool()
+        size = encoder.chunk_size(len(texts))
+        starts = range(0, len(texts), size)
         start = time.perf_counter()
-        list(pool.map(_batches_in_process, [texts[s : s + encoder.CHUNK_DOCS] for s in chunks], chunks))
+        list(pool.map(_batches_in_process, [texts[s : s + size] for s in starts], starts))
         result["tokenize_processes_docs_per_s"] = len(texts) / (time.perf_counter() - start)
     start = time.perf_counter()
     batches = [b for s in chunks for b in encoder.batcher.batches(texts[s : s + encoder.CHUNK_DOCS], s)]
