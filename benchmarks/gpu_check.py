@@ -158,7 +158,7 @@ def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:
         "estimated_peak_gb": round(estimate["peak"] / 1e9, 2),
         "estimated_memory_gb": {k: round(v / 1e9, 2) for k, v in estimate.items()},
         "final_loss": metrics[-1]["loss"], "windows": [round(m["tokens_per_s"]) for m in metrics],
-        "profile_top": profile.splitlines()[:40],
+        "profile_top": profile.splitlines()[:90],
     }
     if torch.cuda.is_available():
         result["reserved_memory_gb"] = torch.cuda.max_memory_reserved() / 1e9

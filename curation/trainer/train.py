@@ -255,7 +255,7 @@ def _write_profile(profiler, path: Path, device: str) -> None:
         torch.cuda.synchronize()
     profiler.__exit__(None, None, None)
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    path.write_text(profiler.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
+    path.write_text(profiler.key_averages().table(sort_by=sort, row_limit=80, max_name_column_width=70))
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int) -> None:
