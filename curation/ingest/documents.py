@@ -15,7 +15,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | over ``max_record_bytes`` | dropped | ``too_large`` |
 | no id (missing, null, empty) | kept, id derived from source file and line/row | ``repaired:derived_id`` (extra) |
 | an id seen before in the same file | dropped | ``duplicate_id`` |
-| a value that does not fit the file's column types | dropped | ``schema_mismatch`` |
+| a value that does not fit its column, or would change in it (0.5 in an integer column, an object with a key its column lacks; types set by the shard's first batch) | null, document kept | ``repaired:schema_mismatch`` (extra) |
 | a file that cannot be opened, or a stream that ends early | the records read so far are kept | ``unreadable_file:*``, ``truncated_stream`` |
 
 With ``strict: true`` the first bad record stops the stage with one line naming the file, the
@@ -359,19 +359,128 @@ class DocumentsStage(Stage):
 
     @staticmethod
     def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None, stats: ShardStats) -> pa.RecordBatch:
-        """Rows as Arrow; the first batch of a file fixes the column types, and a row whose values do
-        not fit them is dropped (``schema_mismatch``) rather than failing the file."""
+        """Rows as Arrow; the shard's first batch fixes the columns (every key it has) and their
+        types. A value that does not fit its column, or would change in it (metadata whose type
+        drifts along a file: null, then a string; 1, then 0.5), becomes null; a key the columns
+        lack is not kept. Either way the document is kept, counted once as
+        ``repaired:schema_mismatch``: a metadata field never costs a document its text, and 0.5
+        never becomes 0 (pyarrow's own conversion truncates it without a word)."""
+        schema = schema or _first_schema(rows)
+        names = set(schema.names)
+        if all(names.issuperset(row) for row in rows) and not _inexact(rows, schema):
+            try:
+                return pa.RecordBatch.from_pylist(rows, schema=schema)
+            except _UNFIT:
+                pass
+        fitted = [_fit_row(row, schema, names, stats) for row in rows]
         try:
-            return pa.RecordBatch.from_pylist(rows, schema=schema)
-        except _UNFIT:
-            kept = []
-            for row in rows:
-                try:
-                    pa.RecordBatch.from_pylist([row], schema=schema)
-                    kept.append(row)
-                except _UNFIT:
-                    stats.dropped["schema_mismatch"] += 1
-            if schema is None and kept:
-                schema = pa.RecordBatch.from_pylist(kept[:1]).schema
-                return DocumentsStage._to_batch(kept, schema, stats)
+            return pa.RecordBatch.from_pylist(fitted, schema=schema)
+        except _UNFIT:  # not expected once every value fits; a row that still does not is dropped
+            kept = [row for row in fitted if _converts(row, schema)]
+            stats.dropped["schema_mismatch"] += len(fitted) - len(kept)
             return pa.RecordBatch.from_pylist(kept, schema=schema)
+
+
+def _first_schema(rows: list[dict[str, Any]]) -> pa.Schema:
+    """Columns for a shard: every key of its first batch, in order of first appearance, typed by
+    its values (``_column_type``), made writable (``_writable``)."""
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return _writable(pa.schema([(name, _column_type([row.get(name) for row in rows])) for name in names]))
+
+
+def _inexact(rows: list[dict[str, Any]], schema: pa.Schema) -> bool:
+    """Whether a value would change on its way into its column. pyarrow converts 0.5 into an
+    integer column as 0, 2**60 + 1 into a float column as 2**60, false as 0.0, "ab" into a list
+    column as ["a", "b"], and drops an object's keys its struct column lacks, without a word.
+    Only columns of such types are looked at."""
+    risky = [field for field in schema if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))]
+    return any(not _exact(row.get(field.name), field.type) for field in risky for row in rows)
+
+
+def _exact(value: Any, column_type: pa.DataType) -> bool:
+    """Whether ``value`` keeps its kind and its value in a column of ``column_type``."""
+    t = pa.types
+    if value is None:
+        return True
+    if isinstance(value, bool):  # true is no 1, 1 is no true
+        return t.is_boolean(column_type)
+    if isinstance(value, int):
+        if t.is_floating(column_type):
+            return abs(value) <= 2**53 or float(value) == value
+        return t.is_integer(column_type)  # its range pyarrow checks
+    if isinstance(value, float):
+        return t.is_floating(column_type) or (t.is_integer(column_type) and value.is_integer())
+    if isinstance(value, str):
+        return t.is_string(column_type) or t.is_large_string(column_type)
+    if isinstance(value, list):
+        return (t.is_list(column_type) or t.is_large_list(column_type)) and all(
+            _exact(item, column_type.value_type) for item in value)
+    if isinstance(value, dict):  # a key the struct lacks would be lost
+        names = {field.name for field in column_type} if t.is_struct(column_type) else set()
+        return t.is_struct(column_type) and all(key in names for key in value) and all(
+            _exact(value.get(field.name), field.type) for field in column_type)
+    return True
+
+
+def _writable(schema: pa.Schema) -> pa.Schema:
+    """A first batch's inferred types made fit to write and to fill later. A column null all
+    through it is a string (null holds nothing: an optional date or licence set later in the file
+    is kept); an empty object (``"metadata": {}``, a struct of no fields, which Parquet cannot
+    write: the stage crashed) is a string too, so the value is nulled, counted."""
+    def fixed(column_type: pa.DataType, top: bool) -> pa.DataType:
+        if (top and pa.types.is_null(column_type)) or (pa.types.is_struct(column_type) and column_type.num_fields == 0):
+            return pa.string()
+        if pa.types.is_struct(column_type):
+            return pa.struct([field.with_type(fixed(field.type, False)) for field in column_type])
+        if pa.types.is_list(column_type):
+            return pa.list_(fixed(column_type.value_type, False))
+        if pa.types.is_large_list(column_type):
+            return pa.large_list(fixed(column_type.value_type, False))
+        return column_type
+
+    return pa.schema([field.with_type(fixed(field.type, True)) for field in schema])
+
+
+def _column_type(values: list[Any]) -> pa.DataType:
+    """The Arrow type of a column's values, or of its first non-null value when they disagree."""
+    try:
+        return pa.array(values).type
+    except _UNFIT:
+        first = next(v for v in values if v is not None)  # an all-null column always converts
+    for as_type in (None, pa.uint64()):  # uint64: an integer over int64's range (a hash, a counter)
+        try:
+            return pa.array([first], type=as_type).type
+        except _UNFIT:
+            pass
+    return pa.string()  # a value of no Arrow type (a list of mixed types): the column holds others
+
+
+def _fits(value: Any, column_type: pa.DataType) -> bool:
+    if value is None:
+        return True
+    if not _exact(value, column_type):
+        return False
+    try:
+        pa.array([value], type=column_type)
+        return True
+    except _UNFIT:
+        return False
+
+
+def _converts(row: dict[str, Any], schema: pa.Schema) -> bool:
+    try:
+        pa.RecordBatch.from_pylist([row], schema=schema)
+        return True
+    except _UNFIT:
+        return False
+
+
+def _fit_row(row: dict[str, Any], schema: pa.Schema, names: set[str], stats: ShardStats) -> dict[str, Any]:
+    """``row`` with every value that does not fit its column of ``schema`` set to null; a row
+    that loses a value or a key is counted."""
+    unfit = [field.name for field in schema if not _fits(row.get(field.name), field.type)]
+    if not unfit and names.issuperset(row):
+        return row
+    key = f"{REPAIRED}schema_mismatch"
+    stats.extra[key] = stats.extra.get(key, 0.0) + 1
+    return {**row, **dict.fromkeys(unfit)}

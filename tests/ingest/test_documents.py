@@ -107,15 +107,16 @@ def test_oversized_and_mistyped_records(tmp_path):
              json.dumps({"id": "b", "text": "short", "n": 2}).encode(),
              json.dumps({"id": "c", "text": "typed wrong", "n": "three"}).encode()]
     rows, stats = read(jsonl(lines, tmp_path / "d.jsonl"), tmp_path, max_record_bytes=200, batch_size=1)
-    assert [r["id"] for r in rows] == ["b"]
-    assert stats.dropped == {"too_large": 1, "schema_mismatch": 1}
+    assert rows == [{"id": "b", "text": "short", "n": 2}, {"id": "c", "text": "typed wrong", "n": None}]
+    assert stats.dropped == {"too_large": 1} and stats.extra == {"repaired:schema_mismatch": 1}
 
 
 def test_json_the_fast_parser_refuses_or_bends(tmp_path):
     """orjson's refusals fall back to the standard library's json: NaN is JSON to it. An escaped
     unpaired surrogate is JSON too but cannot be written as UTF-8 (it crashed the stage): it
     becomes U+FFFD, counted. An integer over 64 bits is a float (orjson, as JavaScript and Arrow's
-    JSON reader); one that fits no Parquet integer column (2**64 - 1) is counted (it crashed too)."""
+    JSON reader); one of 64 bits over int64's range (2**64 - 1, a hash) makes an unsigned column
+    (it crashed too, then cost its document)."""
     lines = [b'{"id": "big", "text": "b", "n": 123456789012345678901234567890, "score": 1.0}',
              b'{"id": "nan", "text": "a", "n": 1, "score": NaN}',
              b'{"id": "sur", "text": "c \\ud800 d \\ud83d\\ude00", "n": 2, "score": 0.5, "meta": {"\\udfff": ["\\ud801"]}}',
@@ -125,10 +126,78 @@ def test_json_the_fast_parser_refuses_or_bends(tmp_path):
     assert sorted(by_id) == ["big", "nan", "sur"] and by_id["big"]["n"] == 1.2345678901234568e29
     assert by_id["sur"]["text"] == "c \ufffd d \U0001F600" and math.isnan(by_id["nan"]["score"])
     assert stats.dropped == {"invalid_json": 1}  # nesting deeper than Python's stack: counted, not a crash
-    assert stats.extra == {"repaired:lone_surrogate": 1}
+    assert stats.extra == {"repaired:lone_surrogate": 1, "repaired:schema_mismatch": 1}  # "meta": not a column
     u64 = [b'{"id": "u64", "text": "f", "n": 18446744073709551615}', b'{"id": "ok", "text": "g", "n": 1}']
     rows, stats = read(jsonl(u64, tmp_path / "u64.jsonl"), tmp_path / "b")
-    assert [row["id"] for row in rows] == ["ok"] and stats.dropped == {"schema_mismatch": 1}
+    assert [(row["id"], row["n"]) for row in rows] == [("u64", 2**64 - 1), ("ok", 1)]
+    assert not stats.dropped and not stats.extra
+    assert pq.read_schema(tmp_path / "b" / "out" / "part-00000.parquet").field("n").type == pa.uint64()
+
+
+def test_metadata_whose_type_drifts_keeps_every_document(tmp_path):
+    """The shard's first batch sets the column types; later values of another type are nulled and
+    counted, never the document dropped, and 0.5 never truncated to 0 (pyarrow would). A field
+    null all through the first batch is a string column, so a date set later is kept."""
+    first = [{"id": f"a{i}", "text": "x", "date": None, "score": 1, "meta": {"k": 1}} for i in range(2)]
+    later = [{"id": "b", "text": "y", "date": "2024-01-01", "score": 0.5, "meta": {"k": 2}},
+             {"id": "c", "text": "z", "date": "2024-02-02", "score": 2.0, "meta": {"k": "two"}},
+             {"id": "d", "text": "w", "date": 7, "score": 3, "meta": None}]
+    rows, stats = read(jsonl([json.dumps(r).encode() for r in first + later], tmp_path / "d.jsonl"), tmp_path,
+                       batch_size=2)
+    assert [row["id"] for row in rows] == ["a0", "a1", "b", "c", "d"] and not stats.dropped
+    assert [(row["date"], row["score"], row["meta"]) for row in rows[2:]] == [
+        ("2024-01-01", None, {"k": 2}), ("2024-02-02", 2, None), (None, 3, None)]
+    assert stats.extra == {"repaired:schema_mismatch": 3}
+
+
+def test_empty_metadata_objects_do_not_stop_the_stage(tmp_path):
+    """``"metadata": {}`` in the first batch is a struct of no fields, which Parquet cannot write
+    (the stage crashed): the column is a string and the empty object null, counted."""
+    lines = [json.dumps({"id": "a", "text": "x", "metadata": {}, "tags": [{}]}).encode(),
+             json.dumps({"id": "b", "text": "y", "metadata": {"k": 1}, "tags": []}).encode()]
+    rows, stats = read(jsonl(lines, tmp_path / "d.jsonl"), tmp_path, batch_size=1)
+    assert [(row["id"], row["metadata"]) for row in rows] == [("a", None), ("b", None)]
+    assert stats.extra == {"repaired:schema_mismatch": 2} and not stats.dropped
+
+
+def same_value(stored, value) -> bool:
+    """Equal, of the same kind (a bool is no number), an object's absent key read as null (a
+    struct column has every key)."""
+    if isinstance(value, dict):
+        return isinstance(stored, dict) and set(value) <= set(stored) and all(
+            same_value(stored[key], value.get(key)) for key in stored)
+    if isinstance(value, list):
+        return isinstance(stored, list) and len(stored) == len(value) and all(map(same_value, stored, value))
+    return stored == value and isinstance(stored, bool) == isinstance(value, bool)
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=4),
+                    st.floats(allow_nan=False, allow_infinity=False))
+METADATA_VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=2), st.dictionaries(st.sampled_from("ab"), SCALARS))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.dictionaries(st.sampled_from(["m", "n"]), METADATA_VALUES), min_size=1, max_size=12),
+       batch_size=st.integers(1, 5))
+def test_metadata_of_any_types_is_kept_exactly_or_nulled_and_counted(tmp_path_factory, records, batch_size):
+    """Whatever the metadata's types and keys, along a file: every document is kept; each value is
+    stored as it was (no truncation, rounding, bool as number, lost key) or null; and each document
+    that lost a value or a key is counted once."""
+    tmp_path = tmp_path_factory.mktemp("drift")
+    lines = [json.dumps({"id": f"d{i}", "text": "t", **record}).encode() for i, record in enumerate(records)]
+    rows, stats = read(jsonl(lines, tmp_path / "d.jsonl"), tmp_path, batch_size=batch_size)
+    assert [row["id"] for row in rows] == [f"d{i}" for i in range(len(records))] and not stats.dropped
+    changed = 0
+    for row, record in zip(rows, records, strict=True):
+        lost = False
+        for key, value in record.items():
+            if key not in row or (row[key] is None and value is not None):
+                lost = True
+            elif value is not None:
+                assert same_value(row[key], value), (row[key], value)
+        assert all(row[key] is None for key in row.keys() - record.keys() - {"id", "text"})
+        changed += lost
+    assert stats.extra.get("repaired:schema_mismatch", 0) == changed
 
 
 def test_strict_names_file_line_and_reason(tmp_path):
@@ -229,7 +298,7 @@ def test_property_vectorised_parquet_path_matches_the_per_row_policy(rows, first
 
 def test_parquet_files_of_one_shard_with_other_column_types(tmp_path):
     """The first file's columns set the shard's types: a later file's column of another type goes
-    value by value (a value that does not fit is counted), one of the same types stays a batch."""
+    value by value (a value that does not fit is nulled and counted), one of the same types stays a batch."""
     pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"], "n": [1, 2]}), tmp_path / "1.parquet")
     pq.write_table(pa.table({"id": ["c", "d"], "text": ["three", "four"], "n": ["x", "5"], "extra": [1.0, 2.0]}),
                    tmp_path / "2.parquet")
@@ -241,9 +310,10 @@ def test_parquet_files_of_one_shard_with_other_column_types(tmp_path):
     table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     assert table.schema.names == ["id", "text", "n"] and table.schema.field("n").type == pa.int64()
     assert table.to_pylist() == [{"id": "a", "text": "one", "n": 1}, {"id": "b", "text": "two", "n": 2},
+                                 {"id": "c", "text": "three", "n": None}, {"id": "d", "text": "four", "n": None},
                                  {"id": "7", "text": "seven", "n": None}, {"id": "8", "text": "eight", "n": None}]
-    assert receipt.stats.dropped == {"schema_mismatch": 2}
-    assert receipt.stats.docs_in == 6 and receipt.stats.docs_out == 4
+    assert not receipt.stats.dropped and receipt.stats.extra == {"repaired:schema_mismatch": 2}
+    assert receipt.stats.docs_in == 6 and receipt.stats.docs_out == 6
 
 
 def test_commands_read_jsonl_with_bad_lines(tmp_path, tokenizer_path):
