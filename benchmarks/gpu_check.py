@@ -5,7 +5,9 @@ row, not the run), in priority order, inside a wall-clock budget:
 
   embed          the embedding quality scorer (MiniLM-L6, `SentenceEncoder`) against the
                  sentence-transformers `encode` path it replaced, same 20k documents; plus the
-                 scorer's tokenizer alone and its model alone, to say where the time goes
+                 scorer's tokenizer alone and its model alone, to say where the time goes; then
+                 on documents it has not seen (new batch shapes, as in a stage), by default, with
+                 memory-efficient attention, and with batch widths rounded up to 16
   medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
                  peak memory against the CPU-side estimate, kernel profile of the last steps
   medium_dense   the dense model with the same active parameters (hidden 4096)
@@ -82,6 +84,7 @@ def job_embed(args) -> dict:
         return len(texts) / float(np.median(timings)), timings, vectors
 
     result["docs_per_s"], result["runs_s"], vectors = end_to_end()
+    result["timing"] = encoder.last_timing
     # where the time goes: the tokenizer alone (processes; one thread of Rust threads), the model alone
     chunks = range(0, len(texts), encoder.CHUNK_DOCS)
     if encoder.tokenizer_processes:  # in the chunks embed() uses
@@ -117,12 +120,43 @@ def job_embed(args) -> dict:
     _sync(torch)
     result["sentence_transformers_docs_per_s"] = len(texts) / (time.perf_counter() - start)
     result["speedup"] = result["docs_per_s"] / result["sentence_transformers_docs_per_s"]
+    fresh_embeddings(args, encoder, model_dir, result)
     encoder.close()
     encoder.tokenizer_processes = 0  # the tokenizer in threads instead of processes, as before
     result["threads_docs_per_s"], result["threads_runs_s"], _ = end_to_end()
     cosine = (vectors * baseline).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(baseline, axis=1))
     result["min_cosine_vs_sentence_transformers"] = float(cosine.min())
     return result
+
+
+def fresh_embeddings(args, encoder, model_dir: str, result: dict) -> None:
+    """End to end on documents the encoder has not seen, as a stage's calls are (the timed runs
+    above repeat one set, so their batch shapes are all known by then), by default, with PyTorch's
+    memory-efficient attention instead of the one SDPA picks, and with batch widths rounded up to
+    16 (fewer shapes); each with where the call's time went."""
+    import torch
+    from curation.classifiers.encoder import SentenceEncoder
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def timed(scorer, seed: int, label: str) -> None:
+        texts = documents(200 if args.smoke else 20000, seed=seed)
+        try:
+            _sync(torch)
+            start = time.perf_counter()
+            scorer.embed(texts)
+            _sync(torch)
+            result[f"{label}_docs_per_s"] = len(texts) / (time.perf_counter() - start)
+            result[f"{label}_timing"] = scorer.last_timing
+        except RuntimeError as exc:  # no such attention kernel here (a CPU smoke run)
+            result[f"{label}_error"] = str(exc).splitlines()[0]
+
+    timed(encoder, 1, "fresh")
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        timed(encoder, 2, "fresh_efficient_attention")
+    rounded = SentenceEncoder(model_dir, 256, tokenizer_processes=encoder.tokenizer_processes, width_multiple=16)
+    rounded.embed(documents(2048, seed=9))  # warm-up: its own tokenizer processes
+    timed(rounded, 3, "fresh_width16")
+    rounded.close()
 
 
 def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+import time
 import unicodedata
 import warnings
 import weakref
@@ -90,13 +91,15 @@ class TokenBatcher:
     A long text is encoded from a prefix cut at whitespace that yields a full window of tokens
     (whitespace is a hard token boundary, so those are exactly the whole text's first tokens); a
     prefix that falls short is widened from the text's own characters per token, then dropped.
-    Batches are sized by tokens, not documents, so padding stays small."""
+    Batches are sized by tokens, not documents, so padding stays small; ``width_multiple`` rounds
+    a batch's width up (8 or 16: fewer distinct shapes for a GPU's per-shape kernel plans)."""
 
     CHARS_PER_TOKEN = 6  # first prefix: 6 characters per token (English web text averages about 4.6)
 
-    def __init__(self, tokenizer_json: str, max_seq_length: int, pad_id: int, batch_tokens: int):
+    def __init__(self, tokenizer_json: str, max_seq_length: int, pad_id: int, batch_tokens: int,
+                 width_multiple: int = 1):
         self.tokenizer_json, self.max_seq_length = tokenizer_json, max_seq_length
-        self.pad_id, self.batch_tokens = pad_id, batch_tokens
+        self.pad_id, self.batch_tokens, self.width_multiple = pad_id, batch_tokens, max(1, width_multiple)
         self._load()
 
     def _load(self) -> None:
@@ -108,7 +111,8 @@ class TokenBatcher:
         self.shortcut = normalizer_shortcut(self.tokenizer)
 
     def __getstate__(self) -> dict:
-        return {k: getattr(self, k) for k in ("tokenizer_json", "max_seq_length", "pad_id", "batch_tokens")}
+        return {k: getattr(self, k) for k in ("tokenizer_json", "max_seq_length", "pad_id", "batch_tokens",
+                                               "width_multiple")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -159,7 +163,8 @@ class TokenBatcher:
         order = np.argsort(-lengths, kind="stable")  # longest first: the first batch sizes the memory
         out, i = [], 0
         while i < len(order):
-            width = max(int(lengths[order[i]]), 1)
+            longest = max(int(lengths[order[i]]), 1)
+            width = min(-(-longest // self.width_multiple) * self.width_multiple, max(longest, self.max_seq_length))
             rows = order[i : i + max(1, self.batch_tokens // width)]
             columns = np.arange(width)
             mask = columns[None, :] < lengths[rows][:, None]  # (B, S)
@@ -173,12 +178,13 @@ class TokenBatcher:
 _PROCESS_BATCHER: TokenBatcher | None = None
 
 
-def _start_tokenizer_process(tokenizer_file: str, max_seq_length: int, pad_id: int, batch_tokens: int) -> None:
+def _start_tokenizer_process(tokenizer_file: str, max_seq_length: int, pad_id: int, batch_tokens: int,
+                             width_multiple: int) -> None:
     global _PROCESS_BATCHER
     os.environ["RAYON_NUM_THREADS"] = "1"  # the processes are the parallelism; one Rust thread each
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     with open(tokenizer_file, encoding="utf-8") as handle:
-        _PROCESS_BATCHER = TokenBatcher(handle.read(), max_seq_length, pad_id, batch_tokens)
+        _PROCESS_BATCHER = TokenBatcher(handle.read(), max_seq_length, pad_id, batch_tokens, width_multiple)
 
 
 def _tokenizer_process_ready() -> bool:
@@ -207,7 +213,8 @@ def tokenizer_process_pool(batcher: TokenBatcher, processes: int) -> ProcessPool
         fio.write_atomic(tokenizer_file, data)
     # spawn: the parent may hold CUDA state, which a fork must not inherit
     pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), initializer=_start_tokenizer_process,
-                               initargs=(tokenizer_file, batcher.max_seq_length, batcher.pad_id, batcher.batch_tokens))
+                               initargs=(tokenizer_file, batcher.max_seq_length, batcher.pad_id, batcher.batch_tokens,
+                                         batcher.width_multiple))
     try:
         for ready in [pool.submit(_tokenizer_process_ready) for _ in range(processes)]:
             ready.result()
@@ -268,7 +275,7 @@ class SentenceEncoder:
     TOKENIZER_THREADS = 4
 
     def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64,
-                 batch_tokens: int | None = None, tokenizer_processes: int | None = None):
+                 batch_tokens: int | None = None, tokenizer_processes: int | None = None, width_multiple: int = 1):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -284,6 +291,7 @@ class SentenceEncoder:
             tokenizer_processes = min(16, available_cpus() - 1) if self.device == "cuda" else 0
         self.tokenizer_processes = max(0, tokenizer_processes)
         self._processes: ProcessPoolExecutor | None = None
+        self.last_timing: dict[str, float] = {}
         modules = [type(m).__name__ for m in self.st]
         pooling = self.st[1].get_config_dict().get("pooling_mode") if len(modules) > 1 else None
         self.fast = modules[:2] == ["Transformer", "Pooling"] and pooling == "mean" and \
@@ -292,7 +300,7 @@ class SentenceEncoder:
         if self.fast:
             self.model = self.st[0].auto_model.eval()
             self.batcher = TokenBatcher(self.st[0].tokenizer.backend_tokenizer.to_str(), max_seq_length,
-                                        self.st[0].tokenizer.pad_token_id or 0, batch_tokens)
+                                        self.st[0].tokenizer.pad_token_id or 0, batch_tokens, width_multiple)
             self.tokenizer = self.batcher.tokenizer
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
@@ -333,7 +341,10 @@ class SentenceEncoder:
 
     def embed(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         """(N, H) float32 embeddings. ``progress``: a progress bar on stderr (default: for calls of
-        at least ``PROGRESS_DOCS`` documents when stderr is a terminal)."""
+        at least ``PROGRESS_DOCS`` documents when stderr is a terminal). Afterwards
+        ``last_timing`` says where the call's time went: ``waiting_s`` for the tokenizer,
+        ``feeding_s`` handing batches to the model (on a GPU, launching its kernels: the GPU
+        itself is waited for only when the queue is full), and ``batches`` and ``shapes``."""
         if not self.fast:
             vectors = self.st.encode(list(texts), batch_size=self.fallback_batch_size, convert_to_tensor=True,
                                      normalize_embeddings=self.normalize, show_progress_bar=False)
@@ -347,6 +358,10 @@ class SentenceEncoder:
         size = self.chunk_size(len(texts))
         starts = deque(range(0, len(texts), size))
 
+        waiting = feeding = 0.0
+        shapes: set[tuple[int, int]] = set()
+        batch_count = 0
+
         def submit(start: int):
             return pool.submit(self.batcher.batches if owned else _batches_in_process, texts[start : start + size], start)
 
@@ -356,23 +371,31 @@ class SentenceEncoder:
             with torch.inference_mode(), _progress_bar(progress, len(texts), f"embedding on {self.device}") as advance:
                 pending = deque(submit(starts.popleft()) for _ in range(min(2 * workers, len(starts))))
                 while pending:
+                    began = time.perf_counter()
                     batches = pending.popleft().result()
+                    waiting += time.perf_counter() - began
+                    began = time.perf_counter()
                     if starts:
                         pending.append(submit(starts.popleft()))
                     for rows, ids, mask in batches:
+                        shapes.add(ids.shape)
+                        batch_count += 1
                         tensors = [torch.from_numpy(a) for a in (rows, ids, mask)]
                         if self.device == "cuda":
                             tensors = [t.pin_memory() for t in tensors]
                         rows_t, ids_t, mask_t = tensors
                         out[rows_t.to(self.device, non_blocking=True)] = self._pool(ids_t, mask_t)
                         advance(len(rows))
+                    feeding += time.perf_counter() - began
         except BrokenProcessPool:  # a tokenizer process died (killed, out of memory): a retry starts new ones
             self.close()
             raise
         finally:
             if owned:
                 pool.shutdown(wait=True, cancel_futures=True)
-        return out.cpu().numpy()
+        vectors = out.cpu().numpy()
+        self.last_timing = {"waiting_s": waiting, "feeding_s": feeding, "batches": batch_count, "shapes": len(shapes)}
+        return vectors
 
     def _pool(self, ids, mask):
         import torch

@@ -226,6 +226,27 @@ def sentence_encoder():
     return SentenceEncoder(default_embedding_model(), 256)
 
 
+def test_batch_widths_rounded_up_give_the_same_embeddings(sentence_encoder):
+    """``width_multiple`` pads a batch to a multiple of its width (fewer shapes for a GPU's kernel
+    plans); the padding is masked, so the vectors are the ones of unrounded batches."""
+    from curation.classifiers.encoder import TokenBatcher
+
+    rng = np.random.default_rng(1)
+    words = ["the", "web", "page", "quality", "text", "über", "résumé"]
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 400, 40)]
+    plain = sentence_encoder.embed(texts)
+    assert {"waiting_s", "feeding_s", "batches", "shapes"} <= set(sentence_encoder.last_timing)
+    base = sentence_encoder.batcher
+    rounded = TokenBatcher(base.tokenizer_json, base.max_seq_length, base.pad_id, base.batch_tokens, width_multiple=16)
+    widths = {ids.shape[1] for _, ids, _ in rounded.batches(texts)}
+    assert all(w % 16 == 0 or w == base.max_seq_length for w in widths), widths
+    sentence_encoder.batcher = rounded
+    try:
+        assert np.abs(sentence_encoder.embed(texts) - plain).max() < 1e-5
+    finally:
+        sentence_encoder.batcher = base
+
+
 @given(st.integers(1, 2_000_000), st.integers(0, 32))
 def test_tokenizer_chunks_keep_every_worker_busy_to_the_end(documents, processes):
     """A call's documents are cut into chunks of at most CHUNK_DOCS in whole rounds of the workers:
