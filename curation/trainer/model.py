@@ -130,8 +130,8 @@ def _swiglu_backward(d_act: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
 
 # The operators below are opaque to torch.compile, so their elementwise work (the SwiGLU, the
 # routing weights, the per-token sums over slots) would run as a dozen eager kernels over
-# (T*k, Hd) and (T*k, D) tensors a layer: 13% of `medium`'s step on an H200. On a GPU under a
-# compiled trainer (``fused=True``) each helper is one compiled kernel instead.
+# (T*k, Hd) and (T*k, D) tensors a layer: 30 of `medium`'s 168 ms a step on an H200. On a GPU
+# under a compiled trainer (``fused=True``) each helper is one compiled kernel instead.
 _FUSED: dict = {}
 
 
