@@ -292,6 +292,7 @@ class SentenceEncoder:
         self.tokenizer_processes = max(0, tokenizer_processes)
         self._processes: ProcessPoolExecutor | None = None
         self.last_timing: dict[str, float] = {}
+        self._mask_4d = True  # see _pool
         modules = [type(m).__name__ for m in self.st]
         pooling = self.st[1].get_config_dict().get("pooling_mode") if len(modules) > 1 else None
         self.fast = modules[:2] == ["Transformer", "Pooling"] and pooling == "mean" and \
@@ -400,8 +401,20 @@ class SentenceEncoder:
     def _pool(self, ids, mask):
         import torch
 
+        padded = not bool(mask.all())  # on the host, before the copy
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
+        # transformers looks into a 2D mask for padding (``padding_mask.all()`` in a Python
+        # condition), which waits for the GPU once a batch; a batch without padding needs no mask,
+        # and a 4D one (B, 1, 1, S) it takes as it is. A model that refuses it gets the 2D mask.
+        if not padded:
+            hidden = self.model(input_ids=ids).last_hidden_state  # (B, S, H)
+        elif self._mask_4d:
+            try:
+                hidden = self.model(input_ids=ids, attention_mask=mask[:, None, None, :].bool()).last_hidden_state
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                self._mask_4d = False
+        if padded and not self._mask_4d:
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1).float() / weights.sum(1).float().clamp(min=1e-9)  # (B, H) mean of tokens
         return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled

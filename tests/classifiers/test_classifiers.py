@@ -228,7 +228,8 @@ def sentence_encoder():
 
 def test_batch_widths_rounded_up_give_the_same_embeddings(sentence_encoder):
     """``width_multiple`` pads a batch to a multiple of its width (fewer shapes for a GPU's kernel
-    plans); the padding is masked, so the vectors are the ones of unrounded batches."""
+    plans); the padding is masked, so the vectors are the ones of unrounded batches. Padded batches
+    go in with a 4D mask, which transformers takes as it is, and give the 2D mask's vectors."""
     from curation.classifiers.encoder import TokenBatcher
 
     rng = np.random.default_rng(1)
@@ -236,6 +237,12 @@ def test_batch_widths_rounded_up_give_the_same_embeddings(sentence_encoder):
     texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 400, 40)]
     plain = sentence_encoder.embed(texts)
     assert {"waiting_s", "feeding_s", "batches", "shapes"} <= set(sentence_encoder.last_timing)
+    assert sentence_encoder._mask_4d  # padded batches went in with a 4D mask (no GPU wait), not refused
+    sentence_encoder._mask_4d = False
+    try:  # the 2D mask transformers would look into gives the same vectors
+        assert np.abs(sentence_encoder.embed(texts) - plain).max() < 1e-5
+    finally:
+        sentence_encoder._mask_4d = True
     base = sentence_encoder.batcher
     rounded = TokenBatcher(base.tokenizer_json, base.max_seq_length, base.pad_id, base.batch_tokens, width_multiple=16)
     widths = {ids.shape[1] for _, ids, _ in rounded.batches(texts)}
