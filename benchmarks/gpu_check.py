@@ -8,6 +8,8 @@ row, not the run), in priority order, inside a wall-clock budget:
                  scorer's tokenizer alone and its model alone, to say where the time goes; then
                  on documents it has not seen (new batch shapes, as in a stage), by default, with
                  memory-efficient attention, and with batch widths rounded up to 16
+  quality_stage  the same scorer through the `quality` stage on a shard of 20k documents
+                 (without Ray, whose wheel does not travel to the GPU machine)
   medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
                  peak memory against the CPU-side estimate, kernel profile of the last steps
   medium_dense   the dense model with the same active parameters (hidden 4096)
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-JOBS = ["medium_moe", "embed", "medium_dense", "medium_moe_recompute", "small_moe", "small_dense", "medium_moe_eager"]
+JOBS = ["medium_moe", "embed", "quality_stage", "medium_dense", "medium_moe_recompute", "small_moe", "small_dense", "medium_moe_eager"]
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
 
 
@@ -159,6 +161,48 @@ def fresh_embeddings(args, encoder, model_dir: str, result: dict) -> None:
     rounded.close()
 
 
+def job_quality_stage(args) -> dict:
+    """The embedding scorer through the ``quality`` stage itself (model loading in ``setup``,
+    record batches of the size it picks, Parquet in and out) on one shard of 20k documents, in this
+    process: Ray's wheel is larger than what travels to the GPU machine, so no Ray actor."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from curation.classifiers.models import EmbeddingRecipe
+    from curation.classifiers.stage import QualityConfig, QualityStage
+
+    from curation.core.stage import ShardTask, StageContext
+
+    model_dir = args.model_dir or _default_model()
+    hidden = json.loads((Path(model_dir) / "config.json").read_text())["hidden_size"]
+    n = 300 if args.smoke else 20000
+    with tempfile.TemporaryDirectory() as tmp:
+        head = Path(tmp) / "head"  # an embedding head of random weights: the scores' values do not matter here
+        head.mkdir()
+        rng = np.random.default_rng(0)
+        np.savez(head / "head.npz", weights=rng.normal(size=hidden).astype(np.float32), bias=np.zeros(1, np.float32))
+        recipe = dataclasses.asdict(EmbeddingRecipe(model=model_dir, stack=False))
+        (head / "card.json").write_text(json.dumps({"kind": "embedding", "recipe": recipe}))
+        shard = Path(tmp) / "part-00000.parquet"
+        pq.write_table(pa.table({"id": [f"d{i}" for i in range(n)], "text": documents(n, seed=5)}), shard)
+        stage = QualityStage(QualityConfig(embedding_model=str(head)))
+        ctx = StageContext(run_root=tmp, stage_name="quality", stage_dir=str(Path(tmp) / "out"), key="k")
+        ctx.resolved = stage.resolve([str(shard)], ctx)
+        start = time.perf_counter()
+        stage.ensure_setup(ctx)  # models load once (a Ray actor's start); run_shard then reuses them
+        setup_s = time.perf_counter() - start
+        start = time.perf_counter()
+        receipt = stage.run_shard(ShardTask(0, "part-00000", [str(shard)]), ctx)
+        seconds = time.perf_counter() - start
+        scored = pq.read_table(Path(tmp) / "out" / "part-00000.parquet", columns=["quality_embedding"]).column(0)
+        encoder = stage.models["embedding"].encoder
+        return {"documents": n, "setup_s": round(setup_s, 2), "shard_s": round(seconds, 2),
+                "docs_per_s": n / seconds, "batch_size": stage.batch_size, "scored": scored.length() - scored.null_count,
+                "docs_out": receipt.stats.docs_out, "last_timing": encoder.last_timing,
+                "tokenizer_processes": encoder.tokenizer_processes}
+
+
 def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:
     import torch
 
@@ -206,6 +250,8 @@ SMALL_DENSE = {"n_experts": 1, "top_k": 1, "expert_hidden": 2048}
 def run_job(name: str, args) -> dict:
     if name == "embed":
         return job_embed(args)
+    if name == "quality_stage":
+        return job_quality_stage(args)
     preset, _, variant = name.partition("_")
     model = {"moe": {}, "moe_eager": {}, "dense": MEDIUM_DENSE if preset == "medium" else SMALL_DENSE,
              "moe_recompute": {"recompute_experts": True}}[variant]
