@@ -435,6 +435,10 @@ def test_medium_preset_accounting_on_the_meta_device():
     assert memory["optimizer_step"] == 16 * counts["total"]  # no gradients before the backward, no activations after it
     assert memory["forward_end"] - memory["activations"] - memory["loss"] == 12 * counts["total"] + memory["cast_weights"]
     assert memory["peak"] == max(memory["forward_end"], memory["backward_start"], memory["optimizer_step"])
-    assert 33e9 < memory["peak"] < 36e9  # the goal is 40 GB at batch 8
+    # Measured on an H200 (session 8, torch.cuda.max_memory_allocated): 34.24 GB, and 30.72 GB
+    # with recompute_experts; the goal is 40 GB at batch 8
+    assert memory["peak"] == pytest.approx(34.24e9, rel=0.02)
     lean = estimate_memory(dataclasses.replace(c.model, recompute_experts=True), c.batch_size)
-    assert lean["peak"] < 31e9 and lean["activations"] < memory["activations"]
+    assert lean["peak"] == pytest.approx(30.72e9, rel=0.03) and lean["activations"] < memory["activations"]
+    small = build_train_config("small", 50280)
+    assert estimate_memory(small.model, small.batch_size)["peak"] == pytest.approx(10.36e9, rel=0.02)  # H200: 10.36 GB
