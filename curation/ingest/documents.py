@@ -181,7 +181,7 @@ class RecordPolicy:
 
 
 # what pyarrow raises for a value that does not fit a column (OverflowError: an integer over 64 bits)
-_UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+_UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # an escape that may decode to one
 
 
