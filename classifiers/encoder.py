@@ -336,9 +336,13 @@ class SentenceEncoder:
         call. (Chunks of 1,024 made 20 tasks of 20k documents for 15 processes on an H200: the
         second round ran 5 while 10 processes idled; in four equal rounds the processes alone went
         from 22.7k to 32.5k documents/s.) A stage's record batch is spread over every worker too."""
-        workers = self.tokenizer_processes or self.TOKENIZER_THREADS
-        rounds = max(1, -(-documents // (workers * self.CHUNK_DOCS)))
-        return max(self.MIN_CHUNK_DOCS, -(-documents // (workers * rounds)))
+        rounds = max(1, -(-documents // (self.workers * self.CHUNK_DOCS)))
+        return max(self.MIN_CHUNK_DOCS, -(-documents // (self.workers * rounds)))
+
+    @property
+    def workers(self) -> int:
+        """Tokenizer tasks that run at once: the processes, or the threads when there are none."""
+        return self.tokenizer_processes or self.TOKENIZER_THREADS
 
     def embed(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         """(N, H) float32 embeddings. ``progress``: a progress bar on stderr (default: for calls of
@@ -356,7 +360,6 @@ class SentenceEncoder:
         texts = list(texts)
         out = torch.empty(len(texts), self.model.config.hidden_size, dtype=torch.float32, device=self.device)
         pool, owned = self._tokenizer_pool()
-        workers = self.tokenizer_processes or self.TOKENIZER_THREADS
         size = self.chunk_size(len(texts))
         starts = deque(range(0, len(texts), size))
 
@@ -371,7 +374,7 @@ class SentenceEncoder:
             progress = len(texts) >= self.PROGRESS_DOCS and sys.stderr.isatty()
         try:
             with torch.inference_mode(), _progress_bar(progress, len(texts), f"embedding on {self.device}") as advance:
-                pending = deque(submit(starts.popleft()) for _ in range(min(2 * workers, len(starts))))
+                pending = deque(submit(starts.popleft()) for _ in range(min(2 * self.workers, len(starts))))
                 while pending:
                     began = time.perf_counter()
                     batches = pending.popleft().result()
@@ -409,14 +412,13 @@ class SentenceEncoder:
         # transformers looks into a 2D mask for padding (``padding_mask.all()`` in a Python
         # condition), which waits for the GPU once a batch; a batch without padding needs no mask,
         # and a 4D one (B, 1, 1, S) it takes as it is. A model that refuses it gets the 2D mask.
-        if not padded:
-            hidden = self.model(input_ids=ids).last_hidden_state  # (B, S, H)
-        elif self._mask_4d:
-            try:
-                hidden = self.model(input_ids=ids, attention_mask=mask[:, None, None, :].bool()).last_hidden_state
-            except (RuntimeError, ValueError, TypeError, IndexError):
-                self._mask_4d = False
-        if padded and not self._mask_4d:
+        attention = (mask[:, None, None, :].bool() if self._mask_4d else mask) if padded else None
+        try:
+            hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state  # (B, S, H)
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            if attention is None or attention.dim() == 2:
+                raise
+            self._mask_4d = False
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1).float() / weights.sum(1).float().clamp(min=1e-9)  # (B, H) mean of tokens
