@@ -149,7 +149,15 @@ def training_step(model: MoETransformer, optimizer: torch.optim.Optimizer, x: to
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
         result = model(x, y)
     result["loss"].backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if optimizer.defaults.get("fused"):
+        # The fused AdamW divides each gradient by ``grad_scale`` as it reads it (GradScaler's hook),
+        # so clipping costs no pass of its own over the gradients (clip_grad_norm_'s multiply:
+        # 3.9 ms of a 138 ms step at `medium` on an H200). Same factor as clip_grad_norm_.
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        optimizer.grad_scale = ((norm + 1e-6) / grad_clip).clamp(min=1.0)
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return result, norm

@@ -415,6 +415,33 @@ def test_a_training_step_holds_no_gradients_through_the_forward_pass():
     assert peak["ACT"] > parameter_bytes and peak["GRAD"] < 0.1 * parameter_bytes
 
 
+@pytest.mark.parametrize("grad_clip", [0.05, 1e6])
+def test_clipping_folded_into_the_fused_optimizer_matches_clip_grad_norm(grad_clip):
+    """With a fused AdamW (CUDA's), ``training_step`` clips through the optimizer's ``grad_scale``
+    instead of ``clip_grad_norm_``'s multiply; the parameters come out as the unfused path's, with
+    clipping active (0.05) and not (1e6)."""
+    from curation.trainer.train import training_step
+
+    config = ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, seq_len=32, n_experts=4, top_k=2,
+                         expert_hidden=16)
+    torch.manual_seed(3)
+    folded = MoETransformer(config)
+    plain = MoETransformer(config)
+    plain.load_state_dict(folded.state_dict())
+    fused = torch.optim.AdamW(folded.parameters(), lr=1e-2, fused=True)
+    unfused = torch.optim.AdamW(plain.parameters(), lr=1e-2, foreach=False)
+    for step in range(3):
+        x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(step))
+        _, norm_folded = training_step(folded, fused, x, x, grad_clip)
+        _, norm_plain = training_step(plain, unfused, x, x, grad_clip)
+        assert float(norm_folded) == pytest.approx(float(norm_plain), rel=1e-4)
+        assert float(fused.grad_scale) == pytest.approx(max(1.0, float(norm_plain) / grad_clip), rel=1e-4)
+    # Adam moves each parameter by up to lr (1e-2) a step; the two paths differ by rounding (a
+    # division against a multiply), which Adam's eps amplifies only in embedding rows of tiny gradients
+    for (name, p), q in zip(folded.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-4, msg=name)
+
+
 def test_medium_preset_accounting_on_the_meta_device():
     """The figures the GPU check measures against, guarded without a GPU."""
     from curation.trainer.accounting import build_on_meta, estimate_memory
