@@ -73,15 +73,15 @@ def main() -> None:
                 ("ours, prefix only, normalizer shortcut", len(texts) / mine, f"{peer / mine:.2f}x"),
             ], "docs/s")
             continue
-        from curation.classifiers.encoder import _batches_in_process, tokenizer_process_pool
+        from curation.classifiers.encoder import _ragged_in_process, tokenizer_process_pool
 
         peer, _ = median_seconds(direct, args.repeats)
         with tokenizer_process_pool(batcher, cores) as pool:
-            list(pool.map(_batches_in_process, chunks[:cores], starts[:cores]))  # warm-up
-            mine, _ = median_seconds(lambda c=chunks, s=starts: list(pool.map(_batches_in_process, c, s)), args.repeats)
+            list(pool.map(_ragged_in_process, chunks[:cores]))  # warm-up
+            mine, _ = median_seconds(lambda c=chunks: list(pool.map(_ragged_in_process, c)), args.repeats)
         print_table(f"{name}: {len(texts):,} documents, {cores} cores", [
             (f"tokenizers encode_batch_fast, Rust threads ({cores})", len(texts) / peer, ""),
-            (f"ours, {cores} tokenizer processes, batches returned", len(texts) / mine, f"{peer / mine:.2f}x"),
+            (f"ours, {cores} tokenizer processes, token ids returned", len(texts) / mine, f"{peer / mine:.2f}x"),
         ], "docs/s")
     if not args.all_cores:
         env = {**os.environ, "RAYON_NUM_THREADS": str(cores)}

@@ -66,7 +66,7 @@ def documents(n: int, seed: int = 0) -> list[str]:
 
 def job_embed(args) -> dict:
     import torch
-    from curation.classifiers.encoder import SentenceEncoder, _batches_in_process
+    from curation.classifiers.encoder import SentenceEncoder, _ragged_in_process
 
     model_dir = args.model_dir or _default_model()
     texts = documents(200 if args.smoke else 20000)
@@ -87,26 +87,27 @@ def job_embed(args) -> dict:
 
     result["docs_per_s"], result["runs_s"], vectors = end_to_end()
     result["timing"] = encoder.last_timing
-    # where the time goes: the tokenizer alone (processes; one thread of Rust threads), the model alone
-    chunks = range(0, len(texts), encoder.CHUNK_DOCS)
-    if encoder.tokenizer_processes:  # in the chunks embed() uses
+    # where the time goes: the tokenizer alone (processes; one thread of Rust threads), the model alone,
+    # in the windows and chunks embed() uses
+    window = encoder.window_size(len(texts))
+    windows = range(0, len(texts), window)
+    if encoder.tokenizer_processes:
         pool, _ = encoder._tokenizer_pool()
-        size = encoder.chunk_size(len(texts))
-        starts = range(0, len(texts), size)
+        size = encoder.chunk_size(window)
         start = time.perf_counter()
-        list(pool.map(_batches_in_process, [texts[s : s + size] for s in starts], starts))
+        list(pool.map(_ragged_in_process, [texts[s : s + size] for s in range(0, len(texts), size)]))
         result["tokenize_processes_docs_per_s"] = len(texts) / (time.perf_counter() - start)
     start = time.perf_counter()
-    batches = [b for s in chunks for b in encoder.batcher.batches(texts[s : s + encoder.CHUNK_DOCS], s)]
+    batches = [b for s in windows for b in encoder.batcher.batches(texts[s : s + window], s)]
     result["tokenize_one_thread_docs_per_s"] = len(texts) / (time.perf_counter() - start)
     result["padded_tokens"] = int(sum(b[1].size for b in batches))
     result["real_tokens"] = int(sum(int(b[2].sum()) for b in batches))
-    batches = [(torch.from_numpy(ids), torch.from_numpy(mask)) for _, ids, mask in batches]
+    batches = [(torch.from_numpy(ids), lengths) for _, ids, lengths in batches]
     with torch.inference_mode():
         _sync(torch)
         start = time.perf_counter()
-        for ids, mask in batches:
-            encoder._pool(ids, mask)
+        for ids, lengths in batches:
+            encoder._pool(ids, lengths)
         _sync(torch)
     model_s = time.perf_counter() - start
     result["model_only_docs_per_s"] = len(texts) / model_s

@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +186,26 @@ class EmbeddingClassifier:
         if len(texts) == 0:
             return np.zeros(0, dtype=np.float32)
         texts = texts.to_pylist() if isinstance(texts, pa.Array | pa.ChunkedArray) else list(texts)
-        logits = self.embedding_logits(texts)
+        return self._probabilities(texts, self.embed(texts))
+
+    def score_stream(self, text_lists: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """``score`` of each list, in order, through the encoder's stream (the next list is
+        tokenized while the model runs this one)."""
+        pending: deque[list[str]] = deque()
+
+        def remembered() -> Iterator[list[str]]:
+            for texts in text_lists:
+                pending.append(texts)
+                yield texts
+
+        with contextlib.closing(self.encoder.embed_stream(remembered())) as vectors:
+            for embeddings in vectors:
+                yield self._probabilities(pending.popleft(), embeddings)
+
+    def _probabilities(self, texts: list[str], embeddings: np.ndarray) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros(0, dtype=np.float32)
+        logits = embeddings @ self.weights + self.bias
         if self.stack is not None:
             logits = self.stack.logits(self.stack.features(texts, logits))
         return _sigmoid(logits)

@@ -13,9 +13,12 @@ object store; workers copy a remote model to local disk once per actor).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import tempfile
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,24 +208,44 @@ class QualityStage(BatchStage):
             self.models[kind] = load_classifier(fio.local_copy(path, ctx.storage), self.config.tokenizer_processes)
 
     def process_batch(self, batch: pa.RecordBatch, state: None, stats: ShardStats) -> pa.RecordBatch:
+        with contextlib.closing(self.process_batches(iter([batch]), state, stats)) as results:
+            return next(results)
+
+    def process_batches(self, batches: Iterator[pa.RecordBatch], state: None,
+                        stats: ShardStats) -> Iterator[pa.RecordBatch]:
+        """fastText scores as each batch is read; the embedding model's through its encoder's
+        stream, so the next batch is tokenized while the GPU runs this one (its result comes out
+        one batch later)."""
         models = self.models
-        column = pc.fill_null(batch.column(self.config.text_column), "")
-        texts = column.to_pylist() if "embedding" in models else []
-        out = batch
-        fast = None
-        if "fasttext" in models:
-            fast = models["fasttext"].score(column)
-            out = out.append_column("quality_fasttext", pa.array(fast, pa.float32()))
+        taken: deque[tuple[pa.RecordBatch, np.ndarray]] = deque()  # (batch with fastText, rows to embed)
+
+        def with_fasttext() -> Iterator[list[str]]:
+            for batch in batches:
+                column = pc.fill_null(batch.column(self.config.text_column), "")
+                out, fast = batch, None
+                if "fasttext" in models:
+                    fast = models["fasttext"].score(column)
+                    out = out.append_column("quality_fasttext", pa.array(fast, pa.float32()))
+                chosen = np.arange(batch.num_rows)
+                if "embedding" in models and self.config.cascade_threshold is not None and fast is not None:
+                    chosen = np.flatnonzero(fast >= self.config.cascade_threshold)
+                    stats.extra["cascade_passed"] = stats.extra.get("cascade_passed", 0.0) + len(chosen)
+                taken.append((out, chosen))
+                yield column.take(pa.array(chosen, pa.int64())).to_pylist() if "embedding" in models else []
+
         if "embedding" in models:
-            chosen = np.arange(batch.num_rows)
-            if self.config.cascade_threshold is not None and fast is not None:
-                chosen = np.flatnonzero(fast >= self.config.cascade_threshold)
-                stats.extra["cascade_passed"] = stats.extra.get("cascade_passed", 0.0) + len(chosen)
-            scores = np.full(batch.num_rows, np.nan, dtype=np.float32)
-            if len(chosen):
-                scores[chosen] = models["embedding"].score([texts[i] for i in chosen])
-            out = out.append_column("quality_embedding", pa.array(scores, pa.float32(), mask=np.isnan(scores)))
-        if self.config.score_alias:
-            final = "quality_embedding" if "embedding" in models else "quality_fasttext"
-            out = out.append_column(self.config.score_alias, out.column(final))
-        return out
+            embedding = models["embedding"]
+            stream = getattr(embedding, "score_stream", None)  # an HF classifier scores batch by batch
+            results = stream(with_fasttext()) if stream else map(embedding.score, with_fasttext())
+        else:
+            results = (None for _ in with_fasttext())
+        for embedding_scores in results:
+            out, chosen = taken.popleft()
+            if embedding_scores is not None:
+                scores = np.full(out.num_rows, np.nan, dtype=np.float32)
+                scores[chosen] = embedding_scores
+                out = out.append_column("quality_embedding", pa.array(scores, pa.float32(), mask=np.isnan(scores)))
+            if self.config.score_alias:
+                final = "quality_embedding" if "embedding" in models else "quality_fasttext"
+                out = out.append_column(self.config.score_alias, out.column(final))
+            yield out

@@ -354,21 +354,33 @@ class BatchStage(Stage):
     def process_batch(self, batch: pa.RecordBatch, state: Any, stats: ShardStats) -> pa.RecordBatch | pa.Table:
         raise NotImplementedError
 
+    def process_batches(self, batches: Iterator[pa.RecordBatch], state: Any,
+                        stats: ShardStats) -> Iterator[pa.RecordBatch | pa.Table]:
+        """One result per batch, in order. A stage whose work pipelines across batches (a GPU
+        model fed by CPU tokenizers) overrides this to take the next batch before it returns the
+        current one's result; the batches are read from the shard as it takes them."""
+        for batch in batches:
+            yield self.process_batch(batch, state, stats)
+
     def write_shard(self, task: ShardTask, ctx: StageContext, state: Any, stats: ShardStats) -> list[OutputFile]:
-        input_schema: pa.Schema | None = None
-        with ParquetShardWriter(ctx, f"{task.name}.parquet") as shard:
+        schemas: list[pa.Schema] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
             for path in task.inputs:
                 fs, p = fio.filesystem(path, ctx.storage)
                 with fs.open(p, "rb") as handle:
                     parquet = pq.ParquetFile(handle)
-                    input_schema = input_schema or parquet.schema_arrow
+                    schemas.append(parquet.schema_arrow)
                     for batch in parquet.iter_batches(batch_size=self.batch_size):
                         stats.docs_in += batch.num_rows
                         stats.bytes_in += text_bytes(batch)
-                        result = self.process_batch(batch, state, stats)
-                        for out in result.to_batches() if isinstance(result, pa.Table) else [result]:
-                            shard.write(out, stats)
-            empty_schema = self.output_schema(input_schema, state) if shard.writer is None and input_schema else None
+                        yield batch
+
+        with ParquetShardWriter(ctx, f"{task.name}.parquet") as shard:
+            for result in self.process_batches(batches(), state, stats):
+                for out in result.to_batches() if isinstance(result, pa.Table) else [result]:
+                    shard.write(out, stats)
+            empty_schema = self.output_schema(schemas[0], state) if shard.writer is None and schemas else None
             return [shard.commit(empty_schema)]
 
     def output_schema(self, input_schema: pa.Schema, state: Any) -> pa.Schema:

@@ -161,14 +161,69 @@ def test_quality_stage_reads_batches_of_its_configured_size(tmp_path):
         def setup(self, ctx):
             self.models = {}
 
-        def process_batch(self, batch, state, stats):
-            sizes.append(batch.num_rows)
-            return batch
+        def process_batches(self, batches, state, stats):
+            for batch in batches:
+                sizes.append(batch.num_rows)
+                yield batch
 
     assert QualityStage(QualityConfig(fasttext_model="m")).batch_size == 1024  # a CPU
     ctx = StageContext(run_root=str(tmp_path), stage_name="quality", stage_dir=str(tmp_path / "out"), key="k")
     Recorded(QualityConfig(fasttext_model="m", batch_size=7)).run_shard(ShardTask(0, "part-00000", [str(path)]), ctx)
     assert sizes == [7, 7, 6]
+
+
+@pytest.mark.parametrize("streams", [True, False])
+def test_quality_stage_pairs_streamed_scores_with_their_batches(tmp_path, streams):
+    """The embedding model takes the next record batch before it returns this one's scores (the
+    encoder's stream); each batch still gets its own scores, on the rows the cascade sent on, with
+    the alias column. A model without a stream (an HF classifier) is called batch by batch."""
+    from curation.classifiers.stage import QualityConfig, QualityStage
+
+    from curation.core.stage import ShardTask, StageContext
+
+    texts = [f"page {i} " + "text " * (i % 9) for i in range(20)]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(20)], "text": texts}), path)
+    taken: list[int] = []
+
+    class FastText:
+        def score(self, column):
+            return np.array([(len(t) // 5) % 2 for t in column.to_pylist()], np.float32)
+
+    class Embedding:
+        def score(self, batch_texts):
+            return np.array([len(t) / 100 for t in batch_texts], np.float32)
+
+        def stream(self, lists):  # one list ahead, as SentenceEncoder.embed_stream
+            previous = None
+            for batch_texts in lists:
+                taken.append(len(batch_texts))
+                if previous is not None:
+                    yield self.score(previous)
+                previous = batch_texts
+            if previous is not None:
+                yield self.score(previous)
+
+    if streams:
+        Embedding.score_stream = Embedding.stream
+
+    class Faked(QualityStage):
+        def setup(self, ctx):
+            self.models = {"fasttext": FastText(), "embedding": Embedding()}
+
+    stage = Faked(QualityConfig(fasttext_model="m", embedding_model="e", batch_size=7, cascade_threshold=0.5,
+                                score_alias="score"))
+    ctx = StageContext(run_root=str(tmp_path), stage_name="quality", stage_dir=str(tmp_path / "out"), key="k")
+    receipt = stage.run_shard(ShardTask(0, "part-00000", [str(path)]), ctx)
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    fast = FastText().score(pa.array(texts))
+    expected = [len(t) / 100 if f >= 0.5 else None for t, f in zip(texts, fast, strict=True)]
+    assert table.column("id").to_pylist() == [f"d{i}" for i in range(20)]
+    assert table.column("quality_embedding").to_pylist() == pytest.approx(expected)
+    assert table.column("score").to_pylist() == table.column("quality_embedding").to_pylist()
+    assert receipt.stats.docs_in == receipt.stats.docs_out == 20
+    assert receipt.stats.extra["cascade_passed"] == sum(f >= 0.5 for f in fast)
+    assert len(taken) == (3 if streams else 0)
 
 
 def test_local_hf_checkpoint(tmp_path):
@@ -254,22 +309,28 @@ def test_batch_widths_rounded_up_give_the_same_embeddings(sentence_encoder):
         sentence_encoder.batcher = base
 
 
-@given(st.integers(1, 2_000_000), st.integers(0, 32))
-def test_tokenizer_chunks_keep_every_worker_busy_to_the_end(documents, processes):
-    """A call's documents are cut into chunks of at most CHUNK_DOCS in whole rounds of the workers:
-    no worker is left with more than its share plus one document a round (chunks of 1,024 left
-    10 of 15 processes idle for the second round of 20k documents)."""
+@given(st.integers(0, 2_000_000), st.integers(0, 32))
+def test_windows_are_even_and_their_chunks_keep_every_worker_busy(documents, processes):
+    """A list is cut into even windows of at most WINDOW_DOCS (sorted into batches as one), and a
+    window into one round of chunks: no worker holds more than its share plus one document, so
+    none idles while the window is being finished (chunks of 1,024 left 10 of 15 processes idle
+    for the second round of 20k documents)."""
     from curation.classifiers.encoder import SentenceEncoder
 
-    encoder = object.__new__(SentenceEncoder)  # chunk_size reads the worker count only
+    encoder = object.__new__(SentenceEncoder)  # the sizes read the worker count only
     encoder.tokenizer_processes = processes
     workers = processes or SentenceEncoder.TOKENIZER_THREADS
-    size = encoder.chunk_size(documents)
-    chunks = -(-documents // size)
-    assert SentenceEncoder.MIN_CHUNK_DOCS <= size <= max(SentenceEncoder.CHUNK_DOCS, SentenceEncoder.MIN_CHUNK_DOCS)
-    rounds = -(-chunks // workers)
-    busiest = min(rounds * size, documents)  # documents of the worker that finishes last
-    assert busiest <= max(documents / workers + rounds, SentenceEncoder.MIN_CHUNK_DOCS)
+    window = encoder.window_size(documents)
+    windows = [min(window, documents - start) for start in range(0, documents, window)]
+    assert sum(windows) == documents and all(0 < w <= SentenceEncoder.WINDOW_DOCS for w in windows)
+    assert max(windows, default=0) - min(windows, default=0) <= len(windows)  # even, up to rounding
+    for size in set(windows):
+        chunk = encoder.chunk_size(size)
+        assert SentenceEncoder.MIN_CHUNK_DOCS <= chunk <= SentenceEncoder.CHUNK_DOCS
+        chunks = -(-size // chunk)
+        rounds = -(-chunks // workers)
+        busiest = min(rounds * chunk, size)  # documents of the worker that finishes the window last
+        assert busiest <= max(size / workers + 1, SentenceEncoder.MIN_CHUNK_DOCS) or chunk == SentenceEncoder.CHUNK_DOCS
 
 
 def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
@@ -279,7 +340,8 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
     texts = ["", "   ", "one", "a\n\nb\tc"] + [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 900, 60)]
     texts += ["x" * 5000, "ab " * 2000, "токен " * 700]
     texts += ["The CAFÉ’s “menu” — ΟΔΟΣ. İstanbul\u00a0\u3000x\x01\u0301"] * 3
-    sentence_encoder.CHUNK_DOCS = 16  # several chunks through the worker threads, then processes
+    sentence_encoder.CHUNK_DOCS = 16  # several windows of several chunks, through threads, then processes
+    sentence_encoder.WINDOW_DOCS = 40
     try:
         threads = sentence_encoder.embed(texts)
         assert np.array_equal(sentence_encoder.embed(texts, progress=True), threads)  # with a progress bar drawn
@@ -287,13 +349,65 @@ def test_sentence_encoder_matches_sentence_transformers(sentence_encoder):
         processes = sentence_encoder.embed(texts)
         assert sentence_encoder._processes is not None
     finally:
-        del sentence_encoder.CHUNK_DOCS
+        del sentence_encoder.CHUNK_DOCS, sentence_encoder.WINDOW_DOCS
         sentence_encoder.close()
         sentence_encoder.tokenizer_processes = 0
     reference = sentence_encoder.st.encode(texts, normalize_embeddings=True, batch_size=32)
     assert threads.shape == (len(texts), 384)
     assert np.abs(threads - reference).max() < 1e-5
     assert np.array_equal(processes, threads)
+
+
+def test_embed_stream_returns_each_list_as_embed_does(sentence_encoder):
+    """Lists of every size (none, less than a chunk, several windows) come back in order, each with
+    the vectors a call of its own gives; the timing counts the stream's windows and padding."""
+    rng = np.random.default_rng(2)
+    words = ["river", "quality", "the", "page", "über", "of"]
+    lists = [[" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 300, size)] for size in (0, 5, 37, 0, 1, 60)]
+    sentence_encoder.CHUNK_DOCS, sentence_encoder.WINDOW_DOCS = 8, 16
+    try:
+        streamed = list(sentence_encoder.embed_stream(iter(lists)))
+        timing = sentence_encoder.last_timing
+        alone = [sentence_encoder.embed(texts) for texts in lists]
+    finally:
+        del sentence_encoder.CHUNK_DOCS, sentence_encoder.WINDOW_DOCS
+    assert [v.shape for v in streamed] == [(len(t), 384) for t in lists]
+    assert all(np.array_equal(a, b) for a, b in zip(streamed, alone, strict=True))
+    assert timing["windows"] == 0 + 1 + 3 + 0 + 1 + 4 and timing["padding"] >= 1.0
+
+
+def test_embed_stream_tokenizes_the_next_list_while_the_model_runs(sentence_encoder, monkeypatch):
+    """The pipeline across a stage's record batches: list k+1 is with the tokenizer before the
+    model has had all of list k, and list k comes back only once list k+1 is on the model too."""
+    events: list[tuple[str, int]] = []
+    list_of_output: dict[int, int] = {}
+    batcher = sentence_encoder.batcher
+    ragged, new_output, launch = batcher.ragged, sentence_encoder._new_output, sentence_encoder._launch
+
+    def recording_ragged(texts):
+        events.append(("tokenize", int(texts[0].split()[1])))
+        return ragged(texts)
+
+    def recording_new_output(documents):
+        vectors = new_output(documents)
+        list_of_output[id(vectors)] = len(list_of_output)
+        return vectors
+
+    def recording_launch(vectors, *args):
+        events.append(("model", list_of_output[id(vectors)]))
+        return launch(vectors, *args)
+
+    monkeypatch.setattr(batcher, "ragged", recording_ragged)
+    monkeypatch.setattr(sentence_encoder, "_new_output", recording_new_output)
+    monkeypatch.setattr(sentence_encoder, "_launch", recording_launch)
+    lists = [[f"list {k} " + "water quality of rivers " * 40] * 48 for k in range(3)]
+    for k, vectors in enumerate(sentence_encoder.embed_stream(lists)):
+        events.append(("returned", k))
+        assert vectors.shape == (48, 384)
+    for k in range(2):
+        last_model = max(i for i, event in enumerate(events) if event == ("model", k))
+        assert events.index(("tokenize", k + 1)) < last_model, events
+        assert events.index(("returned", k)) > max(i for i, e in enumerate(events) if e == ("model", k + 1)), events
 
 
 def test_a_script_without_a_main_guard_falls_back_to_threads(tmp_path):
