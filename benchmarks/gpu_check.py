@@ -8,8 +8,11 @@ row, not the run), in priority order, inside a wall-clock budget:
                  scorer's tokenizer alone and its model alone, to say where the time goes; then
                  on documents it has not seen (new batch shapes, as in a stage), by default, with
                  memory-efficient attention, and with batch widths rounded up to 16
-  quality_stage  the same scorer through the `quality` stage on a shard of 20k documents
-                 (without Ray, whose wheel does not travel to the GPU machine)
+  quality_stage  the same scorer through the `quality` stage on a shard of 20k documents, in
+                 this process (no Ray)
+  quality_ray    the `quality` stage run by the pipeline runner on a local Ray cluster with the
+                 GPU (an actor that asks Ray for it), 3 shards of 20k documents; Ray travels
+                 unpacked in .raysite, one call earlier (benchmarks/gpu_ray_wheel.py)
   medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
                  peak memory against the CPU-side estimate, kernel profile of the last steps
   medium_dense   the dense model with the same active parameters (hidden 4096)
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-JOBS = ["medium_moe", "embed", "quality_stage", "medium_dense", "medium_moe_recompute", "small_moe", "small_dense", "medium_moe_eager"]
+JOBS = ["medium_moe", "embed", "quality_stage", "quality_ray", "medium_dense", "medium_moe_recompute", "small_moe", "small_dense", "medium_moe_eager"]
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
 
 
@@ -165,26 +168,17 @@ def fresh_embeddings(args, encoder, model_dir: str, result: dict) -> None:
 def job_quality_stage(args) -> dict:
     """The embedding scorer through the ``quality`` stage itself (model loading in ``setup``,
     record batches of the size it picks, Parquet in and out) on one shard of 20k documents, in this
-    process: Ray's wheel is larger than what travels to the GPU machine, so no Ray actor."""
-    import dataclasses
-
+    process, without Ray (``quality_ray`` runs it on Ray)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from curation.classifiers.models import EmbeddingRecipe
     from curation.classifiers.stage import QualityConfig, QualityStage
 
     from curation.core.stage import ShardTask, StageContext
 
     model_dir = args.model_dir or _default_model()
-    hidden = json.loads((Path(model_dir) / "config.json").read_text())["hidden_size"]
     n = 300 if args.smoke else 20000
     with tempfile.TemporaryDirectory() as tmp:
-        head = Path(tmp) / "head"  # an embedding head of random weights: the scores' values do not matter here
-        head.mkdir()
-        rng = np.random.default_rng(0)
-        np.savez(head / "head.npz", weights=rng.normal(size=hidden).astype(np.float32), bias=np.zeros(1, np.float32))
-        recipe = dataclasses.asdict(EmbeddingRecipe(model=model_dir, stack=False))
-        (head / "card.json").write_text(json.dumps({"kind": "embedding", "recipe": recipe}))
+        head = _embedding_head(model_dir, Path(tmp) / "head")
         shard = Path(tmp) / "part-00000.parquet"
         pq.write_table(pa.table({"id": [f"d{i}" for i in range(n)], "text": documents(n, seed=5)}), shard)
         stage = QualityStage(QualityConfig(embedding_model=str(head)))
@@ -202,6 +196,61 @@ def job_quality_stage(args) -> dict:
                 "docs_per_s": n / seconds, "batch_size": stage.batch_size, "scored": scored.length() - scored.null_count,
                 "docs_out": receipt.stats.docs_out, "last_timing": encoder.last_timing,
                 "tokenizer_processes": encoder.tokenizer_processes}
+
+
+def _embedding_head(model_dir: str, directory: Path) -> Path:
+    """An embedding-head model directory over ``model_dir`` with random head weights (the scores'
+    values do not matter for a rate)."""
+    import dataclasses
+
+    from curation.classifiers.models import EmbeddingRecipe
+
+    hidden = json.loads((Path(model_dir) / "config.json").read_text())["hidden_size"]
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(directory / "head.npz", weights=rng.normal(size=hidden).astype(np.float32), bias=np.zeros(1, np.float32))
+    recipe = dataclasses.asdict(EmbeddingRecipe(model=model_dir, stack=False))
+    (directory / "card.json").write_text(json.dumps({"kind": "embedding", "recipe": recipe}))
+    return directory
+
+
+def job_quality_ray(args) -> dict:
+    """The issue's end-to-end path: the ``quality`` stage run by the pipeline runner on a local Ray
+    cluster with the machine's GPU, the stage's actor asking Ray for it, over shards of 20k
+    documents. Ray travels unpacked in ``.raysite`` (``benchmarks/gpu_ray_wheel.py``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+    import torch
+
+    from curation.core.pipeline import pipeline_from_tree
+    from curation.core.runner import Runner
+
+    model_dir = args.model_dir or _default_model()
+    n, shards = (300, 2) if args.smoke else (20000, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        head = _embedding_head(model_dir, Path(tmp) / "head")
+        inputs = []
+        for i in range(shards):
+            path = Path(tmp) / "in" / f"part-{i:05d}.parquet"
+            path.parent.mkdir(exist_ok=True)
+            pq.write_table(pa.table({"id": [f"s{i}d{j}" for j in range(n)], "text": documents(n, seed=20 + i)}), path)
+            inputs.append(str(path))
+        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+                 logging_level="ERROR")
+        tree = {"name": "q", "stages": {"quality": {"kind": "quality", "embedding_model": str(head)}}}
+        start = time.perf_counter()
+        outcome = Runner(pipeline_from_tree(tree, [], None), str(Path(tmp) / "out"), echo=lambda m: None,
+                         flat=True).run(inputs)[0]
+        seconds = time.perf_counter() - start
+        receipts = [json.loads(p.read_text()) for p in sorted((Path(tmp) / "out" / "_receipts").glob("*.json"))]
+        ray.shutdown()
+    shard_s = [r["stats"]["seconds"] for r in receipts]
+    scored = sum(r["stats"]["docs_out"] for r in receipts)
+    return {"documents": n * shards, "shards": shards, "docs_out": scored, "wall_s": round(seconds, 2),
+            "docs_per_s": n * shards / seconds, "shard_s": shard_s,
+            "steady_docs_per_s": n / float(np.median(shard_s[1:] or shard_s)), "stage_seconds": outcome.seconds,
+            "gpus": torch.cuda.device_count(), "ray": ray.__version__, "ray_path": os.path.dirname(ray.__file__)}
 
 
 def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:
@@ -253,6 +302,8 @@ def run_job(name: str, args) -> dict:
         return job_embed(args)
     if name == "quality_stage":
         return job_quality_stage(args)
+    if name == "quality_ray":
+        return job_quality_ray(args)
     preset, _, variant = name.partition("_")
     model = {"moe": {}, "moe_eager": {}, "dense": MEDIUM_DENSE if preset == "medium" else SMALL_DENSE,
              "moe_recompute": {"recompute_experts": True}}[variant]

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_gpu_check_dry_run_writes_every_job(tmp_path):
-    jobs = ["small_moe", "medium_moe_recompute", "quality_stage"]
+    jobs = ["small_moe", "medium_moe_recompute", "quality_stage", "quality_ray"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(tmp_path),
                            "--jobs", *jobs, "--job-timeout", "600"], capture_output=True, text=True, env=env,
@@ -28,3 +28,36 @@ def test_gpu_check_dry_run_writes_every_job(tmp_path):
     stage = results["quality_stage"]
     assert "error" not in stage, stage
     assert stage["scored"] == stage["documents"] == stage["docs_out"] and stage["last_timing"]["batches"] > 0
+    on_ray = results["quality_ray"]
+    assert "error" not in on_ray, on_ray
+    assert on_ray["docs_out"] == on_ray["documents"] and len(on_ray["shard_s"]) == on_ray["shards"]
+
+
+def test_ray_travels_trimmed_and_unpacks_with_its_file_modes(tmp_path):
+    """``gpu_ray_wheel.py`` drops the parts of Ray's wheel a Python-only cluster never loads, and
+    unpacks the rest with each file's mode: the raylet and GCS binaries must stay executable
+    (Python's ``ZipFile.extract`` alone drops the mode)."""
+    import stat
+    import zipfile
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_ray_wheel import trim, unpack
+    finally:
+        sys.path.pop(0)
+    wheel = tmp_path / "ray-0-cp312-cp312-manylinux2014_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as out:
+        for name, mode in [("ray/__init__.py", 0o644), ("ray/core/src/ray/raylet/raylet", 0o755),
+                           ("ray/jars/ray_dist.jar", 0o644), ("ray/dashboard/client/build/index.html", 0o644),
+                           ("ray/dashboard/modules/job.py", 0o644), ("ray/rllib/algorithms/ppo.py", 0o644)]:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            out.writestr(info, b"x" * 10)
+    kept, _ = trim(wheel, tmp_path / "ray-trimmed.zip")
+    assert kept == 3
+    assert unpack(tmp_path / "ray-trimmed.zip", tmp_path / "site") == 3
+    site = tmp_path / "site" / "ray"
+    assert os.access(site / "core" / "src" / "ray" / "raylet" / "raylet", os.X_OK)
+    assert not os.access(site / "__init__.py", os.X_OK)
+    assert (site / "dashboard" / "modules" / "job.py").is_file()  # the dashboard's Python stays; its web client goes
+    assert not (site / "jars").exists() and not (site / "dashboard" / "client").exists() and not (site / "rllib").exists()
