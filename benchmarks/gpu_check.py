@@ -7,7 +7,7 @@ row, not the run), in priority order, inside a wall-clock budget:
                  sentence-transformers `encode` path it replaced, same 20k documents; plus the
                  scorer's tokenizer alone and its model alone, to say where the time goes; then
                  on documents it has not seen (new batch shapes, as in a stage), by default, with
-                 memory-efficient attention, and with batch widths rounded up to 16
+                 memory-efficient attention, with batch widths rounded up to 16, and compiled
   quality_stage  the same scorer through the `quality` stage on a shard of 20k documents, in
                  this process (no Ray)
   quality_ray    the `quality` stage run by the pipeline runner on a local Ray cluster with the
@@ -138,8 +138,9 @@ def job_embed(args) -> dict:
 def fresh_embeddings(args, encoder, model_dir: str, result: dict) -> None:
     """End to end on documents the encoder has not seen, as a stage's calls are (the timed runs
     above repeat one set, so their batch shapes are all known by then), by default, with PyTorch's
-    memory-efficient attention instead of the one SDPA picks, and with batch widths rounded up to
-    16 (fewer shapes); each with where the call's time went."""
+    memory-efficient attention instead of the one SDPA picks, with batch widths rounded up to 16
+    (fewer shapes), and with the model compiled (dynamic shapes); each with where the call's time
+    went."""
     import torch
     from curation.classifiers.encoder import SentenceEncoder
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -163,6 +164,12 @@ def fresh_embeddings(args, encoder, model_dir: str, result: dict) -> None:
     rounded.embed(documents(2048, seed=9))  # warm-up: its own tokenizer processes
     timed(rounded, 3, "fresh_width16")
     rounded.close()
+    compiled = SentenceEncoder(model_dir, 256, tokenizer_processes=encoder.tokenizer_processes, compile_model=True)
+    start = time.perf_counter()
+    compiled.embed(documents(2048, seed=10))  # warm-up: the compile, its tokenizer processes
+    result["compile_warmup_s"] = round(time.perf_counter() - start, 1)
+    timed(compiled, 4, "fresh_compiled")
+    compiled.close()
 
 
 def job_quality_stage(args) -> dict:

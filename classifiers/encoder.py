@@ -283,6 +283,9 @@ class SentenceEncoder:
     - on a GPU the model runs in bf16 with PyTorch's SDPA attention, inputs copied from pinned
       memory without blocking, masks built on the device from the lengths.
 
+    ``compile_model`` runs the model through ``torch.compile`` with dynamic shapes (same vectors;
+    the first batches pay for the compile).
+
     Models with another pooling than mean go through ``SentenceTransformer.encode``.
     """
 
@@ -294,7 +297,8 @@ class SentenceEncoder:
     TOKENIZER_THREADS = 4
 
     def __init__(self, model_path: str, max_seq_length: int, fallback_batch_size: int = 64,
-                 batch_tokens: int | None = None, tokenizer_processes: int | None = None, width_multiple: int = 1):
+                 batch_tokens: int | None = None, tokenizer_processes: int | None = None, width_multiple: int = 1,
+                 compile_model: bool = False):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -319,6 +323,8 @@ class SentenceEncoder:
         self.normalize = "Normalize" in modules
         if self.fast:
             self.model = self.st[0].auto_model.eval()
+            if compile_model:  # one graph for every batch shape (dynamic); unmeasured on a GPU so far, so off by default
+                self.model = torch.compile(self.model, dynamic=True)
             self.batcher = TokenBatcher(self.st[0].tokenizer.backend_tokenizer.to_str(), max_seq_length,
                                         self.st[0].tokenizer.pad_token_id or 0, batch_tokens, width_multiple)
             self.tokenizer = self.batcher.tokenizer

@@ -410,6 +410,18 @@ def test_embed_stream_tokenizes_the_next_list_while_the_model_runs(sentence_enco
         assert events.index(("returned", k)) > max(i for i, e in enumerate(events) if e == ("model", k + 1)), events
 
 
+def test_a_compiled_encoder_gives_the_same_vectors(sentence_encoder):
+    """``compile_model``: one dynamic-shape graph for batches of every shape, padded or not."""
+    from curation.classifiers.encoder import SentenceEncoder
+    from curation.classifiers.models import default_embedding_model
+
+    texts = ["water quality of rivers " * int(n) for n in (1, 3, 40, 7, 60, 2)]
+    compiled = SentenceEncoder(default_embedding_model(), 256, compile_model=True)
+    assert type(compiled.model).__name__ == "OptimizedModule"
+    assert np.abs(compiled.embed(texts) - sentence_encoder.embed(texts)).max() < 1e-5
+    assert np.abs(compiled.embed(texts[:4]) - sentence_encoder.embed(texts[:4])).max() < 1e-5  # another shape
+
+
 def test_a_script_without_a_main_guard_falls_back_to_threads(tmp_path):
     """Spawned processes re-run an unguarded script; the encoder must neither hang (CPython's spawn
     blocks for good on a large argument to a child that died) nor fail, but warn and use threads."""
