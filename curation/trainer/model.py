@@ -102,22 +102,21 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, S, D))
 
 
-def _weighted_swiglu(gate: torch.Tensor, up: torch.Tensor, slot_weight: torch.Tensor) -> torch.Tensor:
+def _weighted_swiglu(gate_up: torch.Tensor, slot_weight: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)  # (T*k, Hd) each
     return F.silu(gate) * up * slot_weight.to(gate.dtype).unsqueeze(-1)  # (T*k, Hd)
 
 
-def _sum_token_slots(inverse: torch.Tensor, top_k: int, *sorted_slots: torch.Tensor) -> torch.Tensor:
-    """(T*k, D) values in expert order (summed if several) -> (T, D) sums over each token's k slots."""
-    total = sorted_slots[0]
-    for more in sorted_slots[1:]:
-        total = total + more
-    return total[inverse].view(-1, top_k, total.shape[-1]).sum(1)  # (T, D)
+def _sum_token_slots(inverse: torch.Tensor, top_k: int, sorted_slots: torch.Tensor) -> torch.Tensor:
+    """(T*k, D) values in expert order -> (T, D) sums over each token's k slots."""
+    return sorted_slots[inverse].view(-1, top_k, sorted_slots.shape[-1]).sum(1)  # (T, D)
 
 
-def _swiglu_backward(d_act: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
-                     slot_weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """From d_act = dL/d(weighted SwiGLU): the weighted SwiGLU (for w_down's gradient) and the
-    gradients of the slot weights, gate and up."""
+def _swiglu_backward(d_act: torch.Tensor, gate_up: torch.Tensor,
+                     slot_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From d_act = dL/d(weighted SwiGLU): the weighted SwiGLU (for w_down's gradient), the
+    gradients of the slot weights, and of gate and up side by side (T*k, 2*Hd), as they came."""
+    gate, up = gate_up.chunk(2, dim=-1)
     sig = torch.sigmoid(gate)
     silu = gate * sig
     dsilu = sig * (1 + gate * (1 - sig))  # d silu / d gate
@@ -125,7 +124,16 @@ def _swiglu_backward(d_act: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
     sw = slot_weight.to(gate.dtype).unsqueeze(-1)
     d_slot_weight = (d_act.float() * swiglu.float()).sum(-1)  # (T*k,)
     d_swiglu = d_act * sw
-    return swiglu * sw, d_slot_weight, d_swiglu * up * dsilu, d_swiglu * silu
+    return swiglu * sw, d_slot_weight, torch.cat([d_swiglu * up * dsilu, d_swiglu * silu], dim=-1)
+
+
+def _gate_up_weights(w_gate: torch.Tensor, w_up: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(E, D, 2*Hd): w_gate and w_up side by side in ``dtype``, written by the casts themselves."""
+    E, D, Hd = w_gate.shape
+    both = w_gate.new_empty((E, D, 2 * Hd), dtype=dtype)
+    both[..., :Hd].copy_(w_gate)
+    both[..., Hd:].copy_(w_up)
+    return both
 
 
 # The operators below are opaque to torch.compile, so their elementwise work (the SwiGLU, the
@@ -147,17 +155,22 @@ def _kernel(fn, fused: bool):
 # autograd.Function: torch.compile traces through an autograd.Function and its partitioner then
 # picks what to save by itself (it kept the gathered slots, T*k*D per layer: 6.7 GB at `medium`).
 # An operator is opaque to it, so exactly what ``_grouped_swiglu_setup`` saves is kept.
-@torch.library.custom_op("curation::grouped_swiglu", mutates_args=())
+# Gate and up are one grouped GEMM of width 2*Hd (as OLMoE's and Megablocks' w1/w3), not two:
+# the gathered tokens are read once, and the backward's input gradient is one GEMM over K = 2*Hd
+# instead of two GEMMs and a sum; 6 grouped GEMMs a layer instead of 9. (The operators' names
+# changed with their outputs: inductor's graph cache keys a compiled block by the graph, which
+# calls an operator by name, so a stale cache would otherwise expect the old outputs' shapes.)
+@torch.library.custom_op("curation::grouped_gate_up_swiglu", mutates_args=())
 def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, slot_weight: torch.Tensor,
                    w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
-                   keep_gate_up: bool, fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                   keep_gate_up: bool, fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y[t] = sum over t's k slots of w_slot * SwiGLU_e(x[t]), slots sorted by expert e.
 
     Returns y (T, D) and what the backward needs besides the inputs: the inverse of ``order`` and
-    gate/up (T*k, Hd) (empty unless ``keep_gate_up``; without them the backward recomputes both).
+    gate|up (T*k, 2*Hd) (empty unless ``keep_gate_up``; without it the backward recomputes it).
     The gathered slots (T*k, D), the per-slot outputs and bf16 weight copies are never kept: the
     routing weight multiplies the SwiGLU activation before the down projection, so its gradient
-    needs only gate/up and the incoming gradient. Sums over a token's k slots run on a (T, k, D)
+    needs only gate|up and the incoming gradient. Sums over a token's k slots run on a (T, k, D)
     view, not with atomics: deterministic.
     """
     # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
@@ -167,67 +180,65 @@ def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, 
     # and hand the next layer an fp32 residual stream.
     with torch.autocast(x.device.type, enabled=False):
         xs = x[order // top_k]  # (T*k, D)
-        gate = F.grouped_mm(xs, w_gate.to(dtype), offs=offsets)  # (T*k, Hd)
-        up = F.grouped_mm(xs, w_up.to(dtype), offs=offsets)  # (T*k, Hd)
-        act = _kernel(_weighted_swiglu, fused)(gate, up, slot_weight)  # (T*k, Hd)
+        gate_up = F.grouped_mm(xs, _gate_up_weights(w_gate, w_up, dtype), offs=offsets)  # (T*k, 2*Hd)
+        act = _kernel(_weighted_swiglu, fused)(gate_up, slot_weight)  # (T*k, Hd)
         out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
         y = _kernel(_sum_token_slots, fused)(inverse, top_k, out)  # (T, D)
     if not keep_gate_up:
-        gate, up = gate.new_empty(0), up.new_empty(0)
-    return y, inverse, gate, up
+        gate_up = gate_up.new_empty(0)
+    return y, inverse, gate_up
 
 
 @grouped_swiglu.register_fake
 def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up, fused):
-    kept = (order.shape[0], w_gate.shape[-1]) if keep_gate_up else (0,)  # (T*k, Hd) or nothing
-    return x.new_empty(x.shape), torch.empty_like(order), x.new_empty(kept), x.new_empty(kept)
+    kept = (order.shape[0], 2 * w_gate.shape[-1]) if keep_gate_up else (0,)  # (T*k, 2*Hd) or nothing
+    return x.new_empty(x.shape), torch.empty_like(order), x.new_empty(kept)
 
 
-@torch.library.custom_op("curation::grouped_swiglu_backward", mutates_args=())
+@torch.library.custom_op("curation::grouped_gate_up_swiglu_backward", mutates_args=())
 def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
                             offsets: torch.Tensor, slot_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
-                            w_down: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, top_k: int,
+                            w_down: torch.Tensor, gate_up: torch.Tensor, top_k: int,
                             fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate, w_up, w_down."""
-    dtype, k = x.dtype, top_k
+    dtype, k, hidden = x.dtype, top_k, w_gate.shape[-1]
     with torch.autocast(x.device.type, enabled=False):
         dy = dy.to(dtype)
         slot_token = order // k
         xs = x[slot_token]  # (T*k, D), re-gathered
-        wg, wu, wd = w_gate.to(dtype), w_up.to(dtype), w_down.to(dtype)
-        if gate.numel() == 0:  # not kept: two more grouped GEMMs instead of T*k*Hd*2 values per layer
-            gate, up = F.grouped_mm(xs, wg, offs=offsets), F.grouped_mm(xs, wu, offs=offsets)
+        w_gu, wd = _gate_up_weights(w_gate, w_up, dtype), w_down.to(dtype)
+        if gate_up.numel() == 0:  # not kept: one more grouped GEMM instead of T*k*Hd*2 values per layer
+            gate_up = F.grouped_mm(xs, w_gu, offs=offsets)
         d_out = dy[slot_token]  # (T*k, D): every slot of a token gets the token's gradient
         d_act = F.grouped_mm(d_out, wd.transpose(-2, -1), offs=offsets)  # (T*k, Hd)
-        act, d_slot_weight, d_gate, d_up = _kernel(_swiglu_backward, fused)(d_act, gate, up, slot_weight)
+        act, d_slot_weight, d_gate_up = _kernel(_swiglu_backward, fused)(d_act, gate_up, slot_weight)
         d_w_down = F.grouped_mm(act.t(), d_out, offs=offsets)  # (E, Hd, D)
-        d_w_gate = F.grouped_mm(xs.t(), d_gate, offs=offsets)  # (E, D, Hd)
-        d_w_up = F.grouped_mm(xs.t(), d_up, offs=offsets)  # (E, D, Hd)
-        dx = _kernel(_sum_token_slots, fused)(inverse, k, F.grouped_mm(d_gate, wg.transpose(-2, -1), offs=offsets),
-                                              F.grouped_mm(d_up, wu.transpose(-2, -1), offs=offsets))  # (T, D)
-    return (dx, d_slot_weight.to(slot_weight.dtype), d_w_gate.to(w_gate.dtype), d_w_up.to(w_up.dtype),
-            d_w_down.to(w_down.dtype))
+        d_w_gate_up = F.grouped_mm(xs.t(), d_gate_up, offs=offsets)  # (E, D, 2*Hd)
+        dx = _kernel(_sum_token_slots, fused)(inverse, k, F.grouped_mm(d_gate_up, w_gu.transpose(-2, -1),
+                                                                       offs=offsets))  # (T, D)
+    return (dx, d_slot_weight.to(slot_weight.dtype), d_w_gate_up[..., :hidden].to(w_gate.dtype).contiguous(),
+            d_w_gate_up[..., hidden:].to(w_up.dtype).contiguous(), d_w_down.to(w_down.dtype))
 
 
 @grouped_swiglu_backward.register_fake
-def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up, top_k, fused):
+def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, top_k, fused):
     return (torch.empty_like(x), torch.empty_like(slot_weight), torch.empty_like(w_gate), torch.empty_like(w_up),
             torch.empty_like(w_down))
 
 
 def _grouped_swiglu_setup(ctx, inputs, output) -> None:
     x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _, fused = inputs
-    _, inverse, gate, up = output
-    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up)
+    _, inverse, gate_up = output
+    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up)
     ctx.top_k, ctx.fused = top_k, fused
 
 
 def _grouped_swiglu_grad(ctx, dy, *_):
-    x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up = ctx.saved_tensors
+    x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up = ctx.saved_tensors
     dx, d_slot_weight, d_w_gate, d_w_up, d_w_down = grouped_swiglu_backward(
-        dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate, up, ctx.top_k, ctx.fused)
+        dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, ctx.top_k, ctx.fused)
     return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None, None
 
 

@@ -239,7 +239,7 @@ def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
     from curation.trainer.model import MoE
 
     torch.manual_seed(6)
-    T, D, E, k, Hd = 4 * 32, 64, 8, 2, 32
+    T, D, E, k, Hd = 4 * 32, 64, 8, 2, 48  # gate|up (T*k, 2*Hd) must not have the gathered slots' shape
     c = ModelConfig(vocab_size=64, d_model=D, n_layers=1, n_heads=4, seq_len=32, n_experts=E, top_k=k, expert_hidden=Hd,
                     grouped_mm=True, recompute_experts=recompute)
     moe = MoE(c).to(torch.bfloat16)  # grouped GEMMs take bf16, as on the GPU
