@@ -11,8 +11,9 @@ here; a stage class holds only what is particular to it:
     funnel(manifest) / summary(manifest)   how the finished stage reads in the funnel and cards
 
 ``run_shard`` is the one template around them: setup on first use, timing, counters, receipt.
-``BatchStage`` subclasses only map Arrow record batches (``process_batch(batch, state, stats)``);
-the base reads, counts, writes and commits. Every shard is committed atomically and then
+``BatchStage`` subclasses only map Arrow record batches (``process_batch(batch, state, stats)``,
+or ``process_batches`` for work that pipelines across batches, as the GPU scorer does); the base
+reads, counts, writes and commits. Every shard is committed atomically and then
 acknowledged by a receipt; the runner writes the stage manifest only when every shard has a
 receipt, so a half-written stage never looks finished.
 
