@@ -369,6 +369,10 @@ def test_embed_stream_returns_each_list_as_embed_does(sentence_encoder):
         streamed = list(sentence_encoder.embed_stream(iter(lists)))
         timing = sentence_encoder.last_timing
         alone = [sentence_encoder.embed(texts) for texts in lists]
+        abandoned = sentence_encoder.embed_stream(iter(lists))  # a stage that fails mid-shard
+        assert np.array_equal(next(abandoned), alone[0])
+        abandoned.close()
+        assert np.array_equal(sentence_encoder.embed(lists[2]), alone[2])  # the encoder works on
     finally:
         del sentence_encoder.CHUNK_DOCS, sentence_encoder.WINDOW_DOCS
     assert [v.shape for v in streamed] == [(len(t), 384) for t in lists]
