@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_gpu_check_dry_run_writes_every_job(tmp_path):
-    jobs = ["small_moe", "medium_moe_recompute", "quality_stage", "quality_ray"]
+    jobs = ["small_moe", "medium_moe_recompute", "quality_stage", "quality_ray", "kernels"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(tmp_path),
                            "--jobs", *jobs, "--job-timeout", "600"], capture_output=True, text=True, env=env,
@@ -28,6 +28,8 @@ def test_gpu_check_dry_run_writes_every_job(tmp_path):
     stage = results["quality_stage"]
     assert "error" not in stage, stage
     assert stage["scored"] == stage["documents"] == stage["docs_out"] and stage["last_timing"]["batches"] > 0
+    kernels = results["kernels"]
+    assert "error" not in kernels and kernels["slot_sum_max_difference"] < 1e-5, kernels
     on_ray = results["quality_ray"]
     assert "error" not in on_ray, on_ray
     assert on_ray["docs_out"] == on_ray["documents"] and len(on_ray["shard_s"]) == on_ray["shards"]
