@@ -116,6 +116,16 @@ def run_and_acknowledge(stage: Any, task: ShardTask, ctx: StageContext) -> str:
     return text
 
 
+def actor_count(resources: dict[str, float], cluster: dict[str, float], tasks: int, max_workers: int | None = None) -> int:
+    """Actors for a stage's pool: no more than the tasks, nor than the cluster's CPUs (and GPUs, for
+    a stage that asks for them) hold at the stage's size per actor; at least one."""
+    fits = [cluster.get("CPU", 1) / max(resources["num_cpus"], 0.001)]
+    if resources.get("num_gpus"):
+        fits.append(cluster.get("GPU", 0) / resources["num_gpus"])  # more would wait for a GPU forever
+    workers = max(1, min(tasks, int(min(fits))))
+    return min(workers, max_workers) if max_workers else workers
+
+
 def run_tasks(
     stage: Any,
     tasks: list[ShardTask],
@@ -128,11 +138,7 @@ def run_tasks(
     if not tasks:
         return
     resources = stage.resources()
-    cluster_cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    per_worker = max(resources["num_cpus"], 0.001)
-    workers = max(1, min(len(tasks), int(cluster_cpus // per_worker) or 1))
-    if max_workers:
-        workers = min(workers, max_workers)
+    workers = actor_count(resources, ray.cluster_resources(), len(tasks), max_workers)
     ctx_dict = dataclasses.asdict(ctx)
     config = dataclasses.asdict(stage.config)
     items = [{"task": json.dumps(dataclasses.asdict(t))} for t in tasks]

@@ -73,3 +73,18 @@ def test_a_stage_or_run_folder_is_an_input(ray_local, tmp_path):
     assert resolve_inputs([str(tmp_path / "run" / "b")], str(tmp_path), storage) == shards
     assert resolve_inputs([str(tmp_path / "run")], str(tmp_path), storage) == shards  # the last stage
     assert len(resolve_inputs([str(tmp_path / "run" / "a")], str(tmp_path), storage)) == 3
+
+
+def test_actor_pool_fits_the_cluster_cpus_and_gpus():
+    """A GPU stage gets no more actors than the cluster has GPUs (the others would sit waiting for
+    one); a CPU stage as many as its CPUs hold, never more than the tasks, never none."""
+    from curation.core.ray_exec import actor_count
+
+    cluster = {"CPU": 16.0, "GPU": 1.0}
+    assert actor_count({"num_cpus": 1, "num_gpus": 1.0}, cluster, tasks=3) == 1
+    assert actor_count({"num_cpus": 1, "num_gpus": 0.5}, cluster, tasks=3) == 2
+    assert actor_count({"num_cpus": 1, "num_gpus": 0.0}, cluster, tasks=40) == 16
+    assert actor_count({"num_cpus": 4, "num_gpus": 0.0}, cluster, tasks=40) == 4
+    assert actor_count({"num_cpus": 1, "num_gpus": 0.0}, cluster, tasks=3) == 3
+    assert actor_count({"num_cpus": 1, "num_gpus": 0.0}, cluster, tasks=40, max_workers=2) == 2
+    assert actor_count({"num_cpus": 1, "num_gpus": 1.0}, {"CPU": 2.0}, tasks=3) == 1  # no GPU at all: still one
