@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import unicodedata
 import warnings
@@ -314,6 +315,7 @@ class SentenceEncoder:
             tokenizer_processes = min(16, available_cpus() - 1) if self.device == "cuda" else 0
         self.tokenizer_processes = max(0, tokenizer_processes)
         self._processes: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.last_timing: dict[str, float] = {}
         self._mask_4d = True  # see _pool
         modules = [type(m).__name__ for m in self.st]
@@ -333,6 +335,10 @@ class SentenceEncoder:
         return self.batcher.token_ids(texts)
 
     def _tokenizer_pool(self) -> tuple[Executor, bool]:
+        with self._pool_lock:  # streams may run in threads at once (a stage's concurrent shards)
+            return self._tokenizer_pool_locked()
+
+    def _tokenizer_pool_locked(self) -> tuple[Executor, bool]:
         if not self.tokenizer_processes:
             return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
         if self._processes is None:
@@ -342,7 +348,7 @@ class SentenceEncoder:
                 warnings.warn("tokenizer processes did not start, so the embedding scorer tokenizes in threads. "
                               "A script that scores with an embedding model starts processes (multiprocessing "
                               "spawn) and must guard its entry with `if __name__ == '__main__':`.",
-                              RuntimeWarning, stacklevel=3)
+                              RuntimeWarning, stacklevel=4)
                 self.tokenizer_processes = 0
                 return ThreadPoolExecutor(self.TOKENIZER_THREADS), True
             self._processes = pool
@@ -351,9 +357,10 @@ class SentenceEncoder:
 
     def close(self) -> None:
         """Stop the tokenizer processes (they also stop with the encoder or the interpreter)."""
-        if self._processes is not None:
-            self._processes.shutdown(wait=True, cancel_futures=True)
-            self._processes = None
+        with self._pool_lock:
+            processes, self._processes = self._processes, None
+        if processes is not None:
+            processes.shutdown(wait=True, cancel_futures=True)
 
     def window_size(self, documents: int) -> int:
         """Documents per window of a list of ``documents``: the list in even windows of at most

@@ -67,6 +67,9 @@ class QualityConfig:
     # worker processes that tokenize for the embedding model (None: one per CPU but one when it runs
     # on a GPU, where tokenization is the bottleneck; none on a CPU, where the model wants the cores)
     tokenizer_processes: int | None = None
+    # shards one actor scores at once (None: 2 for an embedding model on a GPU, so one shard's
+    # tokenizing overlaps the other's last batches on the GPU; else 1)
+    concurrent_shards: int | None = None
 
     def __post_init__(self) -> None:
         trained = set(self.train.kinds) if self.train else set()
@@ -153,6 +156,11 @@ class QualityStage(BatchStage):
 
             gpus = 1.0 if self._uses_embedding() and ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         return {"num_cpus": self.config.num_cpus, "num_gpus": gpus}
+
+    def concurrent_shards(self) -> int:
+        if self.config.concurrent_shards is not None:
+            return max(1, self.config.concurrent_shards)
+        return 2 if self._uses_embedding() and self.resources()["num_gpus"] > 0 else 1
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         from curation.classifiers.models import train_classifier

@@ -152,10 +152,14 @@ def run_tasks(
             super().__init__(stage_class, config, ctx_dict)
 
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    concurrent = stage.concurrent_shards()
+    pool = (ray.data.ActorPoolStrategy(size=workers) if concurrent <= 1 else
+            ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=concurrent,
+                                       enable_true_multi_threading=True))
     dataset = dataset.map_batches(
         BoundShardWorker,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        compute=pool,
         num_cpus=resources["num_cpus"],
         num_gpus=resources["num_gpus"] or None,
     )

@@ -195,6 +195,12 @@ class Stage:
     def resources(self) -> dict[str, float]:
         return {"num_cpus": getattr(self.config, "num_cpus", self.num_cpus), "num_gpus": self.num_gpus}
 
+    def concurrent_shards(self) -> int:
+        """Shards one worker (a Ray actor) runs at once, in threads over its one ``setup``. More
+        than one only for a stage whose shard is a pipeline that idles at its ends (a GPU fed by
+        CPU tokenizers fills and drains), and whose code is safe for it."""
+        return 1
+
     # -- lifecycle ----------------------------------------------------------------------------
     def setup(self, ctx: StageContext) -> None:
         """Load heavy resources (models, tokenizers, indexes). Runs once per worker, not per

@@ -3,6 +3,7 @@ a local Hugging Face checkpoint, and `curate classify`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -424,6 +425,82 @@ def test_a_compiled_encoder_gives_the_same_vectors(sentence_encoder):
     assert type(compiled.model).__name__ == "OptimizedModule"
     assert np.abs(compiled.embed(texts) - sentence_encoder.embed(texts)).max() < 1e-5
     assert np.abs(compiled.embed(texts[:4]) - sentence_encoder.embed(texts[:4])).max() < 1e-5  # another shape
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_two_streams_at_once_share_one_encoder(sentence_encoder, processes):
+    """A GPU actor scores two shards at once in threads over one encoder (one tokenizer pool, one
+    model): each stream's vectors are the ones it gets alone."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    shards = [[[f"shard {s} " + " ".join(rng.choice(["river", "page", "the", "of"], size=int(n)))
+                for n in rng.integers(1, 200, 30)] for _ in range(3)] for s in range(2)]
+    alone = [[sentence_encoder.embed(texts) for texts in lists] for lists in shards]
+    sentence_encoder.tokenizer_processes = processes
+    results: dict[int, list[np.ndarray]] = {}
+    try:
+        def run(index: int) -> None:
+            results[index] = list(sentence_encoder.embed_stream(shards[index]))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        sentence_encoder.close()
+        sentence_encoder.tokenizer_processes = 0
+    for index in range(2):
+        assert all(np.abs(a - b).max() < 1e-6 for a, b in zip(results[index], alone[index], strict=True))
+
+
+def test_quality_stage_scores_two_shards_at_once_in_one_worker(tmp_path):
+    """On a GPU the stage asks Ray to run two shards at once in one actor (one shard's tokenizing
+    overlaps the other's last batches on the GPU): run_shard from two threads over one setup
+    writes the shards a sequential run writes."""
+    import threading
+
+    from curation.classifiers.models import EmbeddingRecipe, default_embedding_model
+    from curation.classifiers.stage import QualityConfig, QualityStage
+
+    from curation.core.stage import ShardTask, StageContext
+
+    head = tmp_path / "head"
+    head.mkdir()
+    rng = np.random.default_rng(3)
+    np.savez(head / "head.npz", weights=rng.normal(size=384).astype(np.float32), bias=np.zeros(1, np.float32))
+    recipe = dataclasses.asdict(EmbeddingRecipe(model=default_embedding_model(), stack=False))
+    (head / "card.json").write_text(json.dumps({"kind": "embedding", "recipe": recipe}))
+    shards = []
+    for i in range(2):
+        path = tmp_path / f"in-{i}.parquet"
+        texts = [f"shard {i} " + " ".join(rng.choice(["river", "quality", "page", "of"], size=int(n)))
+                 for n in rng.integers(1, 150, 50)]
+        pq.write_table(pa.table({"id": [f"{i}-{j}" for j in range(50)], "text": texts}), path)
+        shards.append(ShardTask(i, f"part-{i:05d}", [str(path)]))
+    assert QualityStage(QualityConfig(embedding_model=str(head), num_gpus=1.0)).concurrent_shards() == 2
+    assert QualityStage(QualityConfig(embedding_model=str(head), num_gpus=0.0)).concurrent_shards() == 1
+    assert QualityStage(QualityConfig(embedding_model=str(head), num_gpus=1.0, concurrent_shards=1)).concurrent_shards() == 1
+
+    def scored(out: str, concurrent: bool) -> list[list[float]]:
+        stage = QualityStage(QualityConfig(embedding_model=str(head), batch_size=16))
+        ctx = StageContext(run_root=str(tmp_path), stage_name="quality", stage_dir=str(tmp_path / out), key="k")
+        ctx.resolved = stage.resolve([t.inputs[0] for t in shards], ctx)
+        stage.ensure_setup(ctx)
+        if concurrent:
+            threads = [threading.Thread(target=stage.run_shard, args=(task, ctx)) for task in shards]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=300)
+        else:
+            for task in shards:
+                stage.run_shard(task, ctx)
+        return [pq.read_table(tmp_path / out / f"{t.name}.parquet").column("quality_embedding").to_pylist() for t in shards]
+
+    for one, other in zip(scored("sequential", False), scored("concurrent", True), strict=True):
+        assert one == pytest.approx(other, abs=1e-6)
 
 
 def test_a_script_without_a_main_guard_falls_back_to_threads(tmp_path):
