@@ -265,6 +265,29 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def default_tokenizer_processes(cpus: int, gpus: int) -> int:
+    """Tokenizer processes for one GPU's encoder: its share of the machine's CPUs but one (for the
+    process feeding the GPU), at least one, at most 16 (about what one H200's MiniLM takes)."""
+    return max(1, min(16, cpus // max(1, gpus) - 1))
+
+
+def gpus_on_this_node() -> int:
+    """The GPUs of this machine: in a Ray worker as Ray counts the node's (an actor sees only its
+    own through CUDA_VISIBLE_DEVICES, while its siblings on the node share the CPUs), else CUDA's."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            node = ray.get_runtime_context().get_node_id()
+            for entry in ray.nodes():
+                if entry.get("NodeID") == node and entry.get("Alive", True):
+                    return int(entry.get("Resources", {}).get("GPU", 0))
+        except Exception:  # an older Ray, or no view of the cluster from here: CUDA's count
+            pass
+    import torch
+
+    return torch.cuda.device_count()
+
+
 class SentenceEncoder:
     """Sentence embeddings of a local sentence-transformers model, computed as its modules do
     (Transformer -> mean Pooling -> Normalize) but fed for throughput:
@@ -274,8 +297,8 @@ class SentenceEncoder:
       and cut into batches sized by tokens, not documents (padding 1.09x of the real tokens on
       the fixtures' web text, against 1.22x for batches sorted within chunks of 1,024);
     - the workers are processes on a GPU machine, where tokenization bounds the rate and Python's
-      share of it would serialize threads (``tokenizer_processes``; default one per CPU but one,
-      up to 16), threads otherwise (the Rust tokenizer releases the GIL and uses every core). The
+      share of it would serialize threads (``tokenizer_processes``; default this GPU's share of
+      the machine's CPUs but one, up to 16), threads otherwise (the Rust tokenizer releases the GIL and uses every core). The
       processes are spawned: a script that scores must guard its entry with
       ``if __name__ == "__main__":``, or the encoder warns and uses threads;
     - ``embed_stream`` keeps the pipeline full across calls (a stage's record batches): the next
@@ -312,7 +335,8 @@ class SentenceEncoder:
         batch_tokens = batch_tokens or (65536 if self.device == "cuda" else 4096)
         self.max_seq_length, self.batch_tokens, self.fallback_batch_size = max_seq_length, batch_tokens, fallback_batch_size
         if tokenizer_processes is None:  # on a CPU the model is the bottleneck and wants the cores
-            tokenizer_processes = min(16, available_cpus() - 1) if self.device == "cuda" else 0
+            tokenizer_processes = default_tokenizer_processes(available_cpus(), gpus_on_this_node()) \
+                if self.device == "cuda" else 0
         self.tokenizer_processes = max(0, tokenizer_processes)
         self._processes: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()

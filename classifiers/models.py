@@ -354,7 +354,7 @@ def _fit_stack(classifier: EmbeddingClassifier, split: ReferenceSplit, output: P
 
 def load_classifier(directory: str | Path, tokenizer_processes: int | None = None):
     """The classifier saved in ``directory``; ``tokenizer_processes`` for an embedding model's encoder
-    (default: one per CPU but one on a GPU machine, none on a CPU)."""
+    (default: on a GPU, its share of the machine's CPUs but one; none on a CPU)."""
     directory = Path(directory)
     if (directory / "config.json").is_file() and not (directory / "card.json").is_file():
         return HFClassifier(str(directory))  # a plain Hugging Face checkpoint

@@ -64,8 +64,9 @@ class QualityConfig:
     batch_size: int | None = None
     num_cpus: float = 1.0
     num_gpus: float | None = None  # None: 1 when the cluster has GPUs and an embedding model is in use
-    # worker processes that tokenize for the embedding model (None: one per CPU but one when it runs
-    # on a GPU, where tokenization is the bottleneck; none on a CPU, where the model wants the cores)
+    # worker processes that tokenize for the embedding model (None: on a GPU, where tokenization is
+    # the bottleneck, this GPU's share of the node's CPUs but one, up to 16; none on a CPU, where
+    # the model wants the cores)
     tokenizer_processes: int | None = None
     # shards one actor scores at once (None: 2 for an embedding model on a GPU, so one shard's
     # tokenizing overlaps the other's last batches on the GPU; else 1)

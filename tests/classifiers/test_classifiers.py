@@ -503,6 +503,28 @@ def test_quality_stage_scores_two_shards_at_once_in_one_worker(tmp_path):
         assert one == pytest.approx(other, abs=1e-6)
 
 
+def test_tokenizer_processes_default_to_this_gpus_share_of_the_cpus():
+    """An 8-GPU node's actors share its CPUs: each GPU's encoder gets its share but one (not every
+    CPU but one, 8 times over); a one-GPU machine keeps 15 of 16. In a Ray worker the node's GPUs
+    come from Ray (CUDA shows an actor only its own)."""
+    from curation.classifiers.encoder import default_tokenizer_processes, gpus_on_this_node
+
+    assert default_tokenizer_processes(16, 1) == 15
+    assert default_tokenizer_processes(128, 8) == 15
+    assert default_tokenizer_processes(64, 8) == 7
+    assert default_tokenizer_processes(192, 1) == 16
+    assert default_tokenizer_processes(4, 8) == 1
+    import ray
+
+    ray.shutdown()  # a local Ray that declares 2 GPUs (CUDA sees none here): the count is Ray's
+    ray.init(num_cpus=1, num_gpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        assert gpus_on_this_node() == 2
+    finally:
+        ray.shutdown()  # the next test that asks for the local Ray starts it again
+    assert gpus_on_this_node() == 0
+
+
 def test_a_script_without_a_main_guard_falls_back_to_threads(tmp_path):
     """Spawned processes re-run an unguarded script; the encoder must neither hang (CPython's spawn
     blocks for good on a large argument to a child that died) nor fail, but warn and use threads."""
