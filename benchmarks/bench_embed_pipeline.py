@@ -10,7 +10,9 @@ alone) on this machine, for a model as fast as the tokenizer, twice as fast and 
 - ``embed_stream``: the encoder's stream over record-batch-sized lists, as the `quality` stage
   calls it (the next list is tokenized while the model runs this one);
 - one ``embed`` call per list, as the stage called it before streaming;
-- the serial peer: tokenize a batch, run it, wait for it, as sentence-transformers' ``encode`` does.
+- the serial peer: tokenize a batch, run it, wait for it, as sentence-transformers' ``encode`` does;
+- shards of a few batches, each its own stream (each fills and drains the pipeline), one after
+  another as an actor ran them, and two at once in threads, as the stage's GPU actor now does.
 
     .venv/bin/python -u benchmarks/bench_embed_pipeline.py [--lists 4] [--list-docs 2048] [--repeats 3]
 """
@@ -18,7 +20,9 @@ alone) on this machine, for a model as fast as the tokenizer, twice as fast and 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from common import median_seconds, print_table
@@ -30,15 +34,19 @@ class SimulatedDevice:
 
     def __init__(self, queue_s: float):
         self.queue_s, self.busy_until = queue_s, 0.0
+        self.lock = threading.Lock()  # two shards' threads share one device, as on a GPU actor
 
     def launch(self, seconds: float) -> None:
-        now = time.perf_counter()
-        if self.busy_until - now > self.queue_s:
-            time.sleep(self.busy_until - now - self.queue_s)
-            now = time.perf_counter()
-        self.busy_until = max(now, self.busy_until) + seconds
+        while True:
+            with self.lock:
+                now = time.perf_counter()
+                excess = self.busy_until - now - self.queue_s
+                if excess <= 0:
+                    self.busy_until = max(now, self.busy_until) + seconds
+                    return
+            time.sleep(excess)
 
-    def wait(self) -> None:
+    def wait(self) -> None:  # as a copy back waits for the whole stream, other threads' work too
         time.sleep(max(0.0, self.busy_until - time.perf_counter()))
 
 
@@ -64,6 +72,7 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=4, help="record batches")
     parser.add_argument("--list-docs", type=int, default=2048, help="documents per record batch")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shard-lists", type=int, default=2, help="record batches per shard (the shard rows)")
     parser.add_argument("--processes", type=int, default=None, help="tokenizer processes (default: CPUs but one)")
     args = parser.parse_args()
 
@@ -89,6 +98,7 @@ def main() -> None:
     print(f"{len(texts):,} documents in {len(lists)} lists of {args.list_docs:,}; {processes} tokenizer processes: "
           f"{len(texts) / tokenizer_s:,.0f} docs/s alone; {padded:,} padded tokens")
 
+    shards = [lists[i : i + args.shard_lists] for i in range(0, len(lists), args.shard_lists)]
     for model_speed in (1.0, 2.0, 0.5):  # the model alone, as a multiple of the tokenizer's rate
         model_s = tokenizer_s / model_speed
         tokens_per_s = padded / model_s
@@ -109,11 +119,22 @@ def main() -> None:
                         device.launch(ids.size / rate)
                     device.wait()
 
+        def shards_in_turn() -> None:  # one stream per shard, as an actor running one shard at a time
+            for shard in shards:
+                for _ in encoder.embed_stream(shard):
+                    pass
+
+        def shards_two_at_once() -> None:  # the GPU actor now: two shards' streams in threads
+            with ThreadPoolExecutor(2) as threads:
+                list(threads.map(lambda shard: list(encoder.embed_stream(shard)), shards))
+
         ideal = max(tokenizer_s, model_s)
         rows = []
         for name, run in (("embed_stream over the lists (the stage now)", streamed),
                           ("one embed call per list (the stage before)", per_call),
-                          ("serial peer: tokenize a batch, run it, wait", serial)):
+                          ("serial peer: tokenize a batch, run it, wait", serial),
+                          (f"shards of {args.shard_lists} lists, a stream each, one after another", shards_in_turn),
+                          (f"shards of {args.shard_lists} lists, two at once (the GPU actor now)", shards_two_at_once)):
             seconds, _ = median_seconds(run, args.repeats)
             rows.append((name, len(texts) / seconds, f"{ideal / seconds:.2f} of ideal"))
         rows.append(("ideal: the slower side alone", len(texts) / ideal, ""))
