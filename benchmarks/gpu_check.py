@@ -33,6 +33,7 @@ $OUT/gpu.json and the jobs' output to $OUT/gpu.log.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -236,6 +237,9 @@ def job_quality_ray(args) -> dict:
     from curation.core.pipeline import pipeline_from_tree
     from curation.core.runner import Runner
 
+    # registers `quality`: the checkout is not installed on the GPU machine, so the stages' entry
+    # points are not there for the runner to find it by
+    importlib.import_module("curation.classifiers.stage")
     model_dir = args.model_dir or _default_model()
     n, shards = (300, 2) if args.smoke else (20000, 4)
     with tempfile.TemporaryDirectory() as tmp:
