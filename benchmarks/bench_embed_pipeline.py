@@ -50,15 +50,19 @@ class SimulatedDevice:
         time.sleep(max(0.0, self.busy_until - time.perf_counter()))
 
 
-def simulated_encoder(model_path: str, processes: int, device: SimulatedDevice, tokens_per_s: float):
+def simulated_encoder(model_path: str, processes: int, device: SimulatedDevice):
+    """The real encoder (tokenizer, windows, stream) with ``device`` in place of the model, which
+    runs ``tokens_per_s`` padded tokens a second (set it before a run)."""
     from curation.classifiers.encoder import SentenceEncoder
 
     class SimulatedEncoder(SentenceEncoder):
+        tokens_per_s = 1.0
+
         def _new_output(self, documents: int) -> np.ndarray:
             return np.zeros((documents, self.model.config.hidden_size), dtype=np.float32)
 
         def _launch(self, vectors, rows, ids, lengths) -> None:
-            device.launch(ids.size / tokens_per_s)
+            device.launch(ids.size / self.tokens_per_s)
 
         def _collect(self, vectors) -> np.ndarray:
             device.wait()
@@ -84,17 +88,18 @@ def main() -> None:
     texts = documents(args.lists * args.list_docs, seed=4)
     lists = [texts[i : i + args.list_docs] for i in range(0, len(texts), args.list_docs)]
     device = SimulatedDevice(queue_s=0.05)
-    encoder = simulated_encoder(default_embedding_model(), processes, device, 1.0)
+    encoder = simulated_encoder(default_embedding_model(), processes, device)
     encoder.WINDOW_DOCS = min(encoder.WINDOW_DOCS, args.list_docs)  # windows per list as on a GPU with 8k batches
 
     # the two sides alone: the tokenizer processes over every chunk, and the padded tokens they make
     pool, _ = encoder._tokenizer_pool()
-    size = encoder.chunk_size(encoder.window_size(args.list_docs))
+    window = encoder.window_size(args.list_docs)
+    size = encoder.chunk_size(window)
     chunks = [t[i : i + size] for t in lists for i in range(0, len(t), size)]
     list(pool.map(_ragged_in_process, chunks[:processes]))  # warm-up
     tokenizer_s, _ = median_seconds(lambda: list(pool.map(_ragged_in_process, chunks)), args.repeats)
-    padded = sum(ids.size for t in lists for w in range(0, len(t), encoder.window_size(len(t)))
-                 for _, ids, _ in encoder.batcher.batches(t[w : w + encoder.window_size(len(t))]))
+    padded = sum(ids.size for t in lists for w in range(0, len(t), window)
+                 for _, ids, _ in encoder.batcher.batches(t[w : w + window]))
     print(f"{len(texts):,} documents in {len(lists)} lists of {args.list_docs:,}; {processes} tokenizer processes: "
           f"{len(texts) / tokenizer_s:,.0f} docs/s alone; {padded:,} padded tokens")
 
@@ -102,7 +107,7 @@ def main() -> None:
     for model_speed in (1.0, 2.0, 0.5):  # the model alone, as a multiple of the tokenizer's rate
         model_s = tokenizer_s / model_speed
         tokens_per_s = padded / model_s
-        encoder._launch = lambda vectors, rows, ids, lengths, rate=tokens_per_s: device.launch(ids.size / rate)
+        encoder.tokens_per_s = tokens_per_s
 
         def streamed() -> None:
             for _ in encoder.embed_stream(lists):
