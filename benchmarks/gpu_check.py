@@ -16,10 +16,14 @@ row, not the run), in priority order, inside a wall-clock budget:
   medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
                  peak memory against the CPU-side estimate, kernel profile of the last steps
   kernels        the expert layer's pieces alone at `medium`'s shapes: gate|up as one grouped
-                 GEMM against two, the backward's input gradient likewise, the slot sum as a
-                 reduction against k gathered adds
+                 GEMM against two, the backward's input gradient likewise, the slot sum as k
+                 gathered adds (the default) against a reduction
   medium_dense   the dense model with the same active parameters (hidden 4096)
   medium_moe_recompute   `medium` with gate/up recomputed in the backward (less memory)
+  medium_moe_recast      `medium` casting the expert weights again in the backward (session 8's
+                         form; 3.2 GB less than keeping the forward's casts)
+  medium_moe_reduce      `medium` with the slot sums as a gather and a reduction (session 8's
+                         form), not k gathered adds
   small_moe, small_dense the `small` preset and its dense twin
   medium_moe_eager       `medium` without torch.compile
 
@@ -44,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-JOBS = ["medium_moe", "kernels", "embed", "quality_stage", "quality_ray", "medium_dense", "medium_moe_recompute", "small_moe", "small_dense", "medium_moe_eager"]
+JOBS = ["medium_moe", "kernels", "embed", "quality_stage", "quality_ray", "medium_dense", "medium_moe_recompute",
+        "medium_moe_recast", "medium_moe_reduce", "small_moe", "small_dense", "medium_moe_eager"]
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
 
 
@@ -310,25 +315,14 @@ def job_train(args, preset: str, model: dict, compile: bool = True) -> dict:
     return result
 
 
-def _sum_token_slots_unrolled(inverse, top_k: int, sorted_slots):
-    """The slot sum as k gathered adds (a pointwise kernel, loads coalesced along D by
-    construction) instead of a gather and a reduction over k: the candidate to time against
-    ``model._sum_token_slots``, which ran at about a fifth of its bandwidth time on the H200."""
-    rows = inverse.view(-1, top_k)
-    total = sorted_slots[rows[:, 0]]
-    for j in range(1, top_k):
-        total = total + sorted_slots[rows[:, j]]
-    return total
-
-
 def job_kernels(args) -> dict:
     """The expert layer's pieces at `medium`'s shapes, alone, to decide between variants: gate and
     up as one grouped GEMM of width 2*Hd (the landed form) against two of Hd, for the forward and
-    for the backward's input gradient; the slot sum as a reduction (landed) against k gathered adds."""
+    for the backward's input gradient; the slot sum as k gathered adds (landed) against a reduction."""
     import torch
     import torch.nn.functional as F
 
-    from curation.trainer.model import _sum_token_slots
+    from curation.trainer.model import _sum_token_slots, _sum_token_slots_gather_add
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
@@ -347,7 +341,7 @@ def job_kernels(args) -> dict:
     d_both = torch.cat([d_gate, d_up], dim=-1)
     out = torch.randn(T * k, D, device=device, dtype=dtype)
     reduction = torch.compile(_sum_token_slots, dynamic=False)
-    unrolled = torch.compile(_sum_token_slots_unrolled, dynamic=False)
+    gather_add = torch.compile(_sum_token_slots_gather_add, dynamic=False)
 
     def timed(fn, repeats: int = 2 if args.smoke else 20) -> float:
         fn()
@@ -366,11 +360,11 @@ def job_kernels(args) -> dict:
                                                           + F.grouped_mm(d_up, w_up.transpose(-2, -1), offs=offsets))),
         "dx_one_gemm_ms": timed(lambda: reduction(inverse, k, F.grouped_mm(d_both, w_both.transpose(-2, -1), offs=offsets))),
         "slot_sum_reduction_ms": timed(lambda: reduction(inverse, k, out)),
-        "slot_sum_unrolled_ms": timed(lambda: unrolled(inverse, k, out)),
+        "slot_sum_gather_add_ms": timed(lambda: gather_add(inverse, k, out)),
     }
     # the bytes a slot sum must move, for its bandwidth: k rows read and one written per token
     result["slot_sum_gb"] = (T * k * D + T * D) * out.element_size() / 1e9
-    agree = (reduction(inverse, k, out).float() - unrolled(inverse, k, out).float()).abs().max()
+    agree = (reduction(inverse, k, out).float() - gather_add(inverse, k, out).float()).abs().max()
     result["slot_sum_max_difference"] = float(agree)
     return result
 
@@ -390,7 +384,8 @@ def run_job(name: str, args) -> dict:
         return job_kernels(args)
     preset, _, variant = name.partition("_")
     model = {"moe": {}, "moe_eager": {}, "dense": MEDIUM_DENSE if preset == "medium" else SMALL_DENSE,
-             "moe_recompute": {"recompute_experts": True}}[variant]
+             "moe_recompute": {"recompute_experts": True}, "moe_recast": {"keep_expert_casts": False},
+             "moe_reduce": {"slot_sum": "reduce"}}[variant]
     return job_train(args, preset, model, compile=variant != "moe_eager")
 
 

@@ -7,7 +7,8 @@ the fused loss's buffers; and the transient working set of one MoE layer's backw
 the largest of three moments of ``train.training_step``, which drops the gradients after the
 optimizer step, so they never coexist with a forward pass's activations:
 
-- ``forward_end``: weights, moments, every layer's activations and the fused loss's chunk buffers;
+- ``forward_end``: weights, moments, every layer's activations, the bf16 weight copies kept for
+  the backward (``cast_weights``) and the fused loss's chunk buffers;
 - ``backward_start``: the same activations, the head's gradient and the last layer's backward
   working set (later layers free more activations than they add gradients);
 - ``optimizer_step``: weights, gradients and moments (the fused AdamW makes no temporaries).
@@ -53,9 +54,13 @@ def estimate_memory(config: ModelConfig, batch_size: int) -> dict[str, float]:
                         + 3 * INT64 * T * k + FP32 * T * k + INT32 * E)  # chosen experts, order, inverse; weights; offsets
     loss = 3 * BF16 * T * D + FP32 * V * D + 2 * FP32 * min(T, c.loss_chunk_tokens) * V
     cast_weights = BF16 * (4 * D * D * L + V * D)  # autocast's bf16 copies of the dense matrices
+    if E > 1 and c.keep_expert_casts:  # and the experts' operator's, kept for its backward
+        cast_weights += BF16 * L * 3 * E * D * Hd
     # one MoE layer's backward at its widest: gathered slots and their gradient, five (T*k, Hd)
-    # temporaries, and the layer's expert-weight gradients in bf16 and fp32
-    moe_backward = (0 if E == 1 else 2 * BF16 * T * k * D + 5 * BF16 * T * k * Hd + 3 * (BF16 + FP32) * E * D * Hd)
+    # temporaries, the layer's expert-weight gradients in bf16 and fp32, and the weights' bf16
+    # casts unless the forward kept them
+    moe_backward = (0 if E == 1 else 2 * BF16 * T * k * D + 5 * BF16 * T * k * Hd + 3 * (BF16 + FP32) * E * D * Hd
+                    + (0 if c.keep_expert_casts else 3 * BF16 * E * D * Hd))
     parts = {
         "weights": FP32 * total,
         "gradients": FP32 * total,

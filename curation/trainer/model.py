@@ -10,10 +10,11 @@ matmul over its contiguous slice (on a GPU: one grouped GEMM per projection, ``F
 Memory (what a step keeps for the backward pass) is the point of three choices:
 - Under autocast the residual stream is bf16, not the fp32 of the embedding table.
 - The grouped experts are one custom operator (``grouped_swiglu``, opaque to torch.compile's
-  partitioner) that keeps the layer input, the routing and the gate/up activations; the gathered
-  slots, the expert outputs and bf16 copies of the expert weights are rebuilt in the backward
-  instead of held (``recompute_experts`` also rebuilds gate/up: two more grouped GEMMs for half
-  the expert memory). Being opaque, its elementwise work is not fused by the block's compile, so
+  partitioner) that keeps the layer input, the routing, the gate/up activations and the bf16
+  copies of the expert weights; the gathered slots and the expert outputs are rebuilt in the
+  backward instead of held (``recompute_experts`` also rebuilds gate/up: two more grouped GEMMs
+  for half the expert memory; ``keep_expert_casts=False`` casts the weights again: 2 bytes per
+  expert parameter less, one more pass over the fp32 weights). Being opaque, its elementwise work is not fused by the block's compile, so
   on a GPU the operator calls its own compiled kernels for it (``fused_elementwise``).
 - The loss never materialises (tokens x vocabulary) fp32 logits: ``fused_linear_cross_entropy``
   computes the head, the loss and its gradients chunk by chunk in the forward pass.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,12 @@ class ModelConfig:
     init_std: float = 0.02
     grouped_mm: bool | None = None  # experts as one grouped GEMM; None: on CUDA only
     recompute_experts: bool = False  # rebuild gate/up activations in the backward (less memory)
+    # keep the forward's compute-dtype copies of the expert weights for the backward: one cast of
+    # every expert weight a step instead of two (three with recompute_experts), for 2 bytes per
+    # expert parameter (3.2 GB at `medium`)
+    keep_expert_casts: bool = True
+    # how a token's k expert outputs are summed: k gathered adds, or a gather and a reduction over k
+    slot_sum: Literal["reduce", "gather_add"] = "gather_add"
     loss_chunk_tokens: int = 4096  # tokens per chunk of the fused head + cross-entropy
 
     @property
@@ -112,6 +120,21 @@ def _sum_token_slots(inverse: torch.Tensor, top_k: int, sorted_slots: torch.Tens
     return sorted_slots[inverse].view(-1, top_k, sorted_slots.shape[-1]).sum(1)  # (T, D)
 
 
+def _sum_token_slots_gather_add(inverse: torch.Tensor, top_k: int, sorted_slots: torch.Tensor) -> torch.Tensor:
+    """The same sums as k gathered adds: once compiled, a pointwise kernel over (T, D) whose
+    neighbouring threads read neighbouring columns of one row. Inductor made the reduction a
+    persistent reduction with k innermost, neighbouring threads on different rows: 0.33 ms a call
+    at `medium` on an H200, five times its bandwidth time, 10.6 ms a step."""
+    rows = inverse.view(-1, top_k)  # (T, k) sorted position of each of a token's slots
+    total = sorted_slots[rows[:, 0]]  # (T, D)
+    for j in range(1, top_k):
+        total = total + sorted_slots[rows[:, j]]
+    return total
+
+
+SLOT_SUMS = {"reduce": _sum_token_slots, "gather_add": _sum_token_slots_gather_add}
+
+
 def _swiglu_backward(d_act: torch.Tensor, gate_up: torch.Tensor,
                      slot_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From d_act = dL/d(weighted SwiGLU): the weighted SwiGLU (for w_down's gradient), the
@@ -160,18 +183,27 @@ def _kernel(fn, fused: bool):
 # instead of two GEMMs and a sum; 6 grouped GEMMs a layer instead of 9. (The operators' names
 # changed with their outputs: inductor's graph cache keys a compiled block by the graph, which
 # calls an operator by name, so a stale cache would otherwise expect the old outputs' shapes.)
-@torch.library.custom_op("curation::grouped_gate_up_swiglu", mutates_args=())
+def _kept_casts(w_gate: torch.Tensor, dtype: torch.dtype, keep_casts: bool) -> bool:
+    # weights already in the compute dtype have no cast to keep (and an operator's output may not
+    # be one of its inputs, which ``w_down.to(dtype)`` then is)
+    return keep_casts and w_gate.dtype != dtype
+
+
+@torch.library.custom_op("curation::grouped_experts", mutates_args=())
 def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, slot_weight: torch.Tensor,
                    w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
-                   keep_gate_up: bool, fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   keep_gate_up: bool, keep_casts: bool, slot_sum: str,
+                   fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """y[t] = sum over t's k slots of w_slot * SwiGLU_e(x[t]), slots sorted by expert e.
 
-    Returns y (T, D) and what the backward needs besides the inputs: the inverse of ``order`` and
-    gate|up (T*k, 2*Hd) (empty unless ``keep_gate_up``; without it the backward recomputes it).
-    The gathered slots (T*k, D), the per-slot outputs and bf16 weight copies are never kept: the
-    routing weight multiplies the SwiGLU activation before the down projection, so its gradient
-    needs only gate|up and the incoming gradient. Sums over a token's k slots run on a (T, k, D)
-    view, not with atomics: deterministic.
+    Returns y (T, D) and what the backward needs besides the inputs: the inverse of ``order``,
+    gate|up (T*k, 2*Hd) (empty unless ``keep_gate_up``; without it the backward recomputes it), and
+    the expert weights in x's dtype, gate|up (E, D, 2*Hd) and down (E, Hd, D) (empty unless
+    ``keep_casts`` and the weights are of another dtype; without them the backward casts again).
+    The gathered slots (T*k, D) and the per-slot outputs are never kept: the routing weight
+    multiplies the SwiGLU activation before the down projection, so its gradient needs only gate|up
+    and the incoming gradient. Sums over a token's k slots (``slot_sum``, a name in ``SLOT_SUMS``)
+    read each slot by index, not with atomics: deterministic.
     """
     # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
     # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
@@ -180,35 +212,44 @@ def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, 
     # and hand the next layer an fp32 residual stream.
     with torch.autocast(x.device.type, enabled=False):
         xs = x[order // top_k]  # (T*k, D)
-        gate_up = F.grouped_mm(xs, _gate_up_weights(w_gate, w_up, dtype), offs=offsets)  # (T*k, 2*Hd)
+        w_gu, wd = _gate_up_weights(w_gate, w_up, dtype), w_down.to(dtype)  # (E, D, 2*Hd), (E, Hd, D)
+        gate_up = F.grouped_mm(xs, w_gu, offs=offsets)  # (T*k, 2*Hd)
         act = _kernel(_weighted_swiglu, fused)(gate_up, slot_weight)  # (T*k, Hd)
-        out = F.grouped_mm(act, w_down.to(dtype), offs=offsets)  # (T*k, D)
+        out = F.grouped_mm(act, wd, offs=offsets)  # (T*k, D)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)  # slot -> sorted position
-        y = _kernel(_sum_token_slots, fused)(inverse, top_k, out)  # (T, D)
+        y = _kernel(SLOT_SUMS[slot_sum], fused)(inverse, top_k, out)  # (T, D)
     if not keep_gate_up:
         gate_up = gate_up.new_empty(0)
-    return y, inverse, gate_up
+    if not _kept_casts(w_gate, dtype, keep_casts):
+        w_gu, wd = w_gu.new_empty(0), wd.new_empty(0)
+    return y, inverse, gate_up, w_gu, wd
 
 
 @grouped_swiglu.register_fake
-def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up, fused):
-    kept = (order.shape[0], 2 * w_gate.shape[-1]) if keep_gate_up else (0,)  # (T*k, 2*Hd) or nothing
-    return x.new_empty(x.shape), torch.empty_like(order), x.new_empty(kept)
+def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up, keep_casts, slot_sum, fused):
+    E, D, Hd = w_gate.shape
+    kept = (order.shape[0], 2 * Hd) if keep_gate_up else (0,)  # (T*k, 2*Hd) or nothing
+    casts = _kept_casts(w_gate, x.dtype, keep_casts)
+    return (x.new_empty(x.shape), torch.empty_like(order), x.new_empty(kept),
+            x.new_empty((E, D, 2 * Hd) if casts else (0,)), x.new_empty((E, Hd, D) if casts else (0,)))
 
 
-@torch.library.custom_op("curation::grouped_gate_up_swiglu_backward", mutates_args=())
+@torch.library.custom_op("curation::grouped_experts_backward", mutates_args=())
 def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
                             offsets: torch.Tensor, slot_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
-                            w_down: torch.Tensor, gate_up: torch.Tensor, top_k: int,
+                            w_down: torch.Tensor, gate_up: torch.Tensor, w_gu: torch.Tensor, wd: torch.Tensor,
+                            top_k: int, slot_sum: str,
                             fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate, w_up, w_down."""
+    """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate, w_up, w_down (``w_gu`` and
+    ``wd``: the forward's weight casts, or empty)."""
     dtype, k, hidden = x.dtype, top_k, w_gate.shape[-1]
     with torch.autocast(x.device.type, enabled=False):
         dy = dy.to(dtype)
         slot_token = order // k
         xs = x[slot_token]  # (T*k, D), re-gathered
-        w_gu, wd = _gate_up_weights(w_gate, w_up, dtype), w_down.to(dtype)
+        if w_gu.numel() == 0:  # not kept: cast again
+            w_gu, wd = _gate_up_weights(w_gate, w_up, dtype), w_down.to(dtype)
         if gate_up.numel() == 0:  # not kept: one more grouped GEMM instead of T*k*Hd*2 values per layer
             gate_up = F.grouped_mm(xs, w_gu, offs=offsets)
         d_out = dy[slot_token]  # (T*k, D): every slot of a token gets the token's gradient
@@ -216,30 +257,31 @@ def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tens
         act, d_slot_weight, d_gate_up = _kernel(_swiglu_backward, fused)(d_act, gate_up, slot_weight)
         d_w_down = F.grouped_mm(act.t(), d_out, offs=offsets)  # (E, Hd, D)
         d_w_gate_up = F.grouped_mm(xs.t(), d_gate_up, offs=offsets)  # (E, D, 2*Hd)
-        dx = _kernel(_sum_token_slots, fused)(inverse, k, F.grouped_mm(d_gate_up, w_gu.transpose(-2, -1),
-                                                                       offs=offsets))  # (T, D)
+        dx = _kernel(SLOT_SUMS[slot_sum], fused)(inverse, k, F.grouped_mm(d_gate_up, w_gu.transpose(-2, -1),
+                                                                          offs=offsets))  # (T, D)
     return (dx, d_slot_weight.to(slot_weight.dtype), d_w_gate_up[..., :hidden].to(w_gate.dtype).contiguous(),
             d_w_gate_up[..., hidden:].to(w_up.dtype).contiguous(), d_w_down.to(w_down.dtype))
 
 
 @grouped_swiglu_backward.register_fake
-def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, top_k, fused):
+def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, top_k, slot_sum, fused):
     return (torch.empty_like(x), torch.empty_like(slot_weight), torch.empty_like(w_gate), torch.empty_like(w_up),
             torch.empty_like(w_down))
 
 
 def _grouped_swiglu_setup(ctx, inputs, output) -> None:
-    x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _, fused = inputs
-    _, inverse, gate_up = output
-    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up)
-    ctx.top_k, ctx.fused = top_k, fused
+    x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _, _, slot_sum, fused = inputs
+    _, inverse, gate_up, w_gu, wd = output
+    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd)
+    ctx.top_k, ctx.slot_sum, ctx.fused = top_k, slot_sum, fused
 
 
 def _grouped_swiglu_grad(ctx, dy, *_):
-    x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up = ctx.saved_tensors
+    x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd = ctx.saved_tensors
     dx, d_slot_weight, d_w_gate, d_w_up, d_w_down = grouped_swiglu_backward(
-        dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, ctx.top_k, ctx.fused)
-    return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None, None
+        dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, ctx.top_k, ctx.slot_sum,
+        ctx.fused)
+    return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None, None, None, None
 
 
 grouped_swiglu.register_autograd(_grouped_swiglu_grad, setup_context=_grouped_swiglu_setup)
@@ -293,7 +335,8 @@ class MoE(nn.Module):
         if grouped:  # one grouped GEMM per projection
             offsets = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slots
             return grouped_swiglu(tokens, order, offsets, slot_weight, self.w_gate, self.w_up, self.w_down, k,
-                                  not self.c.recompute_experts, self.fused_elementwise)[0]
+                                  not self.c.recompute_experts, self.c.keep_expert_casts, self.c.slot_sum,
+                                  self.fused_elementwise)[0]
         slot_tokens = tokens[order // k]  # (T*k, D)
         outputs = torch.empty_like(slot_tokens)
         start = 0
