@@ -14,8 +14,9 @@ Memory (what a step keeps for the backward pass) is the point of three choices:
   copies of the expert weights; the gathered slots and the expert outputs are rebuilt in the
   backward instead of held (``recompute_experts`` also rebuilds gate/up: two more grouped GEMMs
   for half the expert memory; ``keep_expert_casts=False`` casts the weights again: 2 bytes per
-  expert parameter less, one more pass over the fp32 weights). Being opaque, its elementwise work is not fused by the block's compile, so
-  on a GPU the operator calls its own compiled kernels for it (``fused_elementwise``).
+  expert parameter less, one more pass over the fp32 weights). Being opaque, its elementwise work
+  is not fused by the block's compile, so on a GPU the operator calls its own compiled kernels for
+  it (``fused_elementwise``).
 - The loss never materialises (tokens x vocabulary) fp32 logits: ``fused_linear_cross_entropy``
   computes the head, the loss and its gradients chunk by chunk in the forward pass.
 
@@ -174,6 +175,12 @@ def _kernel(fn, fused: bool):
     return _FUSED[fn]
 
 
+def _kept_casts(w_gate: torch.Tensor, dtype: torch.dtype, keep_casts: bool) -> bool:
+    # weights already in the compute dtype have no cast to keep (and an operator's output may not
+    # be one of its inputs, which ``w_down.to(dtype)`` then is)
+    return keep_casts and w_gate.dtype != dtype
+
+
 # The grouped experts are a pair of custom operators with their own autograd rule, not an
 # autograd.Function: torch.compile traces through an autograd.Function and its partitioner then
 # picks what to save by itself (it kept the gathered slots, T*k*D per layer: 6.7 GB at `medium`).
@@ -183,12 +190,6 @@ def _kernel(fn, fused: bool):
 # instead of two GEMMs and a sum; 6 grouped GEMMs a layer instead of 9. (The operators' names
 # changed with their outputs: inductor's graph cache keys a compiled block by the graph, which
 # calls an operator by name, so a stale cache would otherwise expect the old outputs' shapes.)
-def _kept_casts(w_gate: torch.Tensor, dtype: torch.dtype, keep_casts: bool) -> bool:
-    # weights already in the compute dtype have no cast to keep (and an operator's output may not
-    # be one of its inputs, which ``w_down.to(dtype)`` then is)
-    return keep_casts and w_gate.dtype != dtype
-
-
 @torch.library.custom_op("curation::grouped_experts", mutates_args=())
 def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, slot_weight: torch.Tensor,
                    w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
