@@ -16,8 +16,9 @@ row, not the run), in priority order, inside a wall-clock budget:
   medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
                  peak memory against the CPU-side estimate, kernel profile of the last steps
   kernels        the expert layer's pieces alone at `medium`'s shapes: gate|up as one grouped
-                 GEMM against two, the backward's input gradient likewise, the slot sum as k
-                 gathered adds (the default) against a reduction
+                 GEMM against two, the backward's input gradient likewise, the weight gradient
+                 and the forward with K-major operands against the views used now, the slot sum
+                 as k gathered adds (the default) against a reduction
   medium_dense   the dense model with the same active parameters (hidden 4096)
   medium_moe_recompute   `medium` with gate/up recomputed in the backward (less memory)
   medium_moe_recast      `medium` casting the expert weights again in the backward (session 8's
@@ -340,6 +341,8 @@ def job_kernels(args) -> dict:
     d_gate, d_up = (torch.randn(T * k, Hd, device=device, dtype=dtype) for _ in range(2))
     d_both = torch.cat([d_gate, d_up], dim=-1)
     out = torch.randn(T * k, D, device=device, dtype=dtype)
+    xs_t, d_both_t = xs.t().contiguous(), d_both.t().contiguous()  # (D, T*k), (2*Hd, T*k): K-major operands
+    w_both_k = w_both.transpose(-2, -1).contiguous()  # (E, 2*Hd, D)
     reduction = torch.compile(_sum_token_slots, dynamic=False)
     gather_add = torch.compile(_sum_token_slots_gather_add, dynamic=False)
 
@@ -359,6 +362,15 @@ def job_kernels(args) -> dict:
         "dx_two_gemms_and_add_ms": timed(lambda: reduction(inverse, k, F.grouped_mm(d_gate, w_gate.transpose(-2, -1), offs=offsets)
                                                           + F.grouped_mm(d_up, w_up.transpose(-2, -1), offs=offsets))),
         "dx_one_gemm_ms": timed(lambda: reduction(inverse, k, F.grouped_mm(d_both, w_both.transpose(-2, -1), offs=offsets))),
+        # The weight gradients are 2d x 2d grouped GEMMs (offsets along K). In session 8's profile
+        # one cutlass kernel ran 3 calls a layer at 0.40 ms (about 35% of peak, against 56% for the
+        # others): likely these, whose operands are both MN-major views. Their K-major forms, and
+        # what the transposed copies cost, decide whether the backward should write them so.
+        "wgrad_gate_up_ms": timed(lambda: F.grouped_mm(xs.t(), d_both, offs=offsets)),
+        "wgrad_gate_up_k_major_ms": timed(lambda: F.grouped_mm(xs_t, d_both_t.t(), offs=offsets)),
+        "wgrad_transposed_copies_ms": timed(lambda: (xs.t().contiguous(), d_both.t().contiguous())),
+        # the forward's gate|up with the weights K-major, as the cast could write them at no cost
+        "gate_up_one_gemm_k_major_weights_ms": timed(lambda: F.grouped_mm(xs, w_both_k.transpose(-2, -1), offs=offsets)),
         "slot_sum_reduction_ms": timed(lambda: reduction(inverse, k, out)),
         "slot_sum_gather_add_ms": timed(lambda: gather_add(inverse, k, out)),
     }
@@ -366,6 +378,12 @@ def job_kernels(args) -> dict:
     result["slot_sum_gb"] = (T * k * D + T * D) * out.element_size() / 1e9
     agree = (reduction(inverse, k, out).float() - gather_add(inverse, k, out).float()).abs().max()
     result["slot_sum_max_difference"] = float(agree)
+    wgrad = F.grouped_mm(xs.t(), d_both, offs=offsets).float()
+    result["wgrad_k_major_max_relative_difference"] = float(
+        (wgrad - F.grouped_mm(xs_t, d_both_t.t(), offs=offsets).float()).abs().max() / wgrad.abs().max())
+    fprop = F.grouped_mm(xs, w_both, offs=offsets).float()
+    result["gate_up_k_major_max_relative_difference"] = float(
+        (fprop - F.grouped_mm(xs, w_both_k.transpose(-2, -1), offs=offsets).float()).abs().max() / fprop.abs().max())
     return result
 
 
