@@ -25,6 +25,7 @@ row, not the run), in priority order, inside a wall-clock budget:
                          form; 3.2 GB less than keeping the forward's casts)
   medium_moe_reduce      `medium` with the slot sums as a gather and a reduction (session 8's
                          form), not k gathered adds
+  medium_moe_wgrad_k_major  `medium` with the weight gradients' GEMMs on K-major operand copies
   small_moe, small_dense the `small` preset and its dense twin
   medium_moe_eager       `medium` without torch.compile
 
@@ -50,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 JOBS = ["medium_moe", "kernels", "embed", "quality_stage", "quality_ray", "medium_dense", "medium_moe_recompute",
-        "medium_moe_recast", "medium_moe_reduce", "small_moe", "small_dense", "medium_moe_eager"]
+        "medium_moe_recast", "medium_moe_reduce", "medium_moe_wgrad_k_major", "small_moe", "small_dense", "medium_moe_eager"]
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
 
 
@@ -403,7 +404,7 @@ def run_job(name: str, args) -> dict:
     preset, _, variant = name.partition("_")
     model = {"moe": {}, "moe_eager": {}, "dense": MEDIUM_DENSE if preset == "medium" else SMALL_DENSE,
              "moe_recompute": {"recompute_experts": True}, "moe_recast": {"keep_expert_casts": False},
-             "moe_reduce": {"slot_sum": "reduce"}}[variant]
+             "moe_reduce": {"slot_sum": "reduce"}, "moe_wgrad_k_major": {"wgrad_k_major": True}}[variant]
     return job_train(args, preset, model, compile=variant != "moe_eager")
 
 

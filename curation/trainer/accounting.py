@@ -57,10 +57,11 @@ def estimate_memory(config: ModelConfig, batch_size: int) -> dict[str, float]:
     if E > 1 and c.keep_expert_casts:  # and the experts' operator's, kept for its backward
         cast_weights += BF16 * L * 3 * E * D * Hd
     # one MoE layer's backward at its widest: gathered slots and their gradient, five (T*k, Hd)
-    # temporaries, the layer's expert-weight gradients in bf16 and fp32, and the weights' bf16
-    # casts unless the forward kept them
+    # temporaries, the layer's expert-weight gradients in bf16 and fp32, the weights' bf16 casts
+    # unless the forward kept them, and the weight gradients' K-major operand copies if asked for
     moe_backward = (0 if E == 1 else 2 * BF16 * T * k * D + 5 * BF16 * T * k * Hd + 3 * (BF16 + FP32) * E * D * Hd
-                    + (0 if c.keep_expert_casts else 3 * BF16 * E * D * Hd))
+                    + (0 if c.keep_expert_casts else 3 * BF16 * E * D * Hd)
+                    + (BF16 * T * k * (D + 2 * Hd) if c.wgrad_k_major else 0))  # the transposed operands
     parts = {
         "weights": FP32 * total,
         "gradients": FP32 * total,

@@ -61,6 +61,9 @@ class ModelConfig:
     keep_expert_casts: bool = True
     # how a token's k expert outputs are summed: k gathered adds, or a gather and a reduction over k
     slot_sum: Literal["reduce", "gather_add"] = "gather_add"
+    # the expert-weight gradients' grouped GEMMs on K-major copies of their operands instead of the
+    # MN-major views they come as (two transposed copies a GEMM; gpu_check's `kernels` job times both)
+    wgrad_k_major: bool = False
     loss_chunk_tokens: int = 4096  # tokens per chunk of the fused head + cross-entropy
 
     @property
@@ -136,6 +139,16 @@ def _sum_token_slots_gather_add(inverse: torch.Tensor, top_k: int, sorted_slots:
 SLOT_SUMS = {"reduce": _sum_token_slots, "gather_add": _sum_token_slots_gather_add}
 
 
+def _weight_gradient(inputs: torch.Tensor, grads: torch.Tensor, offsets: torch.Tensor, k_major: bool) -> torch.Tensor:
+    """(E, I, O) per-expert sums of inputs^T @ grads over each expert's slots: one grouped GEMM
+    whose contraction (K) runs over the slots. Its operands as they come, ``inputs.t()`` and
+    ``grads``, are MN-major views; ``k_major`` hands it contiguous transposed copies instead."""
+    # inputs: (T*k, I); grads: (T*k, O), slots sorted by expert
+    if k_major:
+        return F.grouped_mm(inputs.t().contiguous(), grads.t().contiguous().t(), offs=offsets)
+    return F.grouped_mm(inputs.t(), grads, offs=offsets)
+
+
 def _swiglu_backward(d_act: torch.Tensor, gate_up: torch.Tensor,
                      slot_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From d_act = dL/d(weighted SwiGLU): the weighted SwiGLU (for w_down's gradient), the
@@ -193,7 +206,7 @@ def _kept_casts(w_gate: torch.Tensor, dtype: torch.dtype, keep_casts: bool) -> b
 @torch.library.custom_op("curation::grouped_experts", mutates_args=())
 def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, slot_weight: torch.Tensor,
                    w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
-                   keep_gate_up: bool, keep_casts: bool, slot_sum: str,
+                   keep_gate_up: bool, keep_casts: bool, slot_sum: str, wgrad_k_major: bool,
                    fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """y[t] = sum over t's k slots of w_slot * SwiGLU_e(x[t]), slots sorted by expert e.
 
@@ -204,7 +217,7 @@ def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, 
     The gathered slots (T*k, D) and the per-slot outputs are never kept: the routing weight
     multiplies the SwiGLU activation before the down projection, so its gradient needs only gate|up
     and the incoming gradient. Sums over a token's k slots (``slot_sum``, a name in ``SLOT_SUMS``)
-    read each slot by index, not with atomics: deterministic.
+    read each slot by index, not with atomics: deterministic. ``wgrad_k_major`` is for the backward.
     """
     # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
     # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
@@ -228,7 +241,8 @@ def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, 
 
 
 @grouped_swiglu.register_fake
-def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up, keep_casts, slot_sum, fused):
+def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up, keep_casts, slot_sum, wgrad_k_major,
+      fused):
     E, D, Hd = w_gate.shape
     kept = (order.shape[0], 2 * Hd) if keep_gate_up else (0,)  # (T*k, 2*Hd) or nothing
     casts = _kept_casts(w_gate, x.dtype, keep_casts)
@@ -240,7 +254,7 @@ def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up,
 def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
                             offsets: torch.Tensor, slot_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
                             w_down: torch.Tensor, gate_up: torch.Tensor, w_gu: torch.Tensor, wd: torch.Tensor,
-                            top_k: int, slot_sum: str,
+                            top_k: int, slot_sum: str, wgrad_k_major: bool,
                             fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate, w_up, w_down (``w_gu`` and
     ``wd``: the forward's weight casts, or empty)."""
@@ -256,8 +270,8 @@ def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tens
         d_out = dy[slot_token]  # (T*k, D): every slot of a token gets the token's gradient
         d_act = F.grouped_mm(d_out, wd.transpose(-2, -1), offs=offsets)  # (T*k, Hd)
         act, d_slot_weight, d_gate_up = _kernel(_swiglu_backward, fused)(d_act, gate_up, slot_weight)
-        d_w_down = F.grouped_mm(act.t(), d_out, offs=offsets)  # (E, Hd, D)
-        d_w_gate_up = F.grouped_mm(xs.t(), d_gate_up, offs=offsets)  # (E, D, 2*Hd)
+        d_w_down = _weight_gradient(act, d_out, offsets, wgrad_k_major)  # (E, Hd, D)
+        d_w_gate_up = _weight_gradient(xs, d_gate_up, offsets, wgrad_k_major)  # (E, D, 2*Hd)
         dx = _kernel(SLOT_SUMS[slot_sum], fused)(inverse, k, F.grouped_mm(d_gate_up, w_gu.transpose(-2, -1),
                                                                           offs=offsets))  # (T, D)
     return (dx, d_slot_weight.to(slot_weight.dtype), d_w_gate_up[..., :hidden].to(w_gate.dtype).contiguous(),
@@ -265,24 +279,25 @@ def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tens
 
 
 @grouped_swiglu_backward.register_fake
-def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, top_k, slot_sum, fused):
+def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, top_k, slot_sum,
+      wgrad_k_major, fused):
     return (torch.empty_like(x), torch.empty_like(slot_weight), torch.empty_like(w_gate), torch.empty_like(w_up),
             torch.empty_like(w_down))
 
 
 def _grouped_swiglu_setup(ctx, inputs, output) -> None:
-    x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _, _, slot_sum, fused = inputs
+    x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _, _, slot_sum, wgrad_k_major, fused = inputs
     _, inverse, gate_up, w_gu, wd = output
     ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd)
-    ctx.top_k, ctx.slot_sum, ctx.fused = top_k, slot_sum, fused
+    ctx.top_k, ctx.slot_sum, ctx.wgrad_k_major, ctx.fused = top_k, slot_sum, wgrad_k_major, fused
 
 
 def _grouped_swiglu_grad(ctx, dy, *_):
     x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd = ctx.saved_tensors
     dx, d_slot_weight, d_w_gate, d_w_up, d_w_down = grouped_swiglu_backward(
         dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, ctx.top_k, ctx.slot_sum,
-        ctx.fused)
-    return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None, None, None, None
+        ctx.wgrad_k_major, ctx.fused)
+    return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None, None, None, None, None
 
 
 grouped_swiglu.register_autograd(_grouped_swiglu_grad, setup_context=_grouped_swiglu_setup)
@@ -337,7 +352,7 @@ class MoE(nn.Module):
             offsets = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slots
             return grouped_swiglu(tokens, order, offsets, slot_weight, self.w_gate, self.w_up, self.w_down, k,
                                   not self.c.recompute_experts, self.c.keep_expert_casts, self.c.slot_sum,
-                                  self.fused_elementwise)[0]
+                                  self.c.wgrad_k_major, self.fused_elementwise)[0]
         slot_tokens = tokens[order // k]  # (T*k, D)
         outputs = torch.empty_like(slot_tokens)
         start = 0

@@ -299,16 +299,17 @@ def test_kept_expert_casts_change_no_gradient():
     """The forward's bf16 expert weights, kept for the backward, give the backward the very
     values it would cast again: bit-identical gradients, with the weights in fp32 and the
     computation in bf16, as under the GPU's autocast; the reduction and the gathered-add slot
-    sums agree."""
+    sums agree, and so do the weight gradients from K-major operand copies."""
     from curation.trainer.model import MoE
 
     torch.manual_seed(8)
     c = ModelConfig(vocab_size=64, d_model=64, n_layers=1, n_heads=4, seq_len=32, n_experts=8, top_k=2, expert_hidden=32,
                     grouped_mm=True)
     results = []
-    for keep, slot_sum in ((True, "reduce"), (False, "reduce"), (True, "gather_add")):
+    for keep, slot_sum, k_major in ((True, "reduce", False), (False, "reduce", False), (True, "gather_add", False),
+                                    (True, "reduce", True)):
         torch.manual_seed(8)
-        moe = MoE(dataclasses.replace(c, keep_expert_casts=keep, slot_sum=slot_sum))
+        moe = MoE(dataclasses.replace(c, keep_expert_casts=keep, slot_sum=slot_sum, wgrad_k_major=k_major))
         for parameter in moe.parameters():
             torch.nn.init.normal_(parameter, std=0.02)
         x = torch.randn(4, 32, 64, dtype=torch.bfloat16, requires_grad=True)
@@ -316,10 +317,12 @@ def test_kept_expert_casts_change_no_gradient():
         assert y.dtype == torch.bfloat16
         y.float().square().sum().backward()
         results.append([y, x.grad] + [p.grad for p in moe.parameters()])
-    kept, recast, gather_add = results
+    kept, recast, gather_add, k_major = results
     for a, b in zip(kept, recast, strict=True):
         assert torch.equal(a, b)
     for a, b in zip(kept, gather_add, strict=True):  # bf16 sums of k=2: the same adds
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+    for a, b in zip(kept, k_major, strict=True):  # the weight gradients from transposed copies
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
 
 
