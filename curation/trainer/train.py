@@ -225,8 +225,9 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
             elapsed = time.perf_counter() - window_start
             tokens_per_s = window_tokens / elapsed
             record = {
-                "step": step, "tokens": step * c.tokens_per_step, "loss": float(result["loss"]), "ce": float(result["ce"]),
-                "lb": float(result["lb"]), "z": float(result["z"]), "lr": scheduler.get_last_lr()[0],
+                "step": step, "tokens": step * c.tokens_per_step,
+                **{key: float(result[key].detach()) for key in ("loss", "ce", "lb", "z")},  # detached: no autograd warning
+                "lr": scheduler.get_last_lr()[0],
                 "grad_norm": float(norm), "tokens_per_s": tokens_per_s,
                 "mfu": flops_per_token * tokens_per_s / peak if peak else None,
                 "expert_load": expert_load(result["layer_stats"]),
