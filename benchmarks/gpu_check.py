@@ -324,7 +324,7 @@ def job_kernels(args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from curation.trainer.model import _sum_token_slots, _sum_token_slots_gather_add
+    from curation.trainer.model import _sum_token_slots, _sum_token_slots_gather_add, _weight_gradient
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
@@ -367,7 +367,7 @@ def job_kernels(args) -> dict:
         # one cutlass kernel ran 3 calls a layer at 0.40 ms (about 35% of peak, against 56% for the
         # others): likely these, whose operands are both MN-major views. Their K-major forms, and
         # what the transposed copies cost, decide whether the backward should write them so.
-        "wgrad_gate_up_ms": timed(lambda: F.grouped_mm(xs.t(), d_both, offs=offsets)),
+        "wgrad_gate_up_ms": timed(lambda: _weight_gradient(xs, d_both, offsets, k_major=False)),
         "wgrad_gate_up_k_major_ms": timed(lambda: F.grouped_mm(xs_t, d_both_t.t(), offs=offsets)),
         "wgrad_transposed_copies_ms": timed(lambda: (xs.t().contiguous(), d_both.t().contiguous())),
         # the forward's gate|up with the weights K-major, as the cast could write them at no cost
@@ -379,9 +379,9 @@ def job_kernels(args) -> dict:
     result["slot_sum_gb"] = (T * k * D + T * D) * out.element_size() / 1e9
     agree = (reduction(inverse, k, out).float() - gather_add(inverse, k, out).float()).abs().max()
     result["slot_sum_max_difference"] = float(agree)
-    wgrad = F.grouped_mm(xs.t(), d_both, offs=offsets).float()
+    wgrad = _weight_gradient(xs, d_both, offsets, k_major=False).float()  # the model's two forms
     result["wgrad_k_major_max_relative_difference"] = float(
-        (wgrad - F.grouped_mm(xs_t, d_both_t.t(), offs=offsets).float()).abs().max() / wgrad.abs().max())
+        (wgrad - _weight_gradient(xs, d_both, offsets, k_major=True).float()).abs().max() / wgrad.abs().max())
     fprop = F.grouped_mm(xs, w_both, offs=offsets).float()
     result["gate_up_k_major_max_relative_difference"] = float(
         (fprop - F.grouped_mm(xs, w_both_k.transpose(-2, -1), offs=offsets).float()).abs().max() / fprop.abs().max())

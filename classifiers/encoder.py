@@ -298,9 +298,9 @@ class SentenceEncoder:
       the fixtures' web text, against 1.22x for batches sorted within chunks of 1,024);
     - the workers are processes on a GPU machine, where tokenization bounds the rate and Python's
       share of it would serialize threads (``tokenizer_processes``; default this GPU's share of
-      the machine's CPUs but one, up to 16), threads otherwise (the Rust tokenizer releases the GIL and uses every core). The
-      processes are spawned: a script that scores must guard its entry with
-      ``if __name__ == "__main__":``, or the encoder warns and uses threads;
+      the machine's CPUs but one, up to 16), threads otherwise (the Rust tokenizer releases the
+      GIL and uses every core). The processes are spawned: a script that scores must guard its
+      entry with ``if __name__ == "__main__":``, or the encoder warns and uses threads;
     - ``embed_stream`` keeps the pipeline full across calls (a stage's record batches): the next
       list's windows are tokenized while the model runs this one's, and a list's vectors come
       back once the list after it is on the device, so the GPU is not left idle by the copy back;
