@@ -21,8 +21,11 @@ row, not the run), in priority order, inside a wall-clock budget:
                  as k gathered adds (the default) against a reduction
   medium_dense   the dense model with the same active parameters (hidden 4096)
   medium_moe_recompute   `medium` with gate/up recomputed in the backward (less memory)
-  medium_moe_recast      `medium` casting the expert weights again in the backward (session 8's
-                         form; 3.2 GB less than keeping the forward's casts)
+  medium_moe_fp32_weights  `medium` with fp32 expert weights, cast to bf16 in the forward and
+                         the casts kept for the backward (session 10's form), not trained through
+                         bf16 copies
+  medium_moe_recast      `medium` with fp32 expert weights cast in the forward and again in the
+                         backward (session 8's form)
   medium_moe_reduce      `medium` with the slot sums as a gather and a reduction (session 8's
                          form), not k gathered adds
   medium_moe_wgrad_k_major  `medium` with the weight gradients' GEMMs on K-major operand copies
@@ -51,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 JOBS = ["medium_moe", "kernels", "embed", "quality_stage", "quality_ray", "medium_dense", "medium_moe_recompute",
-        "medium_moe_recast", "medium_moe_reduce", "medium_moe_wgrad_k_major", "small_moe", "small_dense", "medium_moe_eager"]
+        "medium_moe_fp32_weights", "medium_moe_recast", "medium_moe_reduce", "medium_moe_wgrad_k_major", "small_moe", "small_dense", "medium_moe_eager"]
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "also", "who", "can", "its", "out", "into", "time", "only", "new", "some", "could", "these", "two", "may", "first", "then", "do", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "well", "where", "just", "through", "water", "world", "system", "market", "research", "school", "public", "report", "data", "energy", "health", "community", "history", "government", "development", "program", "information", "service", "model", "analysis", "design", "students", "process", "policy", "network", "quality", "language", "question", "results", "university", "country", "experience"]
 
 
@@ -403,7 +406,8 @@ def run_job(name: str, args) -> dict:
         return job_kernels(args)
     preset, _, variant = name.partition("_")
     model = {"moe": {}, "moe_eager": {}, "dense": MEDIUM_DENSE if preset == "medium" else SMALL_DENSE,
-             "moe_recompute": {"recompute_experts": True}, "moe_recast": {"keep_expert_casts": False},
+             "moe_recompute": {"recompute_experts": True}, "moe_fp32_weights": {"bf16_expert_weights": False},
+             "moe_recast": {"bf16_expert_weights": False, "keep_expert_casts": False},
              "moe_reduce": {"slot_sum": "reduce"}, "moe_wgrad_k_major": {"wgrad_k_major": True}}[variant]
     return job_train(args, preset, model, compile=variant != "moe_eager")
 

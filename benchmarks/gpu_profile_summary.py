@@ -20,7 +20,8 @@ KINDS = [
     ("expert GEMMs (grouped)", r"^aten::_grouped_mm$"),
     ("dense matmuls (attention, head, router)", r"^aten::mm$|^aten::addmm$"),
     ("attention kernels", r"^aten::_(cudnn|flash|efficient)_attention|^aten::_scaled_dot_product"),
-    ("optimizer (AdamW)", r"^Optimizer\.step"),
+    # the compiled step of the expert weights from their bf16 copies is a Triton kernel named by its ops
+    ("optimizer (AdamW)", r"^Optimizer\.step|^triton_.*(lerp|addcmul)"),
     ("gradient clipping", r"^aten::_foreach_(mul_|norm)$"),
     ("routing gather / scatter / sum (fused)", r"^triton_.*index"),
     ("other fused kernels", r"^triton_"),

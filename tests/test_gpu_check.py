@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_gpu_check_dry_run_writes_every_job(tmp_path):
-    jobs = ["small_moe", "medium_moe_recompute", "quality_stage", "quality_ray", "kernels"]
+    jobs = ["small_moe", "medium_moe_recompute", "medium_moe_fp32_weights", "quality_stage", "quality_ray", "kernels"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(tmp_path),
                            "--jobs", *jobs, "--job-timeout", "600"], capture_output=True, text=True, env=env,
@@ -21,7 +21,7 @@ def test_gpu_check_dry_run_writes_every_job(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "gpu.json").read_text())["jobs"]
     assert set(results) == set(jobs)
-    for name in ("small_moe", "medium_moe_recompute"):
+    for name in ("small_moe", "medium_moe_recompute", "medium_moe_fp32_weights"):
         job = results[name]
         assert "error" not in job, job
         assert job["tokens_per_s"] > 0 and job["final_loss"] > 0 and job["estimated_peak_gb"] > 0

@@ -1,7 +1,8 @@
 """Parameter, FLOP and memory accounting that needs no GPU (the model is built on the meta device).
 
 ``estimate_memory`` models what one training step holds on one GPU, in bytes, by component:
-fp32 master weights, fp32 gradients and AdamW's two fp32 moments; the bf16 activations each layer
+fp32 master weights and the experts' bf16 copies (``bf16_expert_weights``), the gradients (fp32,
+the experts' bf16 on their copies) and AdamW's two fp32 moments; the bf16 activations each layer
 keeps for its backward pass (what ``model.py`` saves under ``torch.compile``, tensor by tensor);
 the fused loss's buffers; and the transient working set of one MoE layer's backward. The peak is
 the largest of three moments of ``train.training_step``, which drops the gradients after the
@@ -54,17 +55,22 @@ def estimate_memory(config: ModelConfig, batch_size: int) -> dict[str, float]:
                         + 3 * INT64 * T * k + FP32 * T * k + INT32 * E)  # chosen experts, order, inverse; weights; offsets
     loss = 3 * BF16 * T * D + FP32 * V * D + 2 * FP32 * min(T, c.loss_chunk_tokens) * V
     cast_weights = BF16 * (4 * D * D * L + V * D)  # autocast's bf16 copies of the dense matrices
-    if E > 1 and c.keep_expert_casts:  # and the experts' operator's, kept for its backward
-        cast_weights += BF16 * L * 3 * E * D * Hd
+    copies = c.bf16_expert_weights  # the expert weights held in bf16: no casts, bf16 gradients
+    expert_weights = L * 3 * E * D * Hd  # (the dense model's FFN too: the same copies)
+    casts_kept = E > 1 and c.keep_expert_casts and not copies
+    if casts_kept:  # the experts' operator's casts, kept for its backward
+        cast_weights += BF16 * expert_weights
     # one MoE layer's backward at its widest: gathered slots and their gradient, five (T*k, Hd)
-    # temporaries, the layer's expert-weight gradients in bf16 and fp32, the weights' bf16 casts
-    # unless the forward kept them, and the weight gradients' K-major operand copies if asked for
-    moe_backward = (0 if E == 1 else 2 * BF16 * T * k * D + 5 * BF16 * T * k * Hd + 3 * (BF16 + FP32) * E * D * Hd
-                    + (0 if c.keep_expert_casts else 3 * BF16 * E * D * Hd)
+    # temporaries, the layer's expert-weight gradients in bf16 (and fp32 without copies), the
+    # weights' bf16 casts if neither copied nor kept, and the weight gradients' K-major operand
+    # copies if asked for
+    moe_backward = (0 if E == 1 else 2 * BF16 * T * k * D + 5 * BF16 * T * k * Hd
+                    + 3 * (BF16 + (0 if copies else FP32)) * E * D * Hd
+                    + (0 if copies or casts_kept else 3 * BF16 * E * D * Hd)
                     + (BF16 * T * k * (D + 2 * Hd) if c.wgrad_k_major else 0))  # the transposed operands
     parts = {
-        "weights": FP32 * total,
-        "gradients": FP32 * total,
+        "weights": FP32 * total + (BF16 * expert_weights if copies else 0),
+        "gradients": FP32 * total - ((FP32 - BF16) * expert_weights if copies else 0),
         "optimizer": 2 * FP32 * total,
         "activations": L * (attention + feed_forward),
         "loss": loss,

@@ -10,13 +10,13 @@ matmul over its contiguous slice (on a GPU: one grouped GEMM per projection, ``F
 Memory (what a step keeps for the backward pass) is the point of three choices:
 - Under autocast the residual stream is bf16, not the fp32 of the embedding table.
 - The grouped experts are one custom operator (``grouped_swiglu``, opaque to torch.compile's
-  partitioner) that keeps the layer input, the routing, the gate/up activations and the bf16
-  copies of the expert weights; the gathered slots and the expert outputs are rebuilt in the
-  backward instead of held (``recompute_experts`` also rebuilds gate/up: two more grouped GEMMs
-  for half the expert memory; ``keep_expert_casts=False`` casts the weights again: 2 bytes per
-  expert parameter less, one more pass over the fp32 weights). Being opaque, its elementwise work
-  is not fused by the block's compile, so on a GPU the operator calls its own compiled kernels for
-  it (``fused_elementwise``).
+  partitioner) that keeps the layer input, the routing and the gate/up activations; the gathered
+  slots and the expert outputs are rebuilt in the backward instead of held (``recompute_experts``
+  also rebuilds gate/up: two more grouped GEMMs for half the expert memory). Being opaque, its
+  elementwise work is not fused by the block's compile, so on a GPU the operator calls its own
+  compiled kernels for it (``fused_elementwise``). On a GPU the trainer gives it bf16 copies of
+  the expert weights to use (``MoE.hold_weights_in``); without them it casts the fp32 weights
+  and keeps the casts for its backward (``keep_expert_casts``).
 - The loss never materialises (tokens x vocabulary) fp32 logits: ``fused_linear_cross_entropy``
   computes the head, the loss and its gradients chunk by chunk in the forward pass.
 
@@ -55,9 +55,13 @@ class ModelConfig:
     init_std: float = 0.02
     grouped_mm: bool | None = None  # experts as one grouped GEMM; None: on CUDA only
     recompute_experts: bool = False  # rebuild gate/up activations in the backward (less memory)
-    # keep the forward's compute-dtype copies of the expert weights for the backward: one cast of
-    # every expert weight a step instead of two (three with recompute_experts), for 2 bytes per
-    # expert parameter (3.2 GB at `medium`)
+    # train the expert weights through bf16 copies (MoE.hold_weights_in) when the compute is bf16
+    # (on a GPU): no casts of them in the forward or backward, bf16 weight gradients, fp32 masters
+    # stepped by the optimizer, which rewrites the copies
+    bf16_expert_weights: bool = True
+    # without copies: keep the forward's compute-dtype casts of the expert weights for the
+    # backward: one cast of every expert weight a step instead of two (three with
+    # recompute_experts), for 2 bytes per expert parameter (3.2 GB at `medium`)
     keep_expert_casts: bool = True
     # how a token's k expert outputs are summed: k gathered adds, or a gather and a reduction over k
     slot_sum: Literal["reduce", "gather_add"] = "gather_add"
@@ -164,15 +168,6 @@ def _swiglu_backward(d_act: torch.Tensor, gate_up: torch.Tensor,
     return swiglu * sw, d_slot_weight, torch.cat([d_swiglu * up * dsilu, d_swiglu * silu], dim=-1)
 
 
-def _gate_up_weights(w_gate: torch.Tensor, w_up: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(E, D, 2*Hd): w_gate and w_up side by side in ``dtype``, written by the casts themselves."""
-    E, D, Hd = w_gate.shape
-    both = w_gate.new_empty((E, D, 2 * Hd), dtype=dtype)
-    both[..., :Hd].copy_(w_gate)
-    both[..., Hd:].copy_(w_up)
-    return both
-
-
 # The operators below are opaque to torch.compile, so their elementwise work (the SwiGLU, the
 # routing weights, the per-token sums over slots) would run as a dozen eager kernels over
 # (T*k, Hd) and (T*k, D) tensors a layer: 30 of `medium`'s 168 ms a step on an H200. On a GPU
@@ -188,24 +183,24 @@ def _kernel(fn, fused: bool):
     return _FUSED[fn]
 
 
-def _kept_casts(w_gate: torch.Tensor, dtype: torch.dtype, keep_casts: bool) -> bool:
+def _kept_casts(w_gate_up: torch.Tensor, dtype: torch.dtype, keep_casts: bool) -> bool:
     # weights already in the compute dtype have no cast to keep (and an operator's output may not
     # be one of its inputs, which ``w_down.to(dtype)`` then is)
-    return keep_casts and w_gate.dtype != dtype
+    return keep_casts and w_gate_up.dtype != dtype
 
 
 # The grouped experts are a pair of custom operators with their own autograd rule, not an
 # autograd.Function: torch.compile traces through an autograd.Function and its partitioner then
 # picks what to save by itself (it kept the gathered slots, T*k*D per layer: 6.7 GB at `medium`).
 # An operator is opaque to it, so exactly what ``_grouped_swiglu_setup`` saves is kept.
-# Gate and up are one grouped GEMM of width 2*Hd (as OLMoE's and Megablocks' w1/w3), not two:
-# the gathered tokens are read once, and the backward's input gradient is one GEMM over K = 2*Hd
-# instead of two GEMMs and a sum; 6 grouped GEMMs a layer instead of 9. (The operators' names
-# changed with their outputs: inductor's graph cache keys a compiled block by the graph, which
-# calls an operator by name, so a stale cache would otherwise expect the old outputs' shapes.)
-@torch.library.custom_op("curation::grouped_experts", mutates_args=())
+# Gate and up are one weight, and one grouped GEMM of width 2*Hd (OLMoE's and Megablocks' w1/w3
+# side by side), not two: the gathered tokens are read once, and the backward's input gradient is
+# one GEMM over K = 2*Hd instead of two GEMMs and a sum; 6 grouped GEMMs a layer instead of 9.
+# (The operators' names change with their signatures: inductor's graph cache keys a compiled block
+# by the graph, which calls an operator by name, so a stale cache would expect the old one's.)
+@torch.library.custom_op("curation::grouped_swiglu_experts", mutates_args=())
 def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, slot_weight: torch.Tensor,
-                   w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
+                   w_gate_up: torch.Tensor, w_down: torch.Tensor, top_k: int,
                    keep_gate_up: bool, keep_casts: bool, slot_sum: str, wgrad_k_major: bool,
                    fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """y[t] = sum over t's k slots of w_slot * SwiGLU_e(x[t]), slots sorted by expert e.
@@ -220,13 +215,13 @@ def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, 
     read each slot by index, not with atomics: deterministic. ``wgrad_k_major`` is for the backward.
     """
     # x: (T, D); order: (T*k,) slots sorted by expert; offsets: (E,) int32 end of each expert's slots
-    # slot_weight: (T*k,) routing weight of each sorted slot; w_gate, w_up: (E, D, Hd); w_down: (E, Hd, D)
+    # slot_weight: (T*k,) routing weight of each sorted slot; w_gate_up: (E, D, 2*Hd); w_down: (E, Hd, D)
     dtype = x.dtype
     # Every op runs in x's dtype, as the backward does: CUDA autocast would run the sum in fp32
     # and hand the next layer an fp32 residual stream.
     with torch.autocast(x.device.type, enabled=False):
         xs = x[order // top_k]  # (T*k, D)
-        w_gu, wd = _gate_up_weights(w_gate, w_up, dtype), w_down.to(dtype)  # (E, D, 2*Hd), (E, Hd, D)
+        w_gu, wd = w_gate_up.to(dtype), w_down.to(dtype)  # (E, D, 2*Hd), (E, Hd, D)
         gate_up = F.grouped_mm(xs, w_gu, offs=offsets)  # (T*k, 2*Hd)
         act = _kernel(_weighted_swiglu, fused)(gate_up, slot_weight)  # (T*k, Hd)
         out = F.grouped_mm(act, wd, offs=offsets)  # (T*k, D)
@@ -235,36 +230,36 @@ def grouped_swiglu(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, 
         y = _kernel(SLOT_SUMS[slot_sum], fused)(inverse, top_k, out)  # (T, D)
     if not keep_gate_up:
         gate_up = gate_up.new_empty(0)
-    if not _kept_casts(w_gate, dtype, keep_casts):
+    if not _kept_casts(w_gate_up, dtype, keep_casts):
         w_gu, wd = w_gu.new_empty(0), wd.new_empty(0)
     return y, inverse, gate_up, w_gu, wd
 
 
 @grouped_swiglu.register_fake
-def _(x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, keep_gate_up, keep_casts, slot_sum, wgrad_k_major,
+def _(x, order, offsets, slot_weight, w_gate_up, w_down, top_k, keep_gate_up, keep_casts, slot_sum, wgrad_k_major,
       fused):
-    E, D, Hd = w_gate.shape
-    kept = (order.shape[0], 2 * Hd) if keep_gate_up else (0,)  # (T*k, 2*Hd) or nothing
-    casts = _kept_casts(w_gate, x.dtype, keep_casts)
+    E, D, Hd2 = w_gate_up.shape
+    kept = (order.shape[0], Hd2) if keep_gate_up else (0,)  # (T*k, 2*Hd) or nothing
+    casts = _kept_casts(w_gate_up, x.dtype, keep_casts)
     return (x.new_empty(x.shape), torch.empty_like(order), x.new_empty(kept),
-            x.new_empty((E, D, 2 * Hd) if casts else (0,)), x.new_empty((E, Hd, D) if casts else (0,)))
+            x.new_empty((E, D, Hd2) if casts else (0,)), x.new_empty((E, Hd2 // 2, D) if casts else (0,)))
 
 
-@torch.library.custom_op("curation::grouped_experts_backward", mutates_args=())
+@torch.library.custom_op("curation::grouped_swiglu_experts_backward", mutates_args=())
 def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
-                            offsets: torch.Tensor, slot_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                            offsets: torch.Tensor, slot_weight: torch.Tensor, w_gate_up: torch.Tensor,
                             w_down: torch.Tensor, gate_up: torch.Tensor, w_gu: torch.Tensor, wd: torch.Tensor,
                             top_k: int, slot_sum: str, wgrad_k_major: bool,
-                            fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate, w_up, w_down (``w_gu`` and
-    ``wd``: the forward's weight casts, or empty)."""
-    dtype, k, hidden = x.dtype, top_k, w_gate.shape[-1]
+                            fused: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``grouped_swiglu``'s y for x, slot_weight, w_gate_up, w_down (``w_gu`` and
+    ``wd``: the forward's weight casts, or empty), the weights' in their own dtype."""
+    dtype, k = x.dtype, top_k
     with torch.autocast(x.device.type, enabled=False):
         dy = dy.to(dtype)
         slot_token = order // k
         xs = x[slot_token]  # (T*k, D), re-gathered
         if w_gu.numel() == 0:  # not kept: cast again
-            w_gu, wd = _gate_up_weights(w_gate, w_up, dtype), w_down.to(dtype)
+            w_gu, wd = w_gate_up.to(dtype), w_down.to(dtype)
         if gate_up.numel() == 0:  # not kept: one more grouped GEMM instead of T*k*Hd*2 values per layer
             gate_up = F.grouped_mm(xs, w_gu, offs=offsets)
         d_out = dy[slot_token]  # (T*k, D): every slot of a token gets the token's gradient
@@ -274,30 +269,28 @@ def grouped_swiglu_backward(dy: torch.Tensor, x: torch.Tensor, order: torch.Tens
         d_w_gate_up = _weight_gradient(xs, d_gate_up, offsets, wgrad_k_major)  # (E, D, 2*Hd)
         dx = _kernel(SLOT_SUMS[slot_sum], fused)(inverse, k, F.grouped_mm(d_gate_up, w_gu.transpose(-2, -1),
                                                                           offs=offsets))  # (T, D)
-    return (dx, d_slot_weight.to(slot_weight.dtype), d_w_gate_up[..., :hidden].to(w_gate.dtype).contiguous(),
-            d_w_gate_up[..., hidden:].to(w_up.dtype).contiguous(), d_w_down.to(w_down.dtype))
+    return dx, d_slot_weight.to(slot_weight.dtype), d_w_gate_up.to(w_gate_up.dtype), d_w_down.to(w_down.dtype)
 
 
 @grouped_swiglu_backward.register_fake
-def _(dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, top_k, slot_sum,
+def _(dy, x, order, inverse, offsets, slot_weight, w_gate_up, w_down, gate_up, w_gu, wd, top_k, slot_sum,
       wgrad_k_major, fused):
-    return (torch.empty_like(x), torch.empty_like(slot_weight), torch.empty_like(w_gate), torch.empty_like(w_up),
-            torch.empty_like(w_down))
+    return torch.empty_like(x), torch.empty_like(slot_weight), torch.empty_like(w_gate_up), torch.empty_like(w_down)
 
 
 def _grouped_swiglu_setup(ctx, inputs, output) -> None:
-    x, order, offsets, slot_weight, w_gate, w_up, w_down, top_k, _, _, slot_sum, wgrad_k_major, fused = inputs
+    x, order, offsets, slot_weight, w_gate_up, w_down, top_k, _, _, slot_sum, wgrad_k_major, fused = inputs
     _, inverse, gate_up, w_gu, wd = output
-    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd)
+    ctx.save_for_backward(x, order, inverse, offsets, slot_weight, w_gate_up, w_down, gate_up, w_gu, wd)
     ctx.top_k, ctx.slot_sum, ctx.wgrad_k_major, ctx.fused = top_k, slot_sum, wgrad_k_major, fused
 
 
 def _grouped_swiglu_grad(ctx, dy, *_):
-    x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd = ctx.saved_tensors
-    dx, d_slot_weight, d_w_gate, d_w_up, d_w_down = grouped_swiglu_backward(
-        dy, x, order, inverse, offsets, slot_weight, w_gate, w_up, w_down, gate_up, w_gu, wd, ctx.top_k, ctx.slot_sum,
+    x, order, inverse, offsets, slot_weight, w_gate_up, w_down, gate_up, w_gu, wd = ctx.saved_tensors
+    dx, d_slot_weight, d_w_gate_up, d_w_down = grouped_swiglu_backward(
+        dy, x, order, inverse, offsets, slot_weight, w_gate_up, w_down, gate_up, w_gu, wd, ctx.top_k, ctx.slot_sum,
         ctx.wgrad_k_major, ctx.fused)
-    return dx, None, None, d_slot_weight, d_w_gate, d_w_up, d_w_down, None, None, None, None, None, None
+    return dx, None, None, d_slot_weight, d_w_gate_up, d_w_down, None, None, None, None, None, None
 
 
 grouped_swiglu.register_autograd(_grouped_swiglu_grad, setup_context=_grouped_swiglu_setup)
@@ -311,21 +304,34 @@ class MoE(nn.Module):
         self.c = c
         E, D, Hd = c.n_experts, c.d_model, c.expert_hidden
         self.router = nn.Linear(D, E, bias=False) if E > 1 else None
-        self.w_gate = nn.Parameter(torch.empty(E, D, Hd))  # (E, D, Hd)
-        self.w_up = nn.Parameter(torch.empty(E, D, Hd))  # (E, D, Hd)
+        self.w_gate_up = nn.Parameter(torch.empty(E, D, 2 * Hd))  # (E, D, 2*Hd): gate | up
         self.w_down = nn.Parameter(torch.empty(E, Hd, D))  # (E, Hd, D)
         self.fused_elementwise = False  # the trainer sets it on a GPU: compiled kernels inside the experts' operators
+        self.weight_copies: tuple[torch.Tensor, torch.Tensor] | None = None  # see hold_weights_in
+
+    def hold_weights_in(self, dtype: torch.dtype) -> dict[nn.Parameter, torch.Tensor]:
+        """Copies of the expert weights in ``dtype`` (bf16 on a GPU) that the forward and backward
+        use instead of the parameters: leaf tensors, so neither pass casts a weight and the weight
+        gradients land on the copies, in ``dtype``. Returns parameter -> copy. The parameters stay
+        the fp32 masters that the optimizer steps and checkpoints keep; whoever steps them must
+        rewrite the copies (``train.AdamWWithWeightCopies``)."""
+        if self.w_gate_up.dtype == dtype:
+            raise ValueError(f"the expert weights are {dtype} already")
+        copies = {p: p.detach().to(dtype).requires_grad_() for p in (self.w_gate_up, self.w_down)}
+        self.weight_copies = (copies[self.w_gate_up], copies[self.w_down])
+        return copies
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         B, S, D = x.shape
         E, k = self.c.n_experts, self.c.top_k
         tokens = x.reshape(-1, D)  # (T, D)
+        w_gate_up, w_down = self.weight_copies or (self.w_gate_up, self.w_down)
         if self.router is None:  # dense: every token's one slot goes to the one expert
-            hidden = F.silu(tokens @ self.w_gate[0].to(x.dtype)) * (tokens @ self.w_up[0].to(x.dtype))  # (T, Hd)
+            gate, up = (tokens @ w_gate_up[0].to(x.dtype)).chunk(2, dim=-1)  # (T, Hd) each
             T = tokens.shape[0]
             stats = {"slots_per_expert": torch.full((1,), T, device=x.device), "mean_prob": torch.ones(1, device=x.device),
                      "z": torch.zeros((), device=x.device), "experts": torch.zeros(T, 1, dtype=torch.long, device=x.device)}
-            return (hidden @ self.w_down[0].to(x.dtype)).view(B, S, D), stats
+            return ((F.silu(gate) * up) @ w_down[0].to(x.dtype)).view(B, S, D), stats
         # The router's matmul runs in the compute dtype (fp32 accumulation); softmax and top-k in fp32.
         logits = F.linear(tokens, self.router.weight.to(tokens.dtype)).float()  # (T, E)
         probs = logits.softmax(dim=-1)  # (T, E)
@@ -335,7 +341,7 @@ class MoE(nn.Module):
         # A fixed-size histogram (bincount's output size depends on the data, which breaks compile)
         counts = torch.zeros(E, dtype=torch.long, device=x.device).scatter_add_(0, flat_experts, torch.ones_like(flat_experts))
         slot_weight = weights.reshape(-1)[order]  # (T*k,) routing weight of each sorted slot
-        y = self.experts(tokens, order, counts, slot_weight)  # (T, D)
+        y = self.experts(tokens, order, counts, slot_weight, w_gate_up, w_down)  # (T, D)
         stats = {
             "slots_per_expert": counts,  # c_e
             "mean_prob": probs.mean(0),  # p̄_e
@@ -344,13 +350,14 @@ class MoE(nn.Module):
         }
         return y.view(B, S, D), stats
 
-    def experts(self, tokens: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, slot_weight: torch.Tensor) -> torch.Tensor:
+    def experts(self, tokens: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, slot_weight: torch.Tensor,
+                w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
         """Routing-weighted SwiGLU of every token's k slots, summed per token: (T, D) -> (T, D)."""
         grouped = self.c.grouped_mm if self.c.grouped_mm is not None else tokens.is_cuda
         k = self.c.top_k
         if grouped:  # one grouped GEMM per projection
             offsets = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slots
-            return grouped_swiglu(tokens, order, offsets, slot_weight, self.w_gate, self.w_up, self.w_down, k,
+            return grouped_swiglu(tokens, order, offsets, slot_weight, w_gate_up, w_down, k,
                                   not self.c.recompute_experts, self.c.keep_expert_casts, self.c.slot_sum,
                                   self.c.wgrad_k_major, self.fused_elementwise)[0]
         slot_tokens = tokens[order // k]  # (T*k, D)
@@ -359,8 +366,8 @@ class MoE(nn.Module):
         for e, n in enumerate(counts.tolist()):  # one matmul per expert over its contiguous slots
             if n:
                 chunk = slot_tokens[start : start + n]  # (n, D)
-                hidden = F.silu(chunk @ self.w_gate[e]) * (chunk @ self.w_up[e])  # (n, Hd)
-                outputs[start : start + n] = hidden @ self.w_down[e]  # (n, D)
+                gate, up = (chunk @ w_gate_up[e].to(chunk.dtype)).chunk(2, dim=-1)  # (n, Hd) each
+                outputs[start : start + n] = (F.silu(gate) * up) @ w_down[e].to(chunk.dtype)  # (n, D)
             start += n
         combined = torch.empty_like(outputs)
         combined[order] = outputs * slot_weight.unsqueeze(-1).to(outputs.dtype)  # back to slot order (T*k, D)
@@ -484,6 +491,10 @@ class MoETransformer(nn.Module):
         lb, z = aux_losses(layer_stats, self.c)
         out.update(ce=ce, lb=lb, z=z, loss=ce + self.c.lb_weight * lb + self.c.z_weight * z)
         return out
+
+    def hold_expert_weights_in(self, dtype: torch.dtype) -> dict[nn.Parameter, torch.Tensor]:
+        """Every layer's ``MoE.hold_weights_in``: expert parameter -> its copy in ``dtype``."""
+        return {p: copy for block in self.blocks for p, copy in block.moe.hold_weights_in(dtype).items()}
 
     # -- accounting -----------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:

@@ -129,15 +129,92 @@ def expert_load(layer_stats: list[dict[str, torch.Tensor]]) -> list[tuple[float,
     return loads
 
 
-def build_optimizer(model: MoETransformer, c: TrainConfig, device: str) -> torch.optim.AdamW:
-    """AdamW without weight decay on embeddings, norms and other vectors; fused (no temporaries) on CUDA."""
+def adamw_step_from_copy(weight: torch.Tensor, copy: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+                         exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: torch.Tensor, grad_scale: torch.Tensor,
+                         beta1: float, beta2: float, weight_decay: float, eps: float) -> None:
+    """One AdamW step of an fp32 ``weight`` from the gradient of its low-precision ``copy``, in the
+    order of PyTorch's fused AdamW, then the copy rewritten. ``lr``, ``step`` and ``grad_scale``
+    are tensors, so a compiled version serves every step of a schedule."""
+    step.add_(1)
+    g = grad.float() / grad_scale
+    exp_avg.lerp_(g, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    weight.mul_(1 - lr * weight_decay)
+    denominator = exp_avg_sq.sqrt() / (1 - beta2**step).sqrt() + eps
+    weight.sub_(lr / (1 - beta1**step) * exp_avg / denominator)
+    copy.copy_(weight)
+
+
+class AdamWWithWeightCopies(torch.optim.AdamW):
+    """AdamW for a model that trains some weights through low-precision copies
+    (``MoETransformer.hold_expert_weights_in``: the forward and backward use the copies, whose
+    gradients are bf16): those weights, the fp32 masters, are stepped from their copies' gradients,
+    and the copies rewritten, in one pass per tensor (``adamw_step_from_copy``, compiled on a
+    GPU): it reads the bf16 gradient, the weight and both moments and writes them and the copy, the
+    fused AdamW's 28 bytes a parameter. The copies save the 12 bytes a parameter around it that
+    fp32 expert weights cost a step: their bf16 casts in the forward, their gradients' casts back
+    to fp32. Every other parameter goes through AdamW's own (fused) step as it is.
+
+    ``grad_scale``, if set before a step, divides every gradient as it is read (the fused AdamW's
+    GradScaler hook; the unfused AdamW takes none, so its gradients are divided first)."""
+
+    def __init__(self, param_groups: list[dict], copies: dict[torch.nn.Parameter, torch.Tensor], compiled: bool,
+                 **options: Any):
+        super().__init__(param_groups, **options)
+        self.copies = copies
+        self._step_from_copy = torch.compile(adamw_step_from_copy, dynamic=False) if compiled else adamw_step_from_copy
+        self._scalars: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # lr and 1, per device
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        scale = self.__dict__.pop("grad_scale", None)
+        own = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if scale is not None and self.defaults["fused"]:
+            self.grad_scale = scale
+        elif scale is not None and own:
+            torch._foreach_div_(own, scale)
+        super().step(closure)  # the parameters with gradients of their own (the masters of copies have none)
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for weight in group["params"]:
+                copy = self.copies.get(weight)
+                if copy is None or copy.grad is None:
+                    continue
+                state = self.state[weight]
+                if not state:  # AdamW's own state layout, so checkpoints load either way
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=weight.device)
+                    state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+                if weight.device not in self._scalars:
+                    self._scalars[weight.device] = (torch.zeros((), device=weight.device),
+                                                    torch.ones((), device=weight.device))
+                lr, one = self._scalars[weight.device]
+                lr.fill_(group["lr"])  # no host-device synchronisation
+                self._step_from_copy(weight, copy, copy.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr,
+                                     one if scale is None else scale, beta1, beta2, group["weight_decay"], group["eps"])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        for copy in self.copies.values():
+            if set_to_none:
+                copy.grad = None
+            elif copy.grad is not None:
+                copy.grad.zero_()
+
+
+def build_optimizer(model: MoETransformer, c: TrainConfig, device: str) -> AdamWWithWeightCopies:
+    """AdamW without weight decay on embeddings, norms and other vectors; fused (no temporaries) on
+    CUDA, where the expert weights train through bf16 copies (``ModelConfig.bf16_expert_weights``)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=c.lr, betas=c.betas, fused=device == "cuda")
+    cuda = device == "cuda"
+    copies = model.hold_expert_weights_in(torch.bfloat16) if cuda and c.model.bf16_expert_weights else {}
+    return AdamWWithWeightCopies([{"params": decay, "weight_decay": c.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], copies, compiled=cuda and c.compile,
+                                 lr=c.lr, betas=c.betas, fused=cuda)
 
 
-def training_step(model: MoETransformer, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def training_step(model: MoETransformer, optimizer: AdamWWithWeightCopies, x: torch.Tensor, y: torch.Tensor,
                   grad_clip: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Forward (bf16 autocast on CUDA), backward, clipping and the optimizer step; returns the
     model's outputs and the gradient norm before clipping.
@@ -149,18 +226,24 @@ def training_step(model: MoETransformer, optimizer: torch.optim.Optimizer, x: to
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
         result = model(x, y)
     result["loss"].backward()
-    if optimizer.defaults.get("fused"):
-        # The fused AdamW divides each gradient by ``grad_scale`` as it reads it (GradScaler's hook),
-        # so clipping costs no pass of its own over the gradients (clip_grad_norm_'s multiply:
-        # 3.9 ms of a 138 ms step at `medium` on an H200). Same factor as clip_grad_norm_.
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        optimizer.grad_scale = ((norm + 1e-6) / grad_clip).clamp(min=1.0)
-    else:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    trained = list(model.parameters()) + list(optimizer.copies.values())
+    norm = _total_norm([t.grad for t in trained if t.grad is not None])
+    # clip_grad_norm_'s factor, inverted: the optimizer divides each gradient by it as it reads it,
+    # so clipping costs no pass of its own over the gradients (clip_grad_norm_'s multiply: 3.9 ms
+    # of a 138 ms step at `medium` on an H200)
+    optimizer.grad_scale = ((norm + 1e-6) / grad_clip).clamp(min=1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return result, norm
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all the gradients together, in fp32 (bf16 gradients' norms are not rounded to bf16)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    norms = [n for group in by_dtype.values() for n in torch._foreach_norm(group, 2, dtype=torch.float32)]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None = None,
@@ -177,12 +260,13 @@ def train(data: str, output: str, preset: str = "tiny", max_tokens: int | None =
     device = "cuda" if torch.cuda.is_available() else "cpu"
     _seed_everything(c.seed)
     model = MoETransformer(c.model).to(device)
-    optimizer = build_optimizer(model, c, device)
+    state = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.is_file() else None
+    if state:
+        model.load_state_dict(state["model"])
+    optimizer = build_optimizer(model, c, device)  # after the weights load: it may copy some
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, c) / c.lr)
     step = 0
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+    if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])

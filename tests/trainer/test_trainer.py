@@ -256,24 +256,27 @@ def test_compiled_experts_keep_only_what_the_operator_saves(recompute):
     assert sum(size for _, size in kept) == expected, kept
 
 
-@pytest.mark.parametrize("recompute", [False, True])
-def test_compiled_block_keeps_what_the_memory_estimate_counts(recompute):
+@pytest.mark.parametrize("recompute, copies", [(False, False), (True, False), (False, True)])
+def test_compiled_block_keeps_what_the_memory_estimate_counts(recompute, copies):
     """The accounting's per-layer activations (the bulk of `medium`'s peak) against what the
     partitioner keeps for one whole compiled MoE block under bf16 autocast, attention and norm
     statistics included: equal to the byte once the block's own input (the previous layer's
-    output, which the estimate counts here) is added and the bf16 weight copies (counted apart,
-    as ``cast_weights``) are taken out."""
+    output, which the estimate counts here) is added and the bf16 weight casts (counted apart,
+    as ``cast_weights``) are taken out. With the expert weights held as bf16 copies the block
+    keeps no cast of them."""
     from curation.trainer.accounting import estimate_memory
     from curation.trainer.model import Block, rope_tables
 
     torch.manual_seed(9)
     B, S, D, H = 3, 32, 128, 4  # T = 96 tokens: no activation has a weight's shape
     c = ModelConfig(vocab_size=256, d_model=D, n_layers=1, n_heads=H, seq_len=S, n_experts=8, top_k=2, expert_hidden=64,
-                    grouped_mm=True, recompute_experts=recompute)
+                    grouped_mm=True, recompute_experts=recompute, bf16_expert_weights=copies)
     block = Block(c)
     for parameter in block.parameters():
         if parameter.dim() >= 2:  # a block alone: the model's reset_parameters does not reach it
             torch.nn.init.normal_(parameter, std=0.02)
+    if copies:
+        block.moe.hold_weights_in(torch.bfloat16)
     cos, sin = rope_tables(S, c.head_dim, c.rope_theta)
 
     def forward(x):
@@ -290,7 +293,7 @@ def test_compiled_block_keeps_what_the_memory_estimate_counts(recompute):
     assert activations == estimate["activations"], kept
     # the experts' bf16 weights, kept by the operator for its backward: the estimate's share of them
     dense_copies = 2 * (4 * D * D + c.vocab_size * D)
-    assert expert_copies == estimate["cast_weights"] - dense_copies == 2 * 3 * E * D * Hd, kept
+    assert expert_copies == estimate["cast_weights"] - dense_copies == (0 if copies else 2 * 3 * E * D * Hd), kept
     lean = estimate_memory(dataclasses.replace(c, keep_expert_casts=False), B)
     assert lean["cast_weights"] == dense_copies and lean["activations"] == estimate["activations"]
 
@@ -366,20 +369,24 @@ def test_compiled_chunk_loss_matches_eager():
     assert half_grad.dtype == torch.bfloat16 and float(half_loss) == pytest.approx(float(reference), rel=1e-2)
 
 
-def test_inductor_compiled_model_tracks_eager():
+@pytest.mark.parametrize("copies", [False, True])
+def test_inductor_compiled_model_tracks_eager(copies):
     """The trainer's GPU setup (every block compiled, grouped experts, the compiled loss chunk, bf16
-    autocast) built by inductor for the CPU: it compiles, a step agrees with eager, the blocks share
-    one graph, and a step with other tokens (other routing) compiles nothing new."""
+    autocast, the expert weights as bf16 copies or not) built by inductor for the CPU: it compiles,
+    a step agrees with eager, the blocks share one graph, and a step with other tokens (other
+    routing) compiles nothing new."""
     from torch._dynamo.utils import counters
 
     from curation.trainer.model import chunk_loss_and_grad
 
+    torch._dynamo.reset()  # the other parametrisation's compiled loss chunk would be reused
     counters.clear()
     torch.manual_seed(8)
     config = ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4, seq_len=32, n_experts=8, top_k=2,
                          expert_hidden=32, grouped_mm=True)
     eager, compiled = MoETransformer(config), MoETransformer(config)
     compiled.load_state_dict(eager.state_dict())
+    held = compiled.hold_expert_weights_in(torch.bfloat16) if copies else {}
     for block in compiled.blocks:
         block.compile()
     compiled.chunk_loss = torch.compile(chunk_loss_and_grad, dynamic=False)
@@ -390,7 +397,8 @@ def test_inductor_compiled_model_tracks_eager():
     expected["loss"].backward()
     assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-3)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
-        assert float(torch.linalg.vector_norm(p.grad - q.grad) / torch.linalg.vector_norm(p.grad)) < 0.05, name
+        got = held[q].grad.float() if q in held else q.grad  # the experts' gradients on their copies
+        assert float(torch.linalg.vector_norm(p.grad - got) / torch.linalg.vector_norm(p.grad)) < 0.08, name
     assert counters["stats"]["unique_graphs"] == 2  # one for both blocks, one for the loss chunk
     with torch.autocast("cpu", dtype=torch.bfloat16):
         compiled(torch.randint(0, 128, (4, 32)), torch.randint(0, 128, (4, 32)))["loss"].backward()
@@ -422,7 +430,7 @@ def test_bf16_autocast_grouped_path_tracks_fp32():
     assert relative_error(torch.cat([p.grad.flatten() for (_, p), _ in pairs]),
                           torch.cat([q.grad.flatten() for _, q in pairs])) < 0.03
     for (name, p), q in pairs:  # the expert and router matrices (the custom backward) one by one
-        if name.endswith(("w_gate", "w_up", "w_down", "router.weight")):
+        if name.endswith(("w_gate_up", "w_down", "router.weight")):
             assert relative_error(p.grad, q.grad) < 0.05, name
 
 
@@ -456,10 +464,10 @@ def test_a_training_step_holds_no_gradients_through_the_forward_pass():
 
 @pytest.mark.parametrize("grad_clip", [0.05, 1e6])
 def test_clipping_folded_into_the_fused_optimizer_matches_clip_grad_norm(grad_clip):
-    """With a fused AdamW (CUDA's), ``training_step`` clips through the optimizer's ``grad_scale``
-    instead of ``clip_grad_norm_``'s multiply; the parameters come out as the unfused path's, with
-    clipping active (0.05) and not (1e6)."""
-    from curation.trainer.train import training_step
+    """``training_step`` clips through the optimizer's ``grad_scale`` instead of
+    ``clip_grad_norm_``'s multiply; with a fused AdamW (CUDA's) the parameters come out as with
+    PyTorch's own clipping and unfused AdamW, clipping active (0.05) and not (1e6)."""
+    from curation.trainer.train import AdamWWithWeightCopies, training_step
 
     config = ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, seq_len=32, n_experts=4, top_k=2,
                          expert_hidden=16)
@@ -467,18 +475,109 @@ def test_clipping_folded_into_the_fused_optimizer_matches_clip_grad_norm(grad_cl
     folded = MoETransformer(config)
     plain = MoETransformer(config)
     plain.load_state_dict(folded.state_dict())
-    fused = torch.optim.AdamW(folded.parameters(), lr=1e-2, fused=True)
+    fused = AdamWWithWeightCopies([{"params": list(folded.parameters())}], {}, compiled=False, lr=1e-2, fused=True)
     unfused = torch.optim.AdamW(plain.parameters(), lr=1e-2, foreach=False)
     for step in range(3):
         x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(step))
         _, norm_folded = training_step(folded, fused, x, x, grad_clip)
-        _, norm_plain = training_step(plain, unfused, x, x, grad_clip)
+        plain(x, x)["loss"].backward()
+        norm_plain = torch.nn.utils.clip_grad_norm_(plain.parameters(), grad_clip)
+        unfused.step()
+        unfused.zero_grad()
         assert float(norm_folded) == pytest.approx(float(norm_plain), rel=1e-4)
         assert float(fused.grad_scale) == pytest.approx(max(1.0, float(norm_plain) / grad_clip), rel=1e-4)
     # Adam moves each parameter by up to lr (1e-2) a step; the two paths differ by rounding (a
     # division against a multiply), which Adam's eps amplifies only in embedding rows of tiny gradients
     for (name, p), q in zip(folded.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_adamw_step_from_a_bf16_copy_matches_torch_adamw(compiled):
+    """The update of a weight trained through a bf16 copy, eager and compiled by inductor (as on a
+    GPU): the fp32 weight follows PyTorch's AdamW fed the same gradients in fp32, with the
+    gradient scale it is given and a learning rate that changes every step (one compiled graph
+    serves them all); the copy is the weight rounded to bf16 after every step."""
+    from torch._dynamo.utils import counters
+
+    from curation.trainer.train import AdamWWithWeightCopies
+
+    counters.clear()
+    torch.manual_seed(11)
+    weight = torch.nn.Parameter(torch.randn(8, 16))
+    reference = torch.nn.Parameter(weight.detach().clone())
+    copy = weight.detach().to(torch.bfloat16).requires_grad_()
+    options = {"lr": 1e-2, "betas": (0.9, 0.95), "weight_decay": 0.1}
+    ours = AdamWWithWeightCopies([{"params": [weight]}], {weight: copy}, compiled=compiled, **options)
+    theirs = torch.optim.AdamW([reference], foreach=False, **options)
+    for step in range(4):
+        for optimizer in (ours, theirs):
+            optimizer.param_groups[0]["lr"] = 1e-2 / (step + 1)
+        copy.grad = torch.randn(8, 16).to(torch.bfloat16)
+        scale = torch.tensor(1.0 + step)
+        ours.grad_scale = scale
+        reference.grad = copy.grad.float() / scale
+        ours.step()
+        theirs.step()
+        assert weight.grad is None
+        torch.testing.assert_close(weight.detach(), reference.detach(), rtol=1e-6, atol=1e-7)
+        assert torch.equal(copy.detach(), weight.detach().to(torch.bfloat16))
+        ours.zero_grad()
+        assert copy.grad is None
+    assert float(ours.state[weight]["step"]) == 4
+    if compiled:
+        assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"]
+
+
+def test_training_through_bf16_expert_copies_matches_fp32_expert_weights(tmp_path):
+    """Under bf16 autocast (the GPU's compute, on the CPU) a model whose expert weights train
+    through bf16 copies takes the steps of one that casts its fp32 expert weights: the same
+    forward (the copy is the cast), the same gradients (bf16 either way), the same clipping norm
+    and, after three steps, the same fp32 weights; a checkpoint of the weights and the optimizer
+    resumes it exactly."""
+    from curation.trainer.train import AdamWWithWeightCopies, training_step
+
+    config = ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, seq_len=32, n_experts=4, top_k=2,
+                         expert_hidden=16, grouped_mm=True)
+    torch.manual_seed(12)
+    casting, copied = MoETransformer(config), MoETransformer(config)
+    copied.load_state_dict(casting.state_dict())
+
+    def optimizer(model, copies):
+        return AdamWWithWeightCopies([{"params": list(model.parameters())}], copies, compiled=False, lr=1e-2,
+                                     foreach=False)
+
+    copies = copied.hold_expert_weights_in(torch.bfloat16)
+    assert len(copies) == 2 * config.n_layers
+    plain, through_copies = optimizer(casting, {}), optimizer(copied, copies)
+
+    def step(model, opt, seed):
+        x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(seed))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return training_step(model, opt, x, x, grad_clip=0.5)
+
+    for seed in range(3):
+        (a, norm_a), (b, norm_b) = step(casting, plain, seed), step(copied, through_copies, seed)
+        if seed == 0:  # the same weights in: the same bf16 forward and backward, bit for bit
+            assert torch.equal(a["loss"], b["loss"]) and torch.equal(norm_a, norm_b)
+            for (name, p), q in zip(casting.named_parameters(), copied.parameters(), strict=True):
+                torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=2e-7, msg=name)  # the AdamWs' rounding
+        # later, those last bits can round a weight's bf16 cast the other way
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
+        assert float(norm_a) == pytest.approx(float(norm_b), rel=1e-3)
+        assert all(t.grad is None for t in [*copied.parameters(), *copies.values()])
+    for weight, copy in copies.items():
+        assert copy.dtype == torch.bfloat16 and torch.equal(copy.detach(), weight.detach().to(torch.bfloat16))
+    torch.save({"model": copied.state_dict(), "optimizer": through_copies.state_dict()}, tmp_path / "checkpoint.pt")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    resumed = MoETransformer(config)
+    resumed.load_state_dict(state["model"])
+    resumed_optimizer = optimizer(resumed, resumed.hold_expert_weights_in(torch.bfloat16))
+    resumed_optimizer.load_state_dict(state["optimizer"])
+    step(copied, through_copies, 3)
+    step(resumed, resumed_optimizer, 3)
+    for p, q in zip(copied.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_medium_preset_accounting_on_the_meta_device():
@@ -497,19 +596,26 @@ def test_medium_preset_accounting_on_the_meta_device():
     # 6 x active non-embedding parameters + 12 L D S for attention
     assert model.flops_per_token() == 6 * counts["active_non_embedding"] + 12 * 16 * 1024 * 2048
     memory = estimate_memory(c.model, c.batch_size)
+    # fp32 weights, the experts' bf16 copies (2 bytes), gradients (bf16 on the copies), two moments
     assert memory["weights"] + memory["gradients"] + memory["optimizer"] == 16 * counts["total"]
+    assert memory["gradients"] == 4 * counts["total"] - 2 * experts
     assert memory["optimizer_step"] == 16 * counts["total"]  # no gradients before the backward, no activations after it
-    assert memory["forward_end"] - memory["activations"] - memory["loss"] == 12 * counts["total"] + memory["cast_weights"]
+    assert memory["forward_end"] - memory["activations"] - memory["loss"] == (12 * counts["total"] + 2 * experts
+                                                                              + memory["cast_weights"])
     assert memory["peak"] == max(memory["forward_end"], memory["backward_start"], memory["optimizer_step"])
-    # Measured on an H200 (session 8, torch.cuda.max_memory_allocated, the expert casts not yet
-    # kept): 34.24 GB, and 30.72 GB with recompute_experts; the issue's goal is 40 GB at batch 8
-    recast = estimate_memory(dataclasses.replace(c.model, keep_expert_casts=False), c.batch_size)
+    # Measured on an H200 (session 8, torch.cuda.max_memory_allocated, fp32 expert weights cast
+    # in the forward and again in the backward): 34.24 GB, and 30.72 GB with recompute_experts;
+    # the issue's goal is 40 GB at batch 8
+    fp32_weights = dataclasses.replace(c.model, bf16_expert_weights=False)
+    recast = estimate_memory(dataclasses.replace(fp32_weights, keep_expert_casts=False), c.batch_size)
     assert recast["peak"] == pytest.approx(34.24e9, rel=0.02)
-    lean = estimate_memory(dataclasses.replace(c.model, recompute_experts=True, keep_expert_casts=False), c.batch_size)
+    lean = estimate_memory(dataclasses.replace(fp32_weights, recompute_experts=True, keep_expert_casts=False), c.batch_size)
     assert lean["peak"] == pytest.approx(30.72e9, rel=0.03) and lean["activations"] < memory["activations"]
-    # keeping the casts holds 2 bytes per expert parameter through the forward pass, within the goal
-    assert memory["forward_end"] - recast["forward_end"] == 2 * experts
-    assert 37e9 < memory["peak"] < 38e9  # within the goal
+    # keeping the casts holds 2 bytes per expert parameter through the forward pass; so do the
+    # bf16 copies, through the whole step: both within the goal
+    kept = estimate_memory(fp32_weights, c.batch_size)
+    assert kept["forward_end"] - recast["forward_end"] == 2 * experts == memory["forward_end"] - recast["forward_end"]
+    assert 37e9 < memory["peak"] <= kept["peak"] < 38e9
     small = build_train_config("small", 50280)
-    small_recast = dataclasses.replace(small.model, keep_expert_casts=False)
+    small_recast = dataclasses.replace(small.model, bf16_expert_weights=False, keep_expert_casts=False)
     assert estimate_memory(small_recast, small.batch_size)["peak"] == pytest.approx(10.36e9, rel=0.02)  # H200: 10.36 GB
