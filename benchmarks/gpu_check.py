@@ -380,6 +380,7 @@ def job_kernels(args) -> dict:
     }
     # the bytes a slot sum must move, for its bandwidth: k rows read and one written per token
     result["slot_sum_gb"] = (T * k * D + T * D) * out.element_size() / 1e9
+    result.update(optimizer_kernels(torch, (E, D, 2 * Hd), timed))
     agree = (reduction(inverse, k, out).float() - gather_add(inverse, k, out).float()).abs().max()
     result["slot_sum_max_difference"] = float(agree)
     wgrad = _weight_gradient(xs, d_both, offsets, k_major=False).float()  # the model's two forms
@@ -389,6 +390,37 @@ def job_kernels(args) -> dict:
     result["gate_up_k_major_max_relative_difference"] = float(
         (fprop - F.grouped_mm(xs, w_both_k.transpose(-2, -1), offs=offsets).float()).abs().max() / fprop.abs().max())
     return result
+
+
+def optimizer_kernels(torch, shape: tuple[int, ...], timed) -> dict:
+    """One layer's gate|up weight (``shape``) through a step: the compiled AdamW from a bf16 copy's
+    gradient that rewrites the copy (``bf16_expert_weights``), against what fp32 weights cost (the
+    gradient's cast to fp32, the fused AdamW, the next forward's cast to bf16), with the bandwidth
+    each reaches at 28 and 40 bytes a parameter."""
+    from curation.trainer.train import adamw_step_from_copy
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    weight = torch.randn(shape, device=device) * 0.02
+    copy, grad = weight.to(torch.bfloat16), torch.randn(shape, device=device).to(torch.bfloat16)
+    moments = [torch.zeros_like(weight) for _ in range(4)]
+    step, fused_step = torch.zeros((), device=device), torch.zeros((), device=device)
+    lr, scale = torch.full((), 1e-4, device=device), torch.ones((), device=device)
+    update = torch.compile(adamw_step_from_copy, dynamic=False)
+
+    def through_copy():
+        with torch.no_grad():
+            update(weight, copy, grad, moments[0], moments[1], step, lr, scale, 0.9, 0.95, 0.1, 1e-8)
+
+    def casts_and_fused_adamw():
+        torch._fused_adamw_([weight], [grad.float()], [moments[2]], [moments[3]], [], [fused_step], lr=1e-4, beta1=0.9,
+                            beta2=0.95, weight_decay=0.1, eps=1e-8, amsgrad=False, maximize=False, grad_scale=scale)
+        copy.copy_(weight)
+
+    out = {"adamw_from_bf16_copy_ms": timed(through_copy), "adamw_fp32_with_casts_ms": timed(casts_and_fused_adamw)}
+    parameters = weight.numel()
+    out["adamw_from_bf16_copy_gb_per_s"] = 28 * parameters / out["adamw_from_bf16_copy_ms"] / 1e6
+    out["adamw_fp32_with_casts_gb_per_s"] = 40 * parameters / out["adamw_fp32_with_casts_ms"] / 1e6
+    return out
 
 
 MEDIUM_DENSE = {"n_experts": 1, "top_k": 1, "expert_hidden": 4096}

@@ -30,6 +30,7 @@ def test_gpu_check_dry_run_writes_every_job(tmp_path):
     assert stage["scored"] == stage["documents"] == stage["docs_out"] and stage["last_timing"]["batches"] > 0
     kernels = results["kernels"]
     assert "error" not in kernels and kernels["slot_sum_max_difference"] < 1e-5, kernels
+    assert kernels["adamw_from_bf16_copy_ms"] > 0 and kernels["adamw_fp32_with_casts_gb_per_s"] > 0
     # the K-major operand layouts it times compute the same products
     assert kernels["wgrad_k_major_max_relative_difference"] < 1e-5 and kernels["gate_up_k_major_max_relative_difference"] < 1e-5
     on_ray = results["quality_ray"]
