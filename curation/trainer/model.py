@@ -314,7 +314,8 @@ class MoE(nn.Module):
         use instead of the parameters: leaf tensors, so neither pass casts a weight and the weight
         gradients land on the copies, in ``dtype``. Returns parameter -> copy. The parameters stay
         the fp32 masters that the optimizer steps and checkpoints keep; whoever steps them must
-        rewrite the copies (``train.AdamWWithWeightCopies``)."""
+        rewrite the copies (``train.AdamWWithWeightCopies``). Copies are taken of the weights as
+        they are: load a checkpoint first."""
         if self.w_gate_up.dtype == dtype:
             raise ValueError(f"the expert weights are {dtype} already")
         copies = {p: p.detach().to(dtype).requires_grad_() for p in (self.w_gate_up, self.w_down)}
