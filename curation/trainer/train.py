@@ -163,35 +163,37 @@ class AdamWWithWeightCopies(torch.optim.AdamW):
         super().__init__(param_groups, **options)
         self.copies = copies
         self._step_from_copy = torch.compile(adamw_step_from_copy, dynamic=False) if compiled else adamw_step_from_copy
-        self._scalars: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # lr and 1, per device
+        self._lr: torch.Tensor | None = None  # the group's rate on the device, written each step, never read back
+        self._one: torch.Tensor | None = None
 
     @torch.no_grad()
     def step(self, closure=None):
-        scale = self.__dict__.pop("grad_scale", None)
-        own = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        scale = self.__dict__.pop("grad_scale", None)  # set for this step only
         if scale is not None and self.defaults["fused"]:
             self.grad_scale = scale
-        elif scale is not None and own:
-            torch._foreach_div_(own, scale)
+        elif scale is not None:
+            own = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+            if own:
+                torch._foreach_div_(own, scale)
         super().step(closure)  # the parameters with gradients of their own (the masters of copies have none)
+        self.__dict__.pop("grad_scale", None)
         for group in self.param_groups:
+            stepped = [w for w in group["params"] if w in self.copies and self.copies[w].grad is not None]
+            if not stepped:
+                continue
+            if self._lr is None:
+                self._lr, self._one = (torch.full((), value, device=stepped[0].device) for value in (0.0, 1.0))
+            self._lr.fill_(group["lr"])
             beta1, beta2 = group["betas"]
-            for weight in group["params"]:
-                copy = self.copies.get(weight)
-                if copy is None or copy.grad is None:
-                    continue
-                state = self.state[weight]
+            for weight in stepped:
+                copy, state = self.copies[weight], self.state[weight]
                 if not state:  # AdamW's own state layout, so checkpoints load either way
                     state["step"] = torch.zeros((), dtype=torch.float32, device=weight.device)
                     state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
-                if weight.device not in self._scalars:
-                    self._scalars[weight.device] = (torch.zeros((), device=weight.device),
-                                                    torch.ones((), device=weight.device))
-                lr, one = self._scalars[weight.device]
-                lr.fill_(group["lr"])  # no host-device synchronisation
-                self._step_from_copy(weight, copy, copy.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr,
-                                     one if scale is None else scale, beta1, beta2, group["weight_decay"], group["eps"])
+                self._step_from_copy(weight, copy, copy.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                                     self._lr, self._one if scale is None else scale, beta1, beta2,
+                                     group["weight_decay"], group["eps"])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)

@@ -485,7 +485,7 @@ def test_clipping_folded_into_the_fused_optimizer_matches_clip_grad_norm(grad_cl
         unfused.step()
         unfused.zero_grad()
         assert float(norm_folded) == pytest.approx(float(norm_plain), rel=1e-4)
-        assert float(fused.grad_scale) == pytest.approx(max(1.0, float(norm_plain) / grad_clip), rel=1e-4)
+        assert not hasattr(fused, "grad_scale")  # one step's: a step without clipping divides by nothing
     # Adam moves each parameter by up to lr (1e-2) a step; the two paths differ by rounding (a
     # division against a multiply), which Adam's eps amplifies only in embedding rows of tiny gradients
     for (name, p), q in zip(folded.named_parameters(), plain.parameters(), strict=True):
