@@ -309,6 +309,13 @@ class MoE(nn.Module):
         self.fused_elementwise = False  # the trainer sets it on a GPU: compiled kernels inside the experts' operators
         self.weight_copies: tuple[torch.Tensor, torch.Tensor] | None = None  # see hold_weights_in
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # runs trained before gate and up were one parameter keep them apart in their checkpoints
+        if prefix + "w_gate" in state_dict and prefix + "w_up" in state_dict:
+            gate, up = state_dict.pop(prefix + "w_gate"), state_dict.pop(prefix + "w_up")
+            state_dict[prefix + "w_gate_up"] = torch.cat([gate, up], dim=-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def hold_weights_in(self, dtype: torch.dtype) -> dict[nn.Parameter, torch.Tensor]:
         """Copies of the expert weights in ``dtype`` (bf16 on a GPU) that the forward and backward
         use instead of the parameters: leaf tensors, so neither pass casts a weight and the weight

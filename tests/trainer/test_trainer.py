@@ -154,6 +154,22 @@ def test_rc_scoring_on_a_hand_made_example(tmp_path):
     assert result["mean_logprob_correct"] == pytest.approx((-1.0 - 3.0 - 4.0) / 3)
 
 
+def test_checkpoints_with_gate_and_up_apart_still_load():
+    """Runs trained before gate and up became one parameter (``w_gate``, ``w_up``) load as they were."""
+    torch.manual_seed(13)
+    model = MoETransformer(SMALL)
+    old = {}
+    for name, value in model.state_dict().items():
+        if name.endswith("w_gate_up"):
+            old[name[: -len("_up")]], old[name.replace("w_gate_up", "w_up")] = value.chunk(2, dim=-1)
+        else:
+            old[name] = value
+    loaded = MoETransformer(SMALL)
+    loaded.load_state_dict(old)
+    x = torch.randint(0, 64, (2, 16))
+    assert torch.equal(model(x)["logits"], loaded(x)["logits"])
+
+
 @pytest.mark.parametrize("recompute", [False, True])
 def test_grouped_gemm_path_matches_the_per_expert_loop(recompute):
     torch.manual_seed(3)
