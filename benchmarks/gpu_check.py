@@ -18,7 +18,8 @@ row, not the run), in priority order, inside a wall-clock budget:
   kernels        the expert layer's pieces alone at `medium`'s shapes: gate|up as one grouped
                  GEMM against two, the backward's input gradient likewise, the weight gradient
                  and the forward with K-major operands against the views used now, the slot sum
-                 as k gathered adds (the default) against a reduction
+                 as k gathered adds (the default) against a reduction, and a gate|up weight's
+                 AdamW step from its bf16 copy against fp32 weights' casts and fused AdamW
   medium_dense   the dense model with the same active parameters (hidden 4096)
   medium_moe_recompute   `medium` with gate/up recomputed in the backward (less memory)
   medium_moe_fp32_weights  `medium` with fp32 expert weights, cast to bf16 in the forward and
