@@ -24,6 +24,7 @@ counts what it skipped with a reason, and carries on.
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -247,13 +248,24 @@ def split_content_type(value: str) -> tuple[str, str | None]:
     return media.strip().lower(), charset
 
 
+_HEADER_END = re.compile(rb"\r?\n\r?\n")  # CRLF by RFC 9112; bare LF from some servers and writers
+
+
 def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
-    """(content type, charset, body) of a raw HTTP response block that no WARC header declared."""
-    head, separator, body = block.partition(b"\r\n\r\n")
-    if not separator:
-        head, separator, body = block.partition(b"\n\n")
-    if not separator or not head.startswith(b"HTTP/"):
-        raise ValueError("not an HTTP response")
+    """(content type, charset, body) of the HTTP response message in a WARC block.
+
+    The header ends at its first empty line, CRLF or bare LF (the body may hold either later).
+    Interim 1xx responses (``100 Continue``) that a crawler recorded before the final response
+    are passed over to it."""
+    while True:
+        end = _HEADER_END.search(block)
+        if end is None or not block.startswith(b"HTTP/"):
+            raise ValueError("not an HTTP response")
+        head, body = block[: end.start()], block[end.end() :]
+        status = head.split(None, 2)[1:2]  # b"HTTP/1.1 100 Continue" -> [b"100"]
+        if not (status and status[0][:1] == b"1" and body.startswith(b"HTTP/")):
+            break
+        block = body
     fields: dict[str, str] = {}
     for line in head.decode("latin-1").splitlines()[1:]:
         name, colon, value = line.partition(":")

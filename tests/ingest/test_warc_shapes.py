@@ -11,7 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from warc_factory import archive_shapes, build_arc, gzip_members, not_documents, page
+from hypothesis import given
+from hypothesis import strategies as st
+from warc_factory import archive_shapes, build_arc, gzip_members, not_documents, page, raw_record
 
 from curation.core.stage import ShardTask, StageContext
 from curation.ingest.extract import ExtractConfig, ExtractStage
@@ -127,6 +129,28 @@ def lower_case_names(record: bytes) -> bytes:
     first, *fields = header.split(b"\r\n")
     fields = [name.lower() + b":" + value for name, _, value in (f.partition(b":") for f in fields)]
     return b"\r\n".join([first, *fields]) + b"\r\n\r\n" + rest
+
+
+@given(body=st.binary(max_size=200), line_end=st.sampled_from([b"\r\n", b"\n"]),
+       interim=st.sampled_from([b"", b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\nLink: </a.css>\n\n"]))
+def test_the_http_body_is_everything_after_the_first_empty_line(body, line_end, interim):
+    """Whatever the body holds (an empty line of the other kind, a line like a header), it comes back
+    whole; header lines may end in CRLF or bare LF; interim 1xx responses before the final one are
+    passed over."""
+    from curation.ingest.readers import parse_http_response
+
+    head = line_end.join([b"HTTP/1.1 200 OK", b"Content-Type: text/html; charset=ISO-8859-1", b"", b""])
+    assert parse_http_response(interim + head + body) == ("text/html", "iso-8859-1", body)
+
+
+def test_a_page_behind_an_interim_response_and_bare_lf_headers_is_extracted(tmp_path):
+    page_html = b"<html><body><p>The header ends at the first empty line.</p>\r\n\r\n<p>Both paragraphs stay.</p></body></html>"
+    http = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\nContent-Type: text/html\n\n" + page_html
+    path = tmp_path / "interim.warc"
+    path.write_bytes(raw_record("response", "http://example.com/interim", "application/http; msgtype=response", http))
+    rows, stats = extract(path, tmp_path)
+    assert [row["url"] for row in rows] == ["http://example.com/interim"] and not stats.dropped
+    assert "first empty line" in rows[0]["text"] and "Both paragraphs stay" in rows[0]["text"]
 
 
 @pytest.mark.parametrize("packing", ["plain", "gzip-members", "gzip-stream"])
