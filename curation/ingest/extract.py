@@ -71,19 +71,41 @@ class ExtractConfig:
             raise ValueError(f"extractor must be resiliparse or trafilatura, not {self.extractor!r}")
 
 
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def decode_page(payload: bytes, charset: str | None, html: bool = True) -> str:
+    """A page's text in the order browsers decide (WHATWG encoding sniffing): a byte-order mark,
+    the charset the HTTP or record header declared (mapped as browsers map labels:
+    ``iso-8859-1`` is read as windows-1252; an unknown label counts as none), then, undeclared:
+    UTF-8 if the bytes are valid UTF-8 (legacy encodings almost never are), the meta tag of an
+    HTML page, then detection. Never raises on a bad label or bad bytes."""
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
+
+    encoding = (_bom_encoding(payload) or (charset and map_encoding_to_html5(charset, fallback_utf8=False))
+                or _utf8(payload) or detect_encoding(payload, from_html_meta=html))
+    try:
+        return bytes_to_str(payload, encoding)
+    except (LookupError, ValueError):
+        return bytes_to_str(payload, detect_encoding(payload))
+
+
+def _bom_encoding(payload: bytes) -> str | None:
+    return next((encoding for bom, encoding in _BOMS if payload.startswith(bom)), None)
+
+
+def _utf8(payload: bytes) -> str | None:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "utf-8"
+
+
 class HtmlExtractor:
     def __init__(self, extractor: str, main_content: bool):
         self.extractor = extractor
         self.main_content = main_content
-
-    def decode(self, payload: bytes, charset: str | None) -> str:
-        from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-
-        encoding = charset or detect_encoding(payload)
-        try:
-            return bytes_to_str(payload, encoding)
-        except (LookupError, ValueError):
-            return bytes_to_str(payload, detect_encoding(payload))
 
     def extract(self, html: str) -> str:
         if self.extractor == "trafilatura":
@@ -203,9 +225,7 @@ class ExtractStage(Stage):
             return None
         content_type = record.content_type.split(";")[0].strip()
         if record.record_type == "conversion" or content_type == "text/plain" and record.record_type != "response":
-            from resiliparse.parse.encoding import bytes_to_str
-
-            text = bytes_to_str(record.payload, record.charset or "utf-8").strip()
+            text = decode_page(record.payload, record.charset, html=False).strip()
         else:
             if content_type and content_type not in _HTML_TYPES:
                 stats.dropped[f"non_html:{content_type.split('/')[0] or 'unknown'}"] += 1
@@ -214,7 +234,7 @@ class ExtractStage(Stage):
                 stats.dropped["non_html:unknown"] += 1
                 return None
             try:
-                html = self.html.decode(record.payload, record.charset)
+                html = decode_page(record.payload, record.charset)
                 text = self.html.extract(html).strip()
             except Exception as exc:  # an extractor failure is one bad page, not a bad shard
                 stats.dropped[f"extraction_error:{type(exc).__name__}"] += 1

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from warc_factory import build_warc, page, simple_pages
 
 from curation.core.stage import ShardStats, ShardTask, StageContext
-from curation.ingest.extract import ExtractConfig, ExtractStage, HtmlExtractor
+from curation.ingest.extract import ExtractConfig, ExtractStage, HtmlExtractor, decode_page
 from curation.ingest.readers import iter_warc
 
 
@@ -61,10 +61,10 @@ def test_whirlwind_extraction_matches_common_crawl_wet(shared_data):
     assert response.url == wet.url
     reference = wet.payload.decode()
     full = HtmlExtractor("resiliparse", main_content=False)
-    _, _, f1 = bag_of_words_scores(full.extract(full.decode(response.payload, response.charset)), reference)
+    _, _, f1 = bag_of_words_scores(full.extract(decode_page(response.payload, response.charset)), reference)
     assert f1 >= 0.85
     main = HtmlExtractor("resiliparse", main_content=True)
-    precision, recall, _ = bag_of_words_scores(main.extract(main.decode(response.payload, response.charset)), reference)
+    precision, recall, _ = bag_of_words_scores(main.extract(decode_page(response.payload, response.charset)), reference)
     assert precision >= 0.95 and 0.2 <= recall < 0.9
 
 
@@ -96,7 +96,7 @@ def test_dclm_pages_english_and_quality(shared_data):
     extractor = HtmlExtractor("resiliparse", True)
     rows = []
     for path in sorted((shared_data / "html" / "dclm-tests").glob("*.html")):
-        text = extractor.extract(extractor.decode(path.read_bytes(), None))
+        text = extractor.extract(decode_page(path.read_bytes(), None))
         rows.append({"id": path.stem, "url": f"https://example.org/{path.stem}", "text": text})
     batch = pa.RecordBatch.from_pylist(rows)
     language, score = LanguageIdentifier().predict(batch.column("text"))

@@ -202,3 +202,42 @@ def test_a_cut_file_of_such_a_writer_keeps_the_records_before_the_cut(tmp_path, 
     path.write_bytes(data[: len(data) - len(records[-1]) // 2])  # the file ends inside the last record
     rows, stats = extract(path, tmp_path)
     assert len(rows) == len(records) - 1 and stats.dropped == {"truncated_record": 1}
+
+
+_POLISH = "Zażółć gęślą jaźń, powiedział nauczyciel."
+
+
+@pytest.mark.parametrize(("payload", "declared", "expected"), [
+    # undeclared: the meta tag decides (detection alone read both as windows-1252)
+    (f'<html><head><meta charset="iso-8859-2"></head><body><p>{_POLISH}</p></body></html>'.encode("iso-8859-2"),
+     None, _POLISH),
+    ('<html><head><meta http-equiv="Content-Type" content="text/html; charset=gbk"></head><body><p>中文网页内容测试。</p>'
+     "</body></html>".encode("gbk"), None, "中文网页内容测试。"),
+    # undeclared and valid UTF-8: UTF-8, however short the page
+    ("<p>Crème brûlée</p>".encode(), None, "Crème brûlée"),
+    ("<p>Crème brûlée</p>".encode(), "no-such-charset", "Crème brûlée"),
+    # a byte-order mark outranks the header
+    ("\ufeff<p>Crème brûlée</p>".encode(), "iso-8859-1", "Crème brûlée"),
+    ("<p>Crème brûlée</p>".encode("utf-16"), None, "Crème brûlée"),
+    # labels mean what they mean to browsers: iso-8859-1 is windows-1252 (curly quotes, not C1 controls)
+    (b"<p>\x93quoted\x94 \x85</p>", "iso-8859-1", "\u201cquoted\u201d \u2026"),
+    ("<p>日本語のテキスト</p>".encode("shift_jis"), "x-sjis", "日本語のテキスト"),
+], ids=["meta-iso-8859-2", "meta-gbk", "utf8-undeclared", "utf8-unknown-label", "bom-over-header", "utf16-bom",
+        "latin1-is-cp1252", "x-sjis"])
+def test_pages_are_decoded_as_browsers_decode_them(payload, declared, expected):
+    from curation.ingest.extract import HtmlExtractor, decode_page
+
+    assert HtmlExtractor("resiliparse", main_content=False).extract(decode_page(payload, declared)) == expected
+
+
+def test_a_text_record_with_an_unknown_charset_is_read_not_fatal(tmp_path):
+    """A plain-text resource and a WET record whose charset labels no codec knows (this ended the
+    shard with a LookupError) are read as what their bytes are, and so is the page after them."""
+    text = "Plain text long enough to be kept, with a word of French: crème."
+    records = [raw_record("resource", "http://example.com/a.txt", "text/plain; charset=bogus", text.encode()),
+               raw_record("conversion", "http://example.com/b", "text/plain; charset=x-unknown", text.encode(), record_id=1),
+               raw_record("resource", "http://example.com/c.txt", "text/plain", text.encode("cp1252"), record_id=2)]
+    path = tmp_path / "labels.warc"
+    path.write_bytes(b"".join(records))
+    rows, stats = extract(path, tmp_path)
+    assert [row["text"] for row in rows] == [text] * 3 and not stats.dropped
