@@ -37,7 +37,7 @@ from curation.core import io as fio
 from curation.core.errors import CurationError
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
-_WARC_MAGIC = b"WARC/1."
+_WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SCAN_CHUNK = 1 << 20
 

@@ -13,7 +13,7 @@ import pytest
 import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
-from warc_factory import archive_shapes, build_arc, gzip_members, not_documents, page, raw_record
+from warc_factory import archive_shapes, build_arc, gzip_members, http_block, not_documents, page, raw_record
 
 from curation.core.stage import ShardTask, StageContext
 from curation.ingest.extract import ExtractConfig, ExtractStage
@@ -241,3 +241,18 @@ def test_a_text_record_with_an_unknown_charset_is_read_not_fatal(tmp_path):
     path.write_bytes(b"".join(records))
     rows, stats = extract(path, tmp_path)
     assert [row["text"] for row in rows] == [text] * 3 and not stats.dropped
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip-members"])
+def test_draft_warc_versions_resynchronise_after_damage_too(tmp_path, compressed):
+    """WARC/0.17 and 0.18 (the drafts ClueWeb09 and early Heritrix wrote) read as 1.x do, and a
+    damaged record between them costs only itself: the search for the next record knows them."""
+    body = b"<html><body><p>A page of an early crawl, long enough to be kept by the extractor.</p></body></html>"
+    records = [raw_record("response", f"http://example.com/{i}", "application/http; msgtype=response", http_block(body),
+                          version=version, record_id=i) for i, version in enumerate(["0.18", "0.17", "0.18"])]
+    records[1] = records[1].replace(b"Content-Length", b"Content-Lenght")
+    path = tmp_path / ("draft.warc.gz" if compressed else "draft.warc")
+    path.write_bytes(gzip_members(records) if compressed else b"".join(records))
+    rows, stats = extract(path, tmp_path)
+    assert [row["url"] for row in rows] == ["http://example.com/0", "http://example.com/2"]
+    assert set(stats.dropped) <= {"corrupt_warc_header", "truncated_record"}, stats.dropped
