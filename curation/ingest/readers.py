@@ -38,6 +38,7 @@ from curation.core.errors import CurationError
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
+_VERSION_LINE = re.compile(rb"WARC/\d\.\d+\r?\n")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SCAN_CHUNK = 1 << 20
 
@@ -96,7 +97,8 @@ def _find_next_start(handle: BinaryIO, after: int, compressed: bool) -> int | No
             if compressed:
                 if _looks_like_warc_member(handle, candidate):
                     return candidate
-            elif candidate == 0 or _byte_at(handle, candidate - 1) == b"\n":
+            elif _VERSION_LINE.match(_bytes_at(handle, candidate, 16)):
+                # not only at a line start: the byte before may be the damage resynchronised past
                 return candidate
             search = found + 1
         if len(chunk) < _SCAN_CHUNK + len(magic):
@@ -104,9 +106,9 @@ def _find_next_start(handle: BinaryIO, after: int, compressed: bool) -> int | No
         position += _SCAN_CHUNK
 
 
-def _byte_at(handle: BinaryIO, offset: int) -> bytes:
+def _bytes_at(handle: BinaryIO, offset: int, size: int) -> bytes:
     handle.seek(offset)
-    return handle.read(1)
+    return handle.read(size)
 
 
 def _is_gzip(handle: BinaryIO) -> bool:
