@@ -10,6 +10,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
 | an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
 | a ``\\ud800``-style escape of an unpaired surrogate (not writable as UTF-8) | U+FFFD in its place, kept | ``repaired:lone_surrogate`` (extra) |
+| no text field, but one of ``text_fallbacks`` (``raw_content``, ``content``) | text read from it | ``repaired:text_from:<field>`` (extra) |
 | no text field, or null | dropped | ``missing_text`` |
 | a text field that is not a string (bytes, as in a binary Parquet column, are decoded as UTF-8) | dropped | ``invalid_text`` |
 | over ``max_record_bytes`` | dropped | ``too_large`` |
@@ -35,7 +36,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -63,6 +64,10 @@ REPAIRED = "repaired:"
 @dataclass
 class DocumentsConfig:
     text_field: str = "text"
+    # where the text is when a record has no ``text_field`` at all, in this order: corpora that
+    # name it otherwise (RedPajama-v2's ``raw_content``, OSCAR's and The Stack's ``content``);
+    # counted as ``repaired:text_from:<field>``
+    text_fallbacks: list[str] = field(default_factory=lambda: ["raw_content", "content"])
     id_field: str = "id"
     max_record_bytes: int = 20_000_000
     strict: bool = False  # the first bad record is an error (file, line, reason) instead of a count
@@ -97,10 +102,18 @@ class RecordPolicy:
         key = REPAIRED + reason
         self.stats.extra[key] = self.stats.extra.get(key, 0.0) + 1
 
+    def text_field_of(self, names: Any) -> str:
+        """The field that holds the text of a record (or batch) with these field names."""
+        c = self.config
+        if c.text_field in names:
+            return c.text_field
+        return next((name for name in c.text_fallbacks if name in names), c.text_field)
+
     def accept(self, obj: dict[str, Any], position: Any, size: int) -> dict[str, Any] | None:
         """The record as a row (``text`` and ``id`` renamed), or None when it is rejected."""
         c = self.config
-        text = obj.pop(c.text_field, None)
+        text_field = self.text_field_of(obj)
+        text = obj.pop(text_field, None)
         if text is None:
             return self.reject(position, "missing_text")
         if isinstance(text, bytes):  # a binary text column (Parquet): UTF-8 by convention
@@ -121,6 +134,8 @@ class RecordPolicy:
         if identifier in self.seen_ids:
             return self.reject(position, "duplicate_id")
         self.seen_ids.add(identifier)
+        if text_field != c.text_field:
+            self.repair(position, f"text_from:{text_field}")
         obj.pop("id", None)
         obj.pop("text", None)
         return {"id": identifier, "text": text, **obj}
@@ -135,10 +150,11 @@ class RecordPolicy:
             return None
         n = batch.num_rows
         names = batch.schema.names
-        if c.text_field not in names:
+        text_field = self.text_field_of(names)
+        if text_field not in names:
             text = pa.nulls(n, pa.string())
         else:
-            text = batch.column(c.text_field)
+            text = batch.column(text_field)
             if pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
                 try:  # a binary text column: UTF-8 by convention; any invalid value sends the batch per row
                     text = text.cast(pa.string())
@@ -174,7 +190,10 @@ class RecordPolicy:
         for reason, flags in (("missing_text", missing), ("too_large", too_large)):
             if count := pc.sum(flags).as_py():  # no entry at 0: it would read as a reason seen
                 self.stats.dropped[reason] += count
-        others = [name for name in names if name not in (c.text_field, c.id_field, "id", "text")]
+        if text_field != c.text_field and (kept := sum(keep)):
+            key = f"{REPAIRED}text_from:{text_field}"
+            self.stats.extra[key] = self.stats.extra.get(key, 0.0) + kept
+        others = [name for name in names if name not in (text_field, c.id_field, "id", "text")]
         out = pa.RecordBatch.from_arrays([pa.array(id_list, pa.string()), text, *(batch.column(name) for name in others)],
                                          names=["id", "text", *others])
         return out.filter(pa.array(keep, pa.bool_()))
@@ -293,7 +312,7 @@ def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> 
             rows = []
             for obj in batch.to_pylist():
                 row += 1
-                text = obj.get(policy.config.text_field)
+                text = obj.get(policy.text_field_of(obj))
                 size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
                 if (kept := policy.accept(obj, f"row {row}", size)) is not None:
                     rows.append(kept)

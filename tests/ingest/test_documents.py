@@ -77,6 +77,28 @@ def test_other_field_names_and_derived_ids_are_stable(tmp_path):
     assert first[0]["metadata"] == {"url": "https://x/0"}
 
 
+@pytest.mark.parametrize("name", ["rpv2.jsonl", "oscar.parquet"])
+def test_corpora_that_name_the_text_otherwise_are_read_and_counted(tmp_path, name):
+    """RedPajama-v2 keeps its text in ``raw_content``, OSCAR and The Stack in ``content``: with the
+    default text field their records are read from there, counted per record; a record that has
+    ``text`` as well keeps ``text``; ``text_fallbacks: []`` reads none of them."""
+    field = "raw_content" if name.startswith("rpv2") else "content"
+    records = [{field: f"document {i} of a corpus with its own schema", "url": f"https://x/{i}"} for i in range(4)]
+    path = tmp_path / name
+    if name.endswith(".parquet"):  # one schema for every row: a text column would be the text field
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        records.append({field: "not this one", "text": "the text field wins", "url": "https://x/4"})
+        jsonl([json.dumps(r).encode() for r in records], path)
+    rows, stats = read(path, tmp_path / "a")
+    assert [r["text"] for r in rows] == [r.get("text", r[field]) for r in records]
+    assert [r["url"] for r in rows] == [r["url"] for r in records] and rows[0].get(field) is None
+    assert stats.extra == {f"repaired:text_from:{field}": 4, "repaired:derived_id": len(records)}
+    assert not stats.dropped
+    _, strict_stats = read(path, tmp_path / "b", text_fallbacks=[])
+    assert strict_stats.dropped == {"missing_text": 4}
+
+
 @pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz"])
 def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
     lines = [b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode(), json.dumps(GOOD[1]).encode()]
@@ -272,22 +294,24 @@ parquet_row = st.fixed_dictionaries({
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(parquet_row, max_size=40), st.integers(1, 7))
-def test_property_vectorised_parquet_path_matches_the_per_row_policy(rows, first_row):
+@given(st.lists(parquet_row, max_size=40), st.integers(1, 7), st.sampled_from(["text", "raw_content", "content"]))
+def test_property_vectorised_parquet_path_matches_the_per_row_policy(rows, first_row, text_column):
     """The Arrow path (``accept_batch``) keeps the same rows, with the same ids and columns, and
-    counts the same reasons as the per-row policy that JSONL goes through."""
+    counts the same reasons as the per-row policy that JSONL goes through, also when the text is
+    in a fallback column."""
     from curation.core.stage import ShardStats
     from curation.ingest.documents import RecordPolicy
 
     config = DocumentsConfig(id_field="doc_id", max_record_bytes=60)
-    batch = pa.RecordBatch.from_pylist(rows, schema=pa.schema([("text", pa.large_string()), ("doc_id", pa.string()),
+    rows = [{text_column if name == "text" else name: value for name, value in row.items()} for row in rows]
+    batch = pa.RecordBatch.from_pylist(rows, schema=pa.schema([(text_column, pa.large_string()), ("doc_id", pa.string()),
                                                                ("lang", pa.string())]))
     vector_stats, row_stats = ShardStats("part-00000"), ShardStats("part-00000")
     vectorised = RecordPolicy(config, "dir/f.parquet", vector_stats).accept_batch(batch, first_row)
     per_row = RecordPolicy(config, "dir/f.parquet", row_stats)
     expected = []
     for offset, obj in enumerate(batch.to_pylist()):
-        text = obj.get("text")
+        text = obj.get(text_column)
         size = len(text.encode()) if isinstance(text, str) else 0
         if (kept := per_row.accept(obj, f"row {first_row + offset}", size)) is not None:
             expected.append(kept)
