@@ -83,6 +83,38 @@ class BadRecord(CurationError):
     pass
 
 
+# Where corpora without a top-level ``url`` keep a document's URL: Dolma's ``metadata.url``,
+# RedPajama's ``meta.url``, OSCAR's ``warc_headers["warc-target-uri"]``
+NESTED_URLS = (("metadata", "url"), ("meta", "url"), ("warc_headers", "warc-target-uri"))
+
+
+def nested_url(obj: dict[str, Any]) -> str | None:
+    """The URL a record without a top-level ``url`` keeps in one of ``NESTED_URLS``."""
+    for outer, inner in NESTED_URLS:
+        value = obj.get(outer)
+        if isinstance(value, dict) and isinstance(value.get(inner), str) and value[inner]:
+            return value[inner]
+    return None
+
+
+def _nested_url_column(batch: pa.RecordBatch) -> pa.Array | None:
+    """``nested_url`` over a batch: the first struct column of ``NESTED_URLS`` with a string child
+    (rows where it is null or empty take the next, as the per-row path does)."""
+    found = None
+    for outer, inner in NESTED_URLS:
+        if outer not in batch.schema.names:
+            continue
+        column = batch.column(outer)
+        if not pa.types.is_struct(column.type) or column.type.get_field_index(inner) < 0:
+            continue
+        child = pc.struct_field(column, inner)
+        if not (pa.types.is_string(child.type) or pa.types.is_large_string(child.type)):
+            continue
+        child = pc.if_else(pc.equal(child.cast(pa.string()), ""), pa.scalar(None, pa.string()), child.cast(pa.string()))
+        found = child if found is None else pc.coalesce(found, child)
+    return found
+
+
 class RecordPolicy:
     """Applies the policy to one file's records; counts into ``stats``."""
 
@@ -138,6 +170,8 @@ class RecordPolicy:
             self.repair(position, f"text_from:{text_field}")
         obj.pop("id", None)
         obj.pop("text", None)
+        if "url" not in obj and (url := nested_url(obj)):
+            obj["url"] = url  # where every stage looks for it (the URL filters)
         return {"id": identifier, "text": text, **obj}
 
 
@@ -194,9 +228,13 @@ class RecordPolicy:
             key = f"{REPAIRED}text_from:{text_field}"
             self.stats.extra[key] = self.stats.extra.get(key, 0.0) + kept
         others = [name for name in names if name not in (text_field, c.id_field, "id", "text")]
-        out = pa.RecordBatch.from_arrays([pa.array(id_list, pa.string()), text, *(batch.column(name) for name in others)],
-                                         names=["id", "text", *others])
-        return out.filter(pa.array(keep, pa.bool_()))
+        mask = pa.array(keep, pa.bool_())
+        columns = [pa.array(id_list, pa.string()), text, *(batch.column(name) for name in others)]
+        out = pa.RecordBatch.from_arrays(columns, names=["id", "text", *others]).filter(mask)
+        url = _nested_url_column(batch) if "url" not in names else None
+        if url is not None and (url := url.filter(mask)).null_count < len(url):  # as per row: no column of nulls
+            out = out.append_column("url", url)
+        return out
 
 
 # what pyarrow raises for a value that does not fit a column (OverflowError: an integer over 64 bits)

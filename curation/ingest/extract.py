@@ -248,7 +248,7 @@ class ExtractStage(Stage):
                        crawl: str | None) -> dict[str, Any]:
         return {
             "id": row["id"],
-            "url": str(row.get(self.config.url_field) or _metadata_url(row) or ""),
+            "url": str(row.get(self.config.url_field) or row.get("url") or ""),  # the reader lifts nested URLs
             "source": path,
             "crawl": crawl,
             "warc_date": str(row.get("date") or row.get("created") or ""),
@@ -270,8 +270,3 @@ class StrictCounter(Counter):
         if count > 0 and not reason.startswith(SKIPPED):
             raise BadRecord(f"{self.path}: {reason}")
         super().__setitem__(reason, count)
-
-
-def _metadata_url(obj: dict[str, Any]) -> str | None:
-    metadata = obj.get("metadata")
-    return metadata.get("url") if isinstance(metadata, dict) else None

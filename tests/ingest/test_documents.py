@@ -99,6 +99,42 @@ def test_corpora_that_name_the_text_otherwise_are_read_and_counted(tmp_path, nam
     assert strict_stats.dropped == {"missing_text": 4}
 
 
+@pytest.mark.parametrize("name", ["dolma.jsonl", "dolma.parquet"])
+def test_urls_kept_inside_metadata_become_the_url_column(tmp_path, name):
+    """Dolma (``metadata.url``), RedPajama (``meta.url``) and OSCAR (``warc_headers``) keep the URL
+    nested; the reader lifts it to ``url``, where the URL filters look, and keeps the nested
+    objects as they are. A top-level ``url`` is never overwritten; a record without any keeps none."""
+    records = [{"text": "dolma", "metadata": {"url": "https://dolma.example/1", "n": 1}},
+               {"text": "redpajama", "meta": {"url": "https://rp.example/2"}},
+               {"text": "oscar", "warc_headers": {"warc-target-uri": "https://oscar.example/3"}},
+               {"text": "empty dolma url, then meta", "metadata": {"url": "", "n": 2}, "meta": {"url": "https://rp.example/4"}},
+               {"text": "none"}]
+    path = tmp_path / name
+    if name.endswith(".parquet"):  # columns of every record's fields (from_pylist takes the first record's)
+        pq.write_table(pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(records))]), path)
+    else:
+        jsonl([json.dumps(r).encode() for r in records], path)
+    rows, _ = read(path, tmp_path / "a")
+    assert [r["url"] for r in rows] == ["https://dolma.example/1", "https://rp.example/2", "https://oscar.example/3",
+                                        "https://rp.example/4", None]
+    assert rows[0]["metadata"] == {"url": "https://dolma.example/1", "n": 1}
+    top_level = tmp_path / "top.jsonl"
+    jsonl([json.dumps({"text": "t", "url": "https://top.example/", "metadata": {"url": "https://nested.example/"}}).encode()],
+          top_level)
+    assert read(top_level, tmp_path / "b")[0][0]["url"] == "https://top.example/"
+
+
+def test_the_url_filter_sees_a_dolma_documents_url(tmp_path):
+    """`curate filter` on Dolma JSONL: the blocklist reads the URL from ``metadata.url``."""
+    text = " ".join(["The garden was quiet in the morning and the birds sang in the old trees."] * 8)
+    path = jsonl([json.dumps({"id": f"d{i}", "text": text, "metadata": {"url": url}}).encode()
+                  for i, url in enumerate(["https://www.pornhub.com/view", "https://en.wikipedia.org/wiki/Garden"])],
+                 tmp_path / "dolma.jsonl")
+    run_curate(["filter", "--input", str(path), "--output", str(tmp_path / "out")])
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet").to_pylist()
+    assert {r["id"]: r["url_blocklist_keep"] for r in table} == {"d0": False, "d1": True}
+
+
 @pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz"])
 def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
     lines = [b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode(), json.dumps(GOOD[1]).encode()]
@@ -290,6 +326,7 @@ parquet_row = st.fixed_dictionaries({
     "text": st.one_of(st.none(), st.text(max_size=30), st.just("x" * 90)),  # 90 bytes: over the limit below
     "doc_id": st.one_of(st.none(), st.just(""), st.sampled_from(["a", "b", "c"]), st.text(min_size=1, max_size=4)),
     "lang": st.sampled_from(["en", "de", None]),
+    "metadata": st.one_of(st.none(), st.fixed_dictionaries({"url": st.one_of(st.none(), st.just(""), st.text(max_size=5))})),
 })
 
 
@@ -298,14 +335,15 @@ parquet_row = st.fixed_dictionaries({
 def test_property_vectorised_parquet_path_matches_the_per_row_policy(rows, first_row, text_column):
     """The Arrow path (``accept_batch``) keeps the same rows, with the same ids and columns, and
     counts the same reasons as the per-row policy that JSONL goes through, also when the text is
-    in a fallback column."""
+    in a fallback column and the URL in the metadata."""
     from curation.core.stage import ShardStats
     from curation.ingest.documents import RecordPolicy
 
     config = DocumentsConfig(id_field="doc_id", max_record_bytes=60)
     rows = [{text_column if name == "text" else name: value for name, value in row.items()} for row in rows]
     batch = pa.RecordBatch.from_pylist(rows, schema=pa.schema([(text_column, pa.large_string()), ("doc_id", pa.string()),
-                                                               ("lang", pa.string())]))
+                                                               ("lang", pa.string()),
+                                                               ("metadata", pa.struct([("url", pa.string())]))]))
     vector_stats, row_stats = ShardStats("part-00000"), ShardStats("part-00000")
     vectorised = RecordPolicy(config, "dir/f.parquet", vector_stats).accept_batch(batch, first_row)
     per_row = RecordPolicy(config, "dir/f.parquet", row_stats)
@@ -315,8 +353,9 @@ def test_property_vectorised_parquet_path_matches_the_per_row_policy(rows, first
         size = len(text.encode()) if isinstance(text, str) else 0
         if (kept := per_row.accept(obj, f"row {first_row + offset}", size)) is not None:
             expected.append(kept)
-    assert vectorised is not None and vectorised.schema.names == ["id", "text", "lang"]
-    assert vectorised.to_pylist() == expected
+    lifted = any("url" in row for row in expected)  # a shard's rows share columns: a missing url is a null one
+    assert vectorised is not None and vectorised.schema.names == ["id", "text", "lang", "metadata"] + ["url"] * lifted
+    assert vectorised.to_pylist() == [{**row, "url": row.get("url")} if lifted else row for row in expected]
     assert vector_stats.dropped == row_stats.dropped and vector_stats.extra == row_stats.extra
 
 
