@@ -230,7 +230,7 @@ class ExtractStage(Stage):
             if content_type and content_type not in _HTML_TYPES:
                 stats.dropped[f"non_html:{content_type.split('/')[0] or 'unknown'}"] += 1
                 return None
-            if not content_type and record.payload.lstrip()[:1] != b"<":
+            if not content_type and not _bom_encoding(record.payload) and record.payload.lstrip()[:1] != b"<":
                 stats.dropped["non_html:unknown"] += 1
                 return None
             try:

@@ -256,3 +256,15 @@ def test_draft_warc_versions_resynchronise_after_damage_too(tmp_path, compressed
     rows, stats = extract(path, tmp_path)
     assert [row["url"] for row in rows] == ["http://example.com/0", "http://example.com/2"]
     assert set(stats.dropped) <= {"corrupt_warc_header", "truncated_record"}, stats.dropped
+
+
+def test_an_undeclared_page_behind_a_byte_order_mark_is_html(tmp_path):
+    """No content type anywhere: a payload that opens with markup is a page, also behind a BOM."""
+    html = "<!DOCTYPE html><html><body><p>A page whose server declared no content type at all.</p></body></html>"
+    records = [raw_record("response", f"http://example.com/{i}", "application/http; msgtype=response",
+                          b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n" + body, record_id=i)
+               for i, body in enumerate([html.encode(), "\ufeff".encode() + html.encode(), html.encode("utf-16")])]
+    path = tmp_path / "undeclared.warc"
+    path.write_bytes(b"".join(records))
+    rows, stats = extract(path, tmp_path)
+    assert [row["text"] for row in rows] == ["A page whose server declared no content type at all."] * 3, stats.dropped
