@@ -269,10 +269,15 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
             break
         block = body
     fields: dict[str, str] = {}
+    name = None
     for line in head.decode("latin-1").splitlines()[1:]:
+        if line[:1] in (" ", "\t") and name:  # obsolete line folding (RFC 9112 5.2): the field goes on
+            fields[name] = f"{fields[name]} {line.strip()}".strip()
+            continue
         name, colon, value = line.partition(":")
-        if colon:
-            fields[name.strip().lower()] = value.strip()
+        name = name.strip().lower() if colon else None
+        if name:
+            fields[name] = value.strip()
     content_type, charset = split_content_type(fields.get("content-type", ""))
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = _dechunk(body)

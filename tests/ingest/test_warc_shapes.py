@@ -143,6 +143,13 @@ def test_the_http_body_is_everything_after_the_first_empty_line(body, line_end, 
     assert parse_http_response(interim + head + body) == ("text/html", "iso-8859-1", body)
 
 
+def test_a_folded_header_field_goes_on_on_its_next_line():
+    from curation.ingest.readers import parse_http_response
+
+    block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html;\r\n\tcharset=windows-1251\r\nServer: x\r\n\r\n<p>body</p>"
+    assert parse_http_response(block) == ("text/html", "windows-1251", b"<p>body</p>")
+
+
 def test_a_page_behind_an_interim_response_and_bare_lf_headers_is_extracted(tmp_path):
     page_html = b"<html><body><p>The header ends at the first empty line.</p>\r\n\r\n<p>Both paragraphs stay.</p></body></html>"
     http = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\nContent-Type: text/html\n\n" + page_html
