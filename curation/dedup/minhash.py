@@ -80,18 +80,32 @@ def _substring_hashes(prefix: np.ndarray, powers: np.ndarray, starts: np.ndarray
 
 
 _PUNCTUATION = re.compile(r"[^\w\s]+|_+")
+# Scripts written without spaces between words: each character is a word of its own, so their
+# documents get n-grams of characters instead of a handful of sentence-long "words" (with which
+# two pages one character apart share no shingle at all)
+_UNSPACED = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
+
+
+def _space_unspaced_scripts(texts: pa.Array) -> pa.Array:
+    """Spaces around every character of an unspaced script, in the documents that have any."""
+    has = pc.fill_null(pc.match_substring_regex(texts, _UNSPACED), False)
+    if not pc.any(has).as_py():
+        return texts
+    spaced = pc.replace_substring_regex(pc.filter(texts, has), f"({_UNSPACED})", r" \1 ")
+    return pc.replace_with_mask(texts, has, spaced)
 
 
 def _word_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(64-bit hash of every normalised word, per-document word offsets).
 
-    Words are whitespace tokens of the lowercased text with punctuation removed. Only the
-    distinct words of the batch are normalised and hashed in Python (a few thousand per batch);
-    every occurrence then gets its hash by a vectorised gather.
+    Words are whitespace tokens of the lowercased text with punctuation removed, and single
+    characters of scripts written without spaces (Chinese, Japanese, Thai...). Only the distinct
+    words of the batch are normalised and hashed in Python (a few thousand per batch); every
+    occurrence then gets its hash by a vectorised gather.
     """
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    words = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(texts, "")))
+    words = pc.utf8_split_whitespace(_space_unspaced_scripts(pc.utf8_lower(pc.fill_null(texts, ""))))
     offsets = words.offsets.to_numpy().astype(np.int64)
     flat = words.flatten()
     if len(flat) == 0:

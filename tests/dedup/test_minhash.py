@@ -59,6 +59,33 @@ def test_shingle_counts_match_reference():
     assert list(np.diff(offsets)) == [len(_reference_shingles(t)) for t in texts]
 
 
+def _character_jaccard(a: str, b: str, n: int = 5) -> float:
+    grams = [{t[i : i + n] for i in range(len(t) - n + 1)} for t in (re.sub(r"[^\w]+", "", x) for x in (a, b))]
+    return len(grams[0] & grams[1]) / len(grams[0] | grams[1])
+
+
+def test_scripts_without_spaces_are_shingled_by_character():
+    """Chinese, Japanese and Thai pages have no spaces between words: one edit apart they used to be
+    one sentence-long "word" each and share no shingle. Now every character is a word, so MinHash
+    estimates their character 5-gram Jaccard; spaced text is tokenised as before."""
+    from curation.dedup.minhash import _space_unspaced_scripts
+
+    pages = ["北京是中华人民共和国的首都，也是全国的政治中心和文化中心，有着三千多年的建城史和八百多年的建都史。",
+             "東京は日本の首都であり、世界有数の大都市です。多くの企業の本社があり、経済と文化の中心地となっています。",
+             "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทยและเป็นศูนย์กลางทางเศรษฐกิจและวัฒนธรรมของประเทศ"]
+    edits = [("政治", "经济"), ("経済", "政治"), ("เศรษฐกิจ", "การเมือง")]
+    for page, (old, new) in zip(pages, edits, strict=True):
+        edited = page.replace(old, new)
+        assert edited != page
+        a, b = _sigs([page, edited], num_perm=512)
+        assert abs((a == b).mean() - _character_jaccard(page, edited)) < 0.08
+        assert (a == b).mean() > 0.4
+    unrelated = _sigs(pages, num_perm=512)
+    assert (unrelated[0] == unrelated[1]).mean() < 0.05
+    english = pa.array(["The quick brown fox jumps over the lazy dog, café and naïve included."])
+    assert _space_unspaced_scripts(english) is english
+
+
 def test_empty_documents_get_the_empty_signature():
     sig = _sigs(["", "   ", "!!!", "real words here"])
     assert (sig[:3] == EMPTY).all() and not (sig[3] == EMPTY).all()
