@@ -282,6 +282,8 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = _dechunk(body)
     encoding = fields.get("content-encoding", "").lower()
+    if not encoding and body.startswith(_GZIP_MAGIC) and (not content_type or content_type.startswith("text/")):
+        encoding = "gzip"  # a page its server compressed without saying so (an archive is not text/*)
     if encoding in ("gzip", "x-gzip", "deflate", "br", "zstd"):
         body = _decompress(body, encoding)
     return content_type, charset, body

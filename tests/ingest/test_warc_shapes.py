@@ -143,6 +143,16 @@ def test_the_http_body_is_everything_after_the_first_empty_line(body, line_end, 
     assert parse_http_response(interim + head + body) == ("text/html", "iso-8859-1", body)
 
 
+def test_a_page_compressed_without_a_content_encoding_is_inflated():
+    from curation.ingest.readers import parse_http_response
+
+    body = b"<html><body><p>Compressed, and the server never said so.</p></body></html>"
+    block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + gzip.compress(body, mtime=0)
+    assert parse_http_response(block) == ("text/html", None, body)
+    archive = b"HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\n\r\n" + gzip.compress(body, mtime=0)
+    assert parse_http_response(archive)[2] == gzip.compress(body, mtime=0)  # a download stays what it is
+
+
 def test_a_folded_header_field_goes_on_on_its_next_line():
     from curation.ingest.readers import parse_http_response
 
