@@ -46,12 +46,12 @@ def fixture_texts(data: Path, limit: int | None) -> list[dict]:
         stage.run_shard(ShardTask(0, "part-00000", warcs), ctx)
         for row in pq.read_table(Path(tmp) / "part-00000.parquet").to_pylist():
             docs.append({"id": row["id"], "url": row["url"] or f"https://example.org/{row['id']}", "text": row["text"]})
-    from curation.ingest.extract import HtmlExtractor
+    from curation.ingest.extract import HtmlExtractor, decode_page
 
     html = HtmlExtractor("resiliparse", True)
     for path in sorted((data / "html" / "dclm-tests").glob("*.html")):
         docs.append({"id": path.stem, "url": f"https://example.org/{path.stem}",
-                     "text": html.extract(html.decode(path.read_bytes(), None))})
+                     "text": html.extract(decode_page(path.read_bytes(), None))})
     return docs[:limit] if limit else docs
 
 

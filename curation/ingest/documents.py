@@ -6,6 +6,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | record | what happens | counted as |
 | --- | --- | --- |
 | not JSON, or JSON that is not an object | dropped | ``invalid_json`` |
+| a file that is one JSON array of objects (opens with ``[``) | each element a record | |
 | a UTF-8 byte-order mark opening the file | removed | |
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
 | an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
@@ -304,7 +305,14 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
 
         stream = lzma.LZMAFile(handle)  # noqa: SIM115 (closed with the handle it wraps)
     try:
-        for number, raw in enumerate(io.BufferedReader(stream), start=1):
+        lines: Any = io.BufferedReader(stream)
+        if lines.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+            data = lines.read()
+            if (elements := _json_array(data)) is not None:
+                yield from _array_records(elements, policy)
+                return
+            lines = io.BytesIO(data)  # JSON Lines after all, whose first line is an array
+        for number, raw in enumerate(lines, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark (files saved on Windows): not part of the JSON
             if not raw.strip():
@@ -333,6 +341,26 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
                 yield row
     except (OSError, EOFError, zlib.error, ValueError):  # ValueError: a damaged bz2/xz/zstd stream
         policy.reject("end of file", "truncated_stream")
+
+
+def _json_array(data: bytes) -> list | None:
+    """The elements of a file that is one JSON array of records (exports that are not JSON Lines),
+    or None (an array without one object is a JSON Lines file's bad line)."""
+    try:
+        elements = orjson.loads(data.removeprefix(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError:
+        return None
+    return elements if isinstance(elements, list) and any(isinstance(e, dict) for e in elements) else None
+
+
+def _array_records(elements: list, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
+    """A JSON array's elements through the policy, numbered from 1."""
+    for number, obj in enumerate(elements, start=1):
+        if not isinstance(obj, dict):
+            policy.reject(number, "invalid_json")
+            continue
+        if (row := policy.accept(obj, number, len(orjson.dumps(obj)))) is not None:
+            yield row
 
 
 def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:

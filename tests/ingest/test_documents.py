@@ -399,3 +399,19 @@ def test_commands_read_jsonl_with_bad_lines(tmp_path, tokenizer_path):
                          str(tmp_path / "strict"), *fields, "--strict"], check=False)
     assert strict.returncode == 2 and "Traceback" not in strict.stderr
     assert strict.stderr.strip().endswith("docs.jsonl: line 8: invalid_json")
+
+
+@pytest.mark.parametrize("name", ["export.json", "export.json.gz"])
+def test_a_file_that_is_one_json_array_is_read_element_by_element(tmp_path, name):
+    """Exports that are one JSON array (pretty-printed or not) are records, not lines of bad JSON;
+    a JSON Lines file whose first line happens to be an array is still read line by line."""
+    elements = [*GOOD[:3], [1, 2], {"id": "nt"}]
+    data = json.dumps(elements, indent=2).encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+    rows, stats = read(path, tmp_path / "a")
+    assert [r["text"] for r in rows] == [g["text"] for g in GOOD[:3]]
+    assert stats.dropped == {"invalid_json": 1, "missing_text": 1}
+    lines = jsonl([b"[1, 2, 3]", *(json.dumps(g).encode() for g in GOOD)], tmp_path / "lines.jsonl")
+    rows, stats = read(lines, tmp_path / "b")
+    assert len(rows) == len(GOOD) and stats.dropped == {"invalid_json": 1}
