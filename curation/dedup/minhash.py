@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from curation.filters.text_view import split_whitespace
+
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BASE = np.uint64(0x100000001B3)  # odd, so it has an inverse mod 2^64
 _BASE_INV = np.uint64(pow(int(_BASE), -1, 1 << 64))
@@ -105,12 +107,7 @@ def _word_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    texts = _space_unspaced_scripts(pc.utf8_lower(pc.fill_null(texts, "")))
-    # Every text closed by a NUL, which is punctuation here and goes with the rest: Arrow's
-    # utf8_split_whitespace (pyarrow 26) misreads whitespace that ends a value of 64 or 128 bytes,
-    # by whatever byte follows it in memory, so such a text's last word changed from call to call
-    texts = pc.binary_join_element_wise(texts, "\x00", "")
-    words = pc.utf8_split_whitespace(texts)
+    words = split_whitespace(_space_unspaced_scripts(pc.utf8_lower(pc.fill_null(texts, ""))))
     offsets = words.offsets.to_numpy().astype(np.int64)
     flat = words.flatten()
     if len(flat) == 0:

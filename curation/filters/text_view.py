@@ -17,6 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def split_whitespace(strings: pa.Array) -> pa.ListArray:
+    """Arrow's ``utf8_split_whitespace`` of the trimmed strings: the same non-empty tokens, read
+    safely. Untrimmed, pyarrow 26 misreads whitespace that ends the last value of an array (the
+    bytes after it in memory decide), so that text's last word changed from call to call."""
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(strings))
+
+
 def token_counts(strings: pa.Array) -> np.ndarray:
     """Per string: how many non-empty whitespace tokens (``len(s.split())``)."""
     trimmed = pc.utf8_trim_whitespace(strings)
@@ -59,7 +66,7 @@ class TextView:
 
     @cached_property
     def words(self) -> pa.ListArray:
-        raw = pc.utf8_split_whitespace(self.text)
+        raw = split_whitespace(self.text)
         return _without_empty(raw, raw.flatten())
 
     @cached_property
