@@ -111,7 +111,8 @@ def _nested_url_column(batch: pa.RecordBatch) -> pa.Array | None:
         child = pc.struct_field(column, inner)
         if not (pa.types.is_string(child.type) or pa.types.is_large_string(child.type)):
             continue
-        child = pc.if_else(pc.equal(child.cast(pa.string()), ""), pa.scalar(None, pa.string()), child.cast(pa.string()))
+        child = child.cast(pa.string())
+        child = pc.if_else(pc.equal(child, ""), pa.scalar(None, pa.string()), child)
         found = child if found is None else pc.coalesce(found, child)
     return found
 

