@@ -58,6 +58,7 @@ from curation.core.stage import (
     chunked,
     register,
 )
+from curation.ingest.readers import detect_format
 
 REPAIRED = "repaired:"
 
@@ -291,17 +292,31 @@ class ZstdFrames(io.RawIOBase):
         return size
 
 
+# compression by the file's suffix, or, when the suffix names none, by its first bytes
+_COMPRESSIONS = ((".gz", b"\x1f\x8b"), (".zst", b"\x28\xb5\x2f\xfd"), (".bz2", b"BZh"), (".xz", b"\xfd7zXZ\x00"))
+
+
+def _compression(handle: Any, path: str) -> str | None:
+    suffix = next((suffix for suffix, _ in _COMPRESSIONS if path.endswith(suffix)), None)
+    if suffix or not hasattr(handle, "seek"):
+        return suffix
+    head = handle.read(6)
+    handle.seek(0)
+    return next((suffix for suffix, magic in _COMPRESSIONS if head.startswith(magic)), None)
+
+
 def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
     stream = handle
-    if path.endswith(".gz"):
+    compression = _compression(handle, path)
+    if compression == ".gz":
         stream = gzip.GzipFile(fileobj=handle)
-    elif path.endswith(".zst"):
+    elif compression == ".zst":
         stream = ZstdFrames(handle)
-    elif path.endswith(".bz2"):
+    elif compression == ".bz2":
         import bz2
 
         stream = bz2.BZ2File(handle)
-    elif path.endswith(".xz"):
+    elif compression == ".xz":
         import lzma
 
         stream = lzma.LZMAFile(handle)  # noqa: SIM115 (closed with the handle it wraps)
@@ -424,7 +439,7 @@ class DocumentsStage(Stage):
             policy.reject("file", f"unreadable_file:{type(exc).__name__}")
             return
         with handle:
-            if ".parquet" in path.rsplit("/", 1)[-1]:
+            if detect_format(path, handle) == "parquet":
                 yield from iter_parquet_batches(handle, policy, self.config.batch_size)
             else:
                 yield from chunked(iter_jsonl_records(handle, path, policy), self.config.batch_size)

@@ -171,7 +171,7 @@ class ExtractStage(Stage):
             policy.reject("file", f"unreadable_file:{type(exc).__name__}")
             return
         with handle:
-            fmt = detect_format(path)
+            fmt = detect_format(path, handle)
             if fmt == "warc":
                 reader = iter_arc if is_arc(handle) else iter_warc
                 records = reader(handle, errors, self.config.max_payload_bytes)

@@ -445,7 +445,10 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
     return any(_NAMED_FIELDS.get(name.lower(), name) != name for name in names)
 
 
-def detect_format(path: str) -> str:
+def detect_format(path: str, handle: BinaryIO | None = None) -> str:
+    """``parquet``, ``jsonl`` or ``warc`` (WARC, WET or ARC) by the file's name, or, when the name
+    does not say (no suffix, ``.txt``, ``.data``...), by its first bytes: Parquet's magic, or JSON
+    after any compression; anything else is read as a WARC, whose reader reports it."""
     name = path.lower().rsplit("/", 1)[-1]
     for suffix in (".gz", ".zst", ".lz4", ".bz2", ".xz"):
         name = name.removesuffix(suffix)
@@ -453,9 +456,16 @@ def detect_format(path: str) -> str:
         return "parquet"
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl"
-    if name.endswith((".warc", ".wet", ".arc")) or ".warc" in name:
+    if name.endswith((".warc", ".wet", ".arc")) or ".warc" in name or handle is None:
         return "warc"
-    return "warc"  # sniffed by the reader; a non-WARC file is reported as such
+    handle.seek(0)
+    magic = handle.read(4)
+    handle.seek(0)
+    if magic == b"PAR1":
+        return "parquet"
+    if _decompressed_head(handle, 64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        return "jsonl"
+    return "warc"
 
 
 def open_input(path: str, storage: fio.Storage) -> BinaryIO:

@@ -415,3 +415,19 @@ def test_a_file_that_is_one_json_array_is_read_element_by_element(tmp_path, name
     lines = jsonl([b"[1, 2, 3]", *(json.dumps(g).encode() for g in GOOD)], tmp_path / "lines.jsonl")
     rows, stats = read(lines, tmp_path / "b")
     assert len(rows) == len(GOOD) and stats.dropped == {"invalid_json": 1}
+
+
+@pytest.mark.parametrize("packing", ["plain", "gzip", "zstd", "parquet"])
+def test_files_whose_names_do_not_say_what_they_are_are_read_by_their_bytes(tmp_path, packing):
+    """No suffix, or one that names no format (``part-0``, ``docs.txt``): Parquet by its magic,
+    JSON Lines by their first bytes, compressed or not, as the suffix would have said."""
+    lines = [json.dumps(g).encode() for g in GOOD]
+    path = tmp_path / ("docs.data" if packing == "parquet" else "part-0")
+    if packing == "parquet":
+        pq.write_table(pa.Table.from_pylist(GOOD), path)
+    else:
+        data = b"\n".join(lines) + b"\n"
+        path.write_bytes({"plain": data, "gzip": gzip.compress(data, mtime=0),
+                          "zstd": zstandard.ZstdCompressor().compress(data)}[packing])
+    rows, stats = read(path, tmp_path / "out")
+    assert [r["text"] for r in rows] == [g["text"] for g in GOOD] and not stats.dropped

@@ -285,3 +285,25 @@ def test_an_undeclared_page_behind_a_byte_order_mark_is_html(tmp_path):
     path.write_bytes(b"".join(records))
     rows, stats = extract(path, tmp_path)
     assert [row["text"] for row in rows] == ["A page whose server declared no content type at all."] * 3, stats.dropped
+
+
+def test_extract_reads_files_by_their_bytes_when_the_name_does_not_say(tmp_path):
+    """A WARC, a gzipped JSON Lines file and a Parquet file, none named for what it is: each read
+    as what its first bytes say (a JSON Lines file used to be read as a WARC, every line lost)."""
+    import json
+
+    import pyarrow as pa
+
+    body = b"<html><body><p>A page in a WARC that has no suffix at all, long enough to keep.</p></body></html>"
+    (tmp_path / "crawl-0").write_bytes(raw_record("response", "http://example.com/w", "application/http; msgtype=response",
+                                                  b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + body))
+    docs = [{"id": f"j{i}", "text": f"a JSON Lines document number {i}"} for i in range(3)]
+    (tmp_path / "docs-0").write_bytes(gzip.compress(b"".join(json.dumps(d).encode() + b"\n" for d in docs), mtime=0))
+    pq.write_table(pa.Table.from_pylist([{"id": "p0", "text": "a Parquet document"}]), tmp_path / "table.bin")
+    rows = []
+    for name in ("crawl-0", "docs-0", "table.bin"):
+        found, stats = extract(tmp_path / name, tmp_path / f"out-{name}")
+        assert not stats.dropped, (name, stats.dropped)
+        rows += found
+    assert [r["text"] for r in rows] == ["A page in a WARC that has no suffix at all, long enough to keep.",
+                                         *(d["text"] for d in docs), "a Parquet document"]
