@@ -1,7 +1,7 @@
 """How well a quality classifier agrees with people: metrics on human-labelled documents.
 
 ``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet; label 1 = high
-quality, also true/false); ``human_label_metrics`` gives ROC AUC, precision among the top 10% and
+quality, also true/false, "high"/"low", "yes"/"no"...); ``human_label_metrics`` gives ROC AUC, precision among the top 10% and
 30% by score, accuracy at the model's threshold and a calibration table; ``plot_evaluation``
 draws the ROC curve and the score histogram of each label; ``record_evaluation`` stores the
 figures in the model's card under the labels file's name.
@@ -22,8 +22,21 @@ from curation.core.errors import CurationError
 TOP_FRACTIONS = (0.1, 0.3)
 
 
+# labels as other tools write them, case aside: 1 is high quality
+_LABEL_WORDS = {**dict.fromkeys(("1", "true", "yes", "high", "hq", "positive", "pos", "good"), 1),
+                **dict.fromkeys(("0", "false", "no", "low", "lq", "negative", "neg", "bad"), 0)}
+
+
+def _label(value: Any) -> int | None:
+    """0 or 1 from 0/1, true/false, 0.0/1.0 or one of ``_LABEL_WORDS``; None for anything else."""
+    if isinstance(value, str):
+        return _LABEL_WORDS.get(value.strip().lower())
+    return int(value) if value in (0, 1) else None  # True/False compare equal to 1/0
+
+
 def read_labels(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
-    """Texts and 0/1 labels; a record without a text or with another label is an error naming its line."""
+    """Texts and 0/1 labels (also true/false, "high"/"low" and the like); a record without a text or
+    with another label is an error naming its line."""
     name = path.lower()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -53,10 +66,10 @@ def read_labels(path: str, text_field: str = "text", label_field: str = "label")
         text, label = (record.get(text_field), record.get(label_field)) if isinstance(record, dict) else (None, None)
         if not isinstance(text, str):
             raise CurationError(f"{path}: record {number} has no text in {text_field!r}")
-        if label not in (0, 1):  # True/False compare equal to 1/0
+        if (value := _label(label)) is None:
             raise CurationError(f"{path}: record {number} has label {label!r}; labels are 0 (low) or 1 (high quality)")
         texts.append(text)
-        labels.append(int(label))
+        labels.append(value)
     labels_array = np.array(labels, dtype=np.int64)
     if len(set(labels)) < 2:
         raise CurationError(f"{path}: ROC AUC needs both labels; found only {sorted(set(labels))}")

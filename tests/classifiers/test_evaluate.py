@@ -31,8 +31,17 @@ def test_read_labels_jsonl_and_parquet(tmp_path):
     assert labels.tolist() == [1, 0, 1]
 
 
+def test_labels_as_other_tools_write_them(tmp_path):
+    values = ["high", "LOW", "1", "0", " yes ", "no", 1.0, 0.0, "positive", "negative", True, False]
+    records = [{"text": f"doc {i}", "label": v} for i, v in enumerate(values)]
+    _, labels = read_labels(write_jsonl(tmp_path / "words.jsonl", records))
+    assert labels.tolist() == [1, 0] * 6
+
+
 @pytest.mark.parametrize(("records", "message"), [
     ([{"text": "a", "label": 1}, {"text": "b", "label": 2}], "record 2 has label 2"),
+    ([{"text": "a", "label": 1}, {"text": "b", "label": "maybe"}], "record 2 has label 'maybe'"),
+    ([{"text": "a", "label": 1}, {"text": "b", "label": 0.5}], "record 2 has label 0.5"),
     ([{"text": "a", "label": 1}, {"label": 0}], "record 2 has no text"),
     ([{"text": "a", "label": 1}, {"text": "b", "label": 1}], "needs both labels"),
 ])
