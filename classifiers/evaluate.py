@@ -1,8 +1,9 @@
 """How well a quality classifier agrees with people: metrics on human-labelled documents.
 
 ``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet; label 1 = high
-quality, also true/false, "high"/"low", "yes"/"no"...); ``human_label_metrics`` gives ROC AUC, precision among the top 10% and
-30% by score, accuracy at the model's threshold and a calibration table; ``plot_evaluation``
+quality, also true/false, "high"/"low", "yes"/"no"...); ``human_label_metrics`` gives ROC AUC,
+precision among the top 10% and 30% by score, accuracy at the model's threshold and a calibration
+table; ``plot_evaluation``
 draws the ROC curve and the score histogram of each label; ``record_evaluation`` stores the
 figures in the model's card under the labels file's name.
 """
