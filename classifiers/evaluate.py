@@ -3,9 +3,8 @@
 ``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet; label 1 = high
 quality, also true/false, "high"/"low", "yes"/"no"...); ``human_label_metrics`` gives ROC AUC,
 precision among the top 10% and 30% by score, accuracy at the model's threshold and a calibration
-table; ``plot_evaluation``
-draws the ROC curve and the score histogram of each label; ``record_evaluation`` stores the
-figures in the model's card under the labels file's name.
+table; ``plot_evaluation`` draws the ROC curve and the score histogram of each label;
+``record_evaluation`` stores the figures in the model's card under the labels file's name.
 """
 
 from __future__ import annotations
