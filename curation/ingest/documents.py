@@ -298,7 +298,7 @@ _COMPRESSIONS = ((".gz", b"\x1f\x8b"), (".zst", b"\x28\xb5\x2f\xfd"), (".bz2", b
 
 def _compression(handle: Any, path: str) -> str | None:
     suffix = next((suffix for suffix, _ in _COMPRESSIONS if path.endswith(suffix)), None)
-    if suffix or not hasattr(handle, "seek"):
+    if suffix or path.lower().endswith((".jsonl", ".json", ".ndjson")):  # the name says
         return suffix
     head = handle.read(6)
     handle.seek(0)
