@@ -23,6 +23,8 @@ counts what it skipped with a reason, and carries on.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import re
 import zlib
@@ -145,23 +147,36 @@ def iter_warc(
     compressed = _is_gzip(handle)
     start = 0
     seen: set[tuple[int, int]] = set()
+    # One damaged record, one count. ``pending``: the reason counted for the damage that ended the
+    # last pass, while the record resynchronised to (at ``start``) is not read yet; that record is
+    # often the damaged one, and if reading it again counts a reason, or fails again, the damage
+    # is not counted twice. ``cut_short``: the last record read was counted as cut short (its
+    # length unknown or past the data), so FastWARC failing right after it is the same damage.
+    pending: str | None = None
     while True:
         handle.seek(start)
         last_start = start
         failure: str | None = None
+        cut_short = False
         previous_offset, index_in_member = None, 0
         try:
             for record in ArchiveIterator(handle, record_types=WarcRecordType.any_type, parse_http=False):
                 offset = start + record.stream_pos
                 index_in_member = index_in_member + 1 if offset == previous_offset else 0
                 previous_offset = last_start = offset
+                recounted, pending = pending if offset == start else None, None
+                cut_short = False
                 if (offset, index_in_member) in seen:
                     continue
                 seen.add((offset, index_in_member))
                 if not (record.record_type & _WANTED):
                     errors[SKIPPED + _type_name(record.record_type)] += 1
                     continue
+                counted, truncated = sum(errors.values()), errors["truncated_record"]
                 parsed = _to_raw(record, offset, index_in_member, errors, max_payload_bytes)
+                cut_short = errors["truncated_record"] > truncated
+                if recounted and sum(errors.values()) > counted:
+                    _uncount(errors, recounted)
                 if parsed is not None:
                     yield parsed
         except CurationError:
@@ -171,16 +186,23 @@ def iter_warc(
         except Exception as exc:  # a malformed header can surface as any parse error
             failure = f"corrupt_record:{type(exc).__name__}"
         next_start = _find_next_start(handle, last_start + 1, compressed)
-        if next_start is None:
-            if failure:
-                errors[failure] += 1
-            return
-        if failure is None:
+        if failure is None and next_start is not None:
             # FastWARC ended cleanly but a record start lies ahead: the member it ended on was
             # truncated or unreadable, and FastWARC stopped there silently.
             failure = "truncated_record"
-        errors[failure] += 1
-        start = next_start
+        if failure and (pending or cut_short):  # the damage that stopped FastWARC is counted already
+            failure = None
+        if failure:
+            errors[failure] += 1
+        if next_start is None:
+            return
+        start, pending = next_start, failure
+
+
+def _uncount(errors: Counter, reason: str) -> None:
+    errors[reason] -= 1
+    if errors[reason] <= 0:
+        del errors[reason]
 
 
 def _reason_for(exc: OSError) -> str:
@@ -283,7 +305,10 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
         body = _dechunk(body)
     encoding = fields.get("content-encoding", "").lower()
     if not encoding and body.startswith(_GZIP_MAGIC) and (not content_type or content_type.startswith("text/")):
-        encoding = "gzip"  # a page its server compressed without saying so (an archive is not text/*)
+        # a page its server compressed without saying so (an archive is not text/*): only a whole
+        # gzip stream, so a page that merely starts with these bytes stays as it is
+        with contextlib.suppress(OSError, EOFError, zlib.error):
+            body = gzip.decompress(body)
     if encoding in ("gzip", "x-gzip", "deflate", "br", "zstd"):
         body = _decompress(body, encoding)
     return content_type, charset, body
@@ -438,11 +463,15 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
     head = _decompressed_head(handle)
     if not head.startswith(_WARC_MAGIC) or b"\n" not in head:
         return False
-    if not head.split(b"\n", 1)[0].endswith(b"\r"):
+    lines = head.split(b"\n")
+    header = lines[: next((i for i, line in enumerate(lines) if line in (b"", b"\r")), len(lines) - 1)]
+    # every line, every name: one damaged byte in the first record is not another writer (and
+    # warcio, which cannot resynchronise, would lose the rest of the file to it)
+    if not any(line.endswith(b"\r") for line in header):
         return True
-    header = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
-    names = (line.partition(":")[0].strip() for line in header if ":" in line)
-    return any(_NAMED_FIELDS.get(name.lower(), name) != name for name in names)
+    names = [line.partition(b":")[0].strip().decode("latin-1") for line in header[1:] if b":" in line]
+    known = [name for name in names if name.lower() in _NAMED_FIELDS]
+    return bool(known) and all(_NAMED_FIELDS[name.lower()] != name for name in known)
 
 
 def detect_format(path: str, handle: BinaryIO | None = None) -> str:
