@@ -58,7 +58,7 @@ from curation.core.stage import (
     chunked,
     register,
 )
-from curation.ingest.readers import detect_format
+from curation.ingest.readers import COMPRESSION_MAGIC, compression_by_magic, detect_format
 
 REPAIRED = "repaired:"
 
@@ -292,17 +292,14 @@ class ZstdFrames(io.RawIOBase):
         return size
 
 
-# compression by the file's suffix, or, when the suffix names none, by its first bytes
-_COMPRESSIONS = ((".gz", b"\x1f\x8b"), (".zst", b"\x28\xb5\x2f\xfd"), (".bz2", b"BZh"), (".xz", b"\xfd7zXZ\x00"))
-
-
 def _compression(handle: Any, path: str) -> str | None:
-    suffix = next((suffix for suffix, _ in _COMPRESSIONS if path.endswith(suffix)), None)
+    """The compression the file's suffix names, or, when its name does not say, its first bytes."""
+    suffix = next((suffix for suffix in COMPRESSION_MAGIC if path.endswith(suffix)), None)
     if suffix or path.lower().endswith((".jsonl", ".json", ".ndjson")):  # the name says
         return suffix
     head = handle.read(6)
     handle.seek(0)
-    return next((suffix for suffix, magic in _COMPRESSIONS if head.startswith(magic)), None)
+    return compression_by_magic(head)
 
 
 def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator[dict[str, Any]]:

@@ -42,6 +42,8 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
 _VERSION_LINE = re.compile(rb"WARC/\d\.\d+\r?\n")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# the compressions a file's first bytes name, by the suffix that would have named them
+COMPRESSION_MAGIC = {".gz": b"\x1f\x8b", ".zst": _ZSTD_MAGIC, ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
 _SCAN_CHUNK = 1 << 20
 
 
@@ -356,19 +358,33 @@ def is_arc(handle: BinaryIO) -> bool:
     return _decompressed_head(handle).startswith(b"filedesc://")
 
 
+def compression_by_magic(head: bytes) -> str | None:
+    """The suffix of the compression that ``head``, a file's first bytes, opens with, or None."""
+    return next((suffix for suffix, magic in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+
+
 def _decompressed_head(handle: BinaryIO, size: int = 2048) -> bytes:
-    """The file's first ``size`` bytes after gzip or zstd decompression (empty when they do not
+    """The file's first ``size`` bytes after any decompression (empty when they do not
     decompress); the handle is left at the start."""
     handle.seek(0)
     head = handle.read(4096)
     handle.seek(0)
     try:
-        if head[:2] == b"\x1f\x8b":
+        compression = compression_by_magic(head)
+        if compression == ".gz":
             return zlib.decompressobj(wbits=31).decompress(head, size)
-        if head[:4] == _ZSTD_MAGIC:
+        if compression == ".zst":
             import zstandard
 
             return zstandard.ZstdDecompressor().decompressobj().decompress(head)[:size]
+        if compression == ".bz2":
+            import bz2
+
+            return bz2.BZ2Decompressor().decompress(head, size)
+        if compression == ".xz":
+            import lzma
+
+            return lzma.LZMADecompressor().decompress(head, size)
     except Exception:
         return b""
     return head[:size]
