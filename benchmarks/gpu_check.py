@@ -12,7 +12,7 @@ row, not the run), in priority order, inside a wall-clock budget:
                  this process (no Ray)
   quality_ray    the `quality` stage run by the pipeline runner on a local Ray cluster with the
                  GPU (an actor that asks Ray for it, two shards at once), 4 shards of 20k documents; Ray travels
-                 unpacked in .raysite, one call earlier (benchmarks/gpu_ray_wheel.py)
+                 unpacked in .raysite, one call earlier (benchmarks/gpu_bundle.py)
   medium_moe     the `medium` preset (1.78B total / 372M active), batch 8 x 2048: tokens/s, MFU,
                  peak memory against the CPU-side estimate, kernel profile of the last steps
   kernels        the expert layer's pieces alone at `medium`'s shapes: gate|up as one grouped
@@ -239,7 +239,7 @@ def _embedding_head(model_dir: str, directory: Path) -> Path:
 def job_quality_ray(args) -> dict:
     """The issue's end-to-end path: the ``quality`` stage run by the pipeline runner on a local Ray
     cluster with the machine's GPU, the stage's actor asking Ray for it and scoring two shards at
-    once, over 4 shards of 20k documents. Ray travels unpacked in ``.raysite`` (``benchmarks/gpu_ray_wheel.py``)."""
+    once, over 4 shards of 20k documents. Ray travels unpacked in ``.raysite`` (``benchmarks/gpu_bundle.py``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray

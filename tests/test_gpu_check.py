@@ -39,7 +39,7 @@ def test_gpu_check_dry_run_writes_every_job(tmp_path):
 
 
 def test_ray_travels_trimmed_and_unpacks_with_its_file_modes(tmp_path):
-    """``gpu_ray_wheel.py`` drops the parts of Ray's wheel a Python-only cluster never loads, and
+    """``gpu_bundle.py`` drops the parts of Ray's wheel a Python-only cluster never loads, and
     unpacks the rest with each file's mode: the raylet and GCS binaries must stay executable
     (Python's ``ZipFile.extract`` alone drops the mode)."""
     import stat
@@ -47,7 +47,7 @@ def test_ray_travels_trimmed_and_unpacks_with_its_file_modes(tmp_path):
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from gpu_ray_wheel import trim, unpack
+        from gpu_bundle import trim, unpack
     finally:
         sys.path.pop(0)
     wheel = tmp_path / "ray-0-cp312-cp312-manylinux2014_x86_64.whl"
@@ -66,3 +66,29 @@ def test_ray_travels_trimmed_and_unpacks_with_its_file_modes(tmp_path):
     assert not os.access(site / "__init__.py", os.X_OK)
     assert (site / "dashboard" / "modules" / "job.py").is_file()  # the dashboard's Python stays; its web client goes
     assert not (site / "jars").exists() and not (site / "dashboard" / "client").exists() and not (site / "rllib").exists()
+
+
+def test_packed_encoder_is_bf16_and_embeds_as_the_packaged_one(tmp_path):
+    """``gpu_bundle.py pack`` ships the encoder to the GPU machine in bf16 (half the bytes of a
+    call's 64 MiB): every float tensor is bf16, and it embeds as the packaged fp32 model does."""
+    import numpy as np
+    import torch
+    from curation.classifiers.encoder import SentenceEncoder
+    from curation.classifiers.models import default_embedding_model
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_bundle import pack_encoder
+    finally:
+        sys.path.pop(0)
+    target = tmp_path / "minilm"
+    pack_encoder(target)
+    weights = load_file(target / "model.safetensors")
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.bfloat16}
+    texts = ["The committee approved the budget after a long debate.", "Cheap pills online, best price, click here!!!",
+             "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen."]
+    packed = SentenceEncoder(str(target), 128).embed(texts)
+    original = SentenceEncoder(default_embedding_model(), 128).embed(texts)
+    cosine = (packed * original).sum(axis=1) / np.linalg.norm(packed, axis=1) / np.linalg.norm(original, axis=1)
+    assert cosine.min() > 0.999, cosine
