@@ -5,7 +5,7 @@
     curate status RUN
     curate extract --input PATHS --output DIR
     curate filter --input DIR --output DIR
-    curate dedup --input DOCS --output DIR [--threshold 0.8] [--ngram 5] [--num-perm N]
+    curate dedup --input DOCS --output DIR [--method minhash|bff] [--threshold 0.8] [--ngram 5] [--num-perm N]
     curate tokenize --input DOCS --tokenizer PATH --output DIR
     curate classify train --positives PATHS --negatives PATHS --output MODEL_DIR [--kind fasttext|embedding]
     curate classify score --model MODEL_DIR --input DOCS --output DIR
@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any
 
-from curation.core.errors import CurationError
+from curation.core.errors import ConfigError, CurationError
 
 EPILOG = ("Run `curate COMMAND --help` for the options of each command. `--verbose` anywhere on the line lets "
           "Ray's own log lines (worker output, backend notices) through.")
@@ -104,15 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--tokenizer", required=True, help="path to a tokenizer.json")
     tok.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(tok)
-    dedup = sub.add_parser("dedup", help="global exact + MinHash LSH deduplication (attributes)",
+    dedup = sub.add_parser("dedup", help="global exact + MinHash LSH deduplication, or DCLM's BFF (attributes)",
                            description="Cluster near-duplicates of DOCS (JSONL or Parquet with id and text) globally on "
                                        "Ray and write Parquet with every input column (the text and id fields named text and id) "
                                        "plus cluster_id, cluster_size and "
-                                       "is_duplicate (one keeper per cluster).")
+                                       "is_duplicate (one keeper per cluster). --method bff does DCLM-Baseline's "
+                                       "paragraph + document dedup instead: text without the paragraphs seen before, "
+                                       "bff_keep, bff_removed_paragraphs, bff_contained_ngrams.")
     dedup.add_argument("--input", nargs="+", required=True, help="JSONL(.gz) or Parquet files, or a curate output directory")
     dedup.add_argument("--output", required=True, help="output directory")
-    dedup.add_argument("--threshold", type=float, help="target Jaccard similarity of n-gram sets (default: the stage's, 0.8)")
-    dedup.add_argument("--ngram", type=int, help="shingle size in words (default: the stage's, 5)")
+    dedup.add_argument("--method", choices=["minhash", "bff"], default="minhash",
+                       help="minhash (default): global clusters; bff: DCLM's Bloom-filter paragraph + document dedup")
+    dedup.add_argument("--threshold", type=float, help="minhash: target Jaccard similarity of n-gram sets (0.8); "
+                                                       "bff: share of n-grams seen before (0.8)")
+    dedup.add_argument("--ngram", type=int, help="n-gram size in words (default: the stage's, 5 for minhash, 13 for bff)")
     dedup.add_argument("--num-perm", type=int, help="MinHash permutations (default: the stage's, 128)")
     _add_common_run_options(dedup)
 
@@ -305,6 +310,10 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
+    if args.method == "bff":
+        if args.num_perm is not None:
+            raise ConfigError("--num-perm is MinHash's; --method bff has no permutations")
+        return _single_stage(args, "bff_dedup", _given(threshold=args.threshold, ngram=args.ngram, min_ngram=args.ngram))
     options = {**_given(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm), "url": False}
     return _single_stage(args, "dedup", options)
 

@@ -79,6 +79,38 @@ def _english_paragraphs() -> list[str]:
     return sorted(set(paragraphs))
 
 
+class _Prose:
+    """New English paragraphs from a word chain (order 2) over the Python reference's prose. Pages
+    made of the reference's own paragraphs would share whole paragraphs by the hundred, which real
+    articles do not (paragraph dedup would rightly remove most of them); chained text repeats
+    about one word 13-gram in six, as prose on shared topics does."""
+
+    START = ("", "")
+
+    def __init__(self, paragraphs: list[str]):
+        self.next_words: dict[tuple[str, str], list[str]] = {}
+        for paragraph in paragraphs:
+            words = [*self.START, *paragraph.split(), ""]
+            for i in range(len(words) - 2):
+                self.next_words.setdefault((words[i], words[i + 1]), []).append(words[i + 2])
+
+    def paragraph(self, rng: random.Random, min_words: int = 40, max_words: int = 120) -> str:
+        words: list[str] = []
+        state = self.START
+        while len(words) < max_words:
+            word = rng.choice(self.next_words[state])
+            if not word:  # the end of a source paragraph: stop here if long enough, else go on
+                if len(words) >= min_words:
+                    break
+                state = self.START
+                continue
+            words.append(word)
+            state = (state[1], word)
+            if len(words) >= min_words and word.endswith(".") and rng.random() < 0.3:
+                break
+        return " ".join(words)
+
+
 def _wrap_page(title: str, body_html: str, rng: random.Random) -> str:
     nav = "".join(f'<li><a href="/{n.lower()}">{n}</a></li>' for n in rng.sample(_NAV, 6))
     footer = (
@@ -157,7 +189,7 @@ class DemoCrawl:
     def pages(self) -> list[tuple[str, str, bytes]]:
         """(url, content type, payload) for every page, in crawl order."""
         rng = random.Random(self.config.seed)
-        english = _english_paragraphs()
+        prose = _Prose(_english_paragraphs())
         articles: list[tuple[str, list[str]]] = []
         out: list[tuple[str, str, bytes]] = []
         kinds = ["article"] * 55 + ["near_dup"] * 8 + ["exact_dup"] * 5 + ["spam"] * 7 + ["short"] * 5
@@ -167,7 +199,7 @@ class DemoCrawl:
             host = f"site{rng.randint(1, 400)}.example.com"
             url = f"https://{host}/{kind.replace('_', '-')}/{n}"
             if kind == "article":
-                paragraphs = rng.sample(english, rng.randint(3, 8))
+                paragraphs = [prose.paragraph(rng) for _ in range(rng.randint(3, 8))]
                 title = " ".join(paragraphs[0].split()[:6]).rstrip(",.;:")
                 articles.append((title, paragraphs))
                 out.append((url, "text/html; charset=utf-8", _wrap_page(title, _paragraphs_html(paragraphs), rng).encode()))

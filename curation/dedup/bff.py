@@ -1,0 +1,352 @@
+"""DCLM-Baseline's own deduplication: paragraphs and pages whose word 13-grams were mostly seen before.
+
+DCLM deduplicates DCLM-Baseline with BFF, a Bloom-filter deduplicator in Rust, run as
+``--remove-type old-both --min-ngram-size 13 --max-ngram-size 13 --filtering-threshold 0.8
+--fp-rate 0.01`` (``dedup/bff`` in its repository). This stage makes the same decisions:
+
+- a document's *paragraphs* are its text cut before every newline (each one after the first
+  starts with its ``\\n``);
+- *tokens* are the Unicode word-boundary segments (UAX #29) that are not all whitespace,
+  punctuation included; a paragraph's n-grams are its windows of ``ngram`` tokens, or one n-gram
+  of all its tokens when it has fewer than ``ngram`` but at least ``min_ngram``, or none;
+- documents are taken one after another; in each, paragraph by paragraph, a paragraph more than
+  ``threshold`` of whose n-grams are already in the filter is removed, and the n-grams of every
+  paragraph kept go into the filter before the next paragraph is looked at;
+- a document more than ``threshold`` of all whose n-grams were in the filter (as each paragraph
+  found them) is removed whole. Paragraphs and documents with no n-gram are kept.
+
+What differs: BFF's threads share one filter and race, so which copy of a duplicate survives
+depends on scheduling; here the order is fixed (shards in plan order, rows in file order) and the
+filter's hash functions are seeded, so a rerun makes the same decisions. The filter is sized to
+the input's n-gram count at ``false_positive_rate`` per n-gram, as BFF sizes it to an expected
+count. As everywhere in this project nothing is deleted here: the kept paragraphs become
+``text``, and ``bff_keep`` is false for a page removed whole (or left empty); ``select`` drops it.
+
+``resolve`` hashes every shard's paragraphs in parallel Ray tasks (tokenizing is the cost), then
+one task walks the documents in order through the filter (array operations per paragraph) and
+writes each shard's decisions; the per-shard pass applies them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import regex
+import xxhash
+
+from curation.core import io as fio
+from curation.core.errors import ConfigError
+from curation.core.stage import BatchStage, ShardStats, StageContext, register
+
+DECISIONS_DIR = "_bff"
+WORK_DIR = "_work"
+
+# default word boundaries (UAX #29), as BFF's unicode-segmentation ``split_word_bounds``
+_WORD_BOUNDARY = regex.compile(r"\b", flags=regex.WORD | regex.V1)
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial over token hashes stays a bijection per step
+
+
+@dataclass
+class BffConfig:
+    ngram: int = 13  # BFF's --max-ngram-size
+    min_ngram: int = 13  # --min-ngram-size: a paragraph with fewer tokens has no n-gram
+    threshold: float = 0.8  # --filtering-threshold: removed when MORE than this share was seen; 1.0 removes nothing
+    false_positive_rate: float = 0.01  # --fp-rate, per n-gram
+    require: list[str] = field(default_factory=list)  # only rows where these bool columns are true take part
+    text_column: str = "text"
+    seed: int = 0
+    batch_size: int = 1024
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_ngram <= self.ngram:
+            raise ConfigError(f"bff: need 1 <= min_ngram <= ngram, got min_ngram {self.min_ngram}, ngram {self.ngram}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"bff: threshold is a share of n-grams in [0, 1], got {self.threshold}")
+        if not 0.0 < self.false_positive_rate < 1.0:
+            raise ConfigError(f"bff: false_positive_rate must be in (0, 1), got {self.false_positive_rate}")
+
+
+def paragraphs(text: str) -> list[str]:
+    """``text`` cut before every newline: ``"a\\nb"`` -> ``["a", "\\nb"]``; joined they are ``text``."""
+    first, *rest = text.split("\n")
+    return [first, *("\n" + p for p in rest)]
+
+
+def tokens(paragraph: str) -> list[str]:
+    return [s for s in _WORD_BOUNDARY.split(paragraph) if s and not s.isspace()]
+
+
+def paragraph_tokens(text: str) -> list[list[str]]:
+    """``tokens`` of each of ``paragraphs(text)``, from one pass over the text: word boundaries
+    fall on both sides of every line break, so a segment holding a newline is ``\n`` or ``\r\n``."""
+    out: list[list[str]] = [[]]
+    for segment in _WORD_BOUNDARY.split(text):
+        if "\n" in segment:
+            out.extend([] for _ in range(segment.count("\n")))
+        elif segment and not segment.isspace():
+            out[-1].append(segment)
+    return out
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads a polynomial hash over all 64 bits (uint64 arithmetic wraps)."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def ngram_hashes(text: str, ngram: int, min_ngram: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit hashes of every paragraph's n-grams, concatenated, and ``offsets`` (one more than
+    there are paragraphs): paragraph ``p``'s hashes are ``hashes[offsets[p]:offsets[p + 1]]``."""
+    counts: list[int] = []
+    token_hashes: list[int] = []
+    lengths: list[int] = []
+    for words in paragraph_tokens(text):
+        if len(words) < min_ngram:
+            counts.append(0)
+            continue
+        counts.append(len(words) - ngram + 1 if len(words) >= ngram else 1)
+        lengths.append(len(words))
+        token_hashes.extend(xxhash.xxh3_64_intdigest(w, seed) for w in words)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if not token_hashes:
+        return np.zeros(0, dtype=np.uint64), offsets
+    t = np.array(token_hashes, dtype=np.uint64)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    lengths_array = np.array(lengths, dtype=np.int64)
+    long = lengths_array >= ngram
+    windows = np.zeros(0, dtype=np.uint64)
+    if long.any():
+        # h_i = sum_j t[i + j] * M^(ngram - 1 - j) over every window, then only windows inside one paragraph
+        width = len(t) - ngram + 1
+        h = np.zeros(width, dtype=np.uint64)
+        for j in range(ngram):
+            h = h * _MULTIPLIER + t[j : j + width]
+        window_counts = np.where(long, lengths_array - ngram + 1, 0)
+        first = np.repeat(starts, window_counts)
+        within = np.arange(len(first)) - np.repeat(np.cumsum(window_counts) - window_counts, window_counts)
+        windows = h[first + within]
+    parts: list[np.ndarray] = []
+    taken = 0
+    for index, length in enumerate(lengths):
+        if length >= ngram:
+            parts.append(windows[taken : taken + length - ngram + 1])
+            taken += length - ngram + 1
+        else:  # one n-gram of the whole short paragraph, its length in the hash (Python ints: no overflow warning)
+            h_short = length
+            for value in token_hashes[starts[index] : starts[index] + length]:
+                h_short = (h_short * int(_MULTIPLIER) + value) % 2**64
+            parts.append(np.array([h_short], dtype=np.uint64))
+    return _mix(np.concatenate(parts)), offsets
+
+
+class BloomFilter:
+    """A Bloom filter over 64-bit hashes, ``k`` positions by double hashing; seeded, so reproducible."""
+
+    def __init__(self, expected: int, false_positive_rate: float, seed: int = 0):
+        expected = max(int(expected), 1)
+        bits = math.ceil(-expected * math.log(false_positive_rate) / math.log(2) ** 2)
+        self.words = np.zeros(max(1, -(-bits // 64)), dtype=np.uint64)
+        self.size = np.uint64(len(self.words) * 64)
+        self.hashers = max(1, math.ceil(len(self.words) * 64 / expected * math.log(2)))  # BFF's optimal k
+        self._steps = np.arange(self.hashers, dtype=np.uint64)
+        self._salt = np.uint64(xxhash.xxh3_64_intdigest(b"bff", seed))
+
+    def _positions(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        step = _mix(hashes ^ self._salt) | np.uint64(1)
+        positions = (hashes[:, None] + self._steps[None, :] * step[:, None]) % self.size
+        return (positions >> np.uint64(6)).astype(np.int64), np.uint64(1) << (positions & np.uint64(63))
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        words, masks = self._positions(hashes)
+        return ((self.words[words] & masks) != 0).all(axis=1)
+
+    def insert(self, hashes: np.ndarray) -> None:
+        words, masks = self._positions(hashes)
+        np.bitwise_or.at(self.words, words.ravel(), masks.ravel())
+
+
+def decide(hashes: np.ndarray, offsets: np.ndarray, bloom: BloomFilter, threshold: float) -> tuple[list[int], bool, int]:
+    """One document through the filter: (removed paragraphs, removed whole, n-grams found in the filter).
+
+    An n-gram is found when it was in the filter before this document, or in a paragraph of this
+    document kept before its own. One lookup serves the whole page; only a page that repeats an
+    n-gram across its paragraphs is walked paragraph by paragraph."""
+    if not len(hashes):
+        return [], False, 0
+    counts = np.diff(offsets)
+    paragraph_of = np.repeat(np.arange(len(counts)), counts)
+    before = bloom.contains(hashes)
+    unique, inverse = np.unique(hashes, return_inverse=True)
+    if len(unique) == len(hashes):  # no n-gram twice in the page: earlier paragraphs cannot hold this one's
+        found = np.bincount(paragraph_of, weights=before, minlength=len(counts)).astype(np.int64)
+        with np.errstate(invalid="ignore"):  # 0/0 for a paragraph without n-grams: NaN, never removed
+            removed = found / counts > threshold
+    else:
+        found = np.zeros(len(counts), dtype=np.int64)
+        removed = np.zeros(len(counts), dtype=bool)
+        kept_here = np.zeros(len(unique), dtype=bool)
+        for p in np.flatnonzero(counts):
+            ids = inverse[offsets[p] : offsets[p + 1]]
+            found[p] = int((before[offsets[p] : offsets[p + 1]] | kept_here[ids]).sum())
+            removed[p] = found[p] / counts[p] > threshold
+            if not removed[p]:
+                kept_here[ids] = True
+    bloom.insert(hashes[~removed[paragraph_of]])
+    contained = int(found.sum())
+    return np.flatnonzero(removed).tolist(), contained / len(hashes) > threshold, contained
+
+
+def _participating(batch: pa.RecordBatch, require: list[str]) -> np.ndarray:
+    mask = np.ones(batch.num_rows, dtype=bool)
+    for column in require:
+        if column not in batch.schema.names:
+            raise ConfigError(f"bff: required column {column!r} is missing; have {', '.join(batch.schema.names)}")
+        mask &= pc.fill_null(batch.column(column), False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+_HASHED = pa.schema([("row", pa.int64()), ("hashes", pa.list_(pa.uint64())), ("offsets", pa.list_(pa.int64()))])
+_DECIDED = pa.schema([("row", pa.int64()), ("removed", pa.list_(pa.int32())), ("document", pa.bool_()),
+                      ("contained", pa.int32())])
+
+
+def _write_table(table: pa.Table, path: str, storage: fio.Storage) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    fio.write_atomic(path, sink.getvalue().to_pybytes(), storage)
+
+
+def _read_table(path: str, storage: fio.Storage) -> pa.Table:
+    fs, p = fio.filesystem(path, storage)
+    with fs.open(p, "rb") as handle:
+        return pq.read_table(handle)
+
+
+def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, Any]) -> int:
+    """Ray task: the n-gram hashes of one shard's taking-part documents, to ``out``; their count."""
+    c, store = BffConfig(**config), fio.Storage(**storage)
+    rows, hashes, offsets = [], [], []
+    start = 0
+    fs, p = fio.filesystem(path, store)
+    with fs.open(p, "rb") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
+            taking_part = _participating(batch, c.require)
+            for i, text in enumerate(batch.column(c.text_column).to_pylist()):
+                if taking_part[i] and text:
+                    h, o = ngram_hashes(text, c.ngram, c.min_ngram, c.seed)
+                    if len(h):
+                        rows.append(start + i)
+                        hashes.append(h)
+                        offsets.append(o)
+            start += batch.num_rows
+    _write_table(pa.table([pa.array(rows, pa.int64()), pa.array(hashes, pa.list_(pa.uint64())),
+                           pa.array(offsets, pa.list_(pa.int64()))], schema=_HASHED), out, store)
+    return int(sum(len(h) for h in hashes))
+
+
+def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: dict[str, Any],
+                  storage: dict[str, Any]) -> dict[str, int]:
+    """Ray task: every document, in order, through one filter; each shard's decisions to ``decided``."""
+    c, store = BffConfig(**config), fio.Storage(**storage)
+    bloom = BloomFilter(ngrams, c.false_positive_rate, c.seed)
+    totals = {"documents_removed": 0, "paragraphs_removed": 0, "documents_edited": 0}
+    for source, target in zip(hashed, decided, strict=True):
+        table = _read_table(source, store)
+        out: dict[str, list] = {"row": [], "removed": [], "document": [], "contained": []}
+        for row, hashes, offsets in zip(table.column("row").to_numpy(), table.column("hashes").to_pylist(),
+                                        table.column("offsets").to_pylist(), strict=True):
+            removed, whole, contained = decide(np.array(hashes, dtype=np.uint64), np.array(offsets), bloom,
+                                               c.threshold)
+            if removed or whole or contained:
+                for name, value in zip(out, (int(row), removed, whole, contained), strict=True):
+                    out[name].append(value)
+                totals["documents_removed"] += whole
+                totals["paragraphs_removed"] += len(removed)
+                totals["documents_edited"] += bool(removed) and not whole
+        _write_table(pa.table(out, schema=_DECIDED), target, store)
+    totals["filter_bytes"] = int(bloom.words.nbytes)
+    totals["hash_functions"] = bloom.hashers
+    return totals
+
+
+@dataclass
+class _ShardDecisions:
+    rows: dict[int, tuple[list[int], bool, int]]
+    next_row: int = 0
+
+
+@register("bff_dedup")
+class BffDedupStage(BatchStage):
+    """Adds ``bff_keep``, ``bff_removed_paragraphs`` and ``bff_contained_ngrams``; ``text`` loses the
+    paragraphs seen before."""
+
+    Config = BffConfig
+
+    def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
+        import ray
+
+        config, storage = dataclasses.asdict(self.config), dataclasses.asdict(ctx.storage)
+        work = fio.join(ctx.stage_dir, WORK_DIR)
+        fio.remove(work, ctx.storage, recursive=True)
+        tasks = self.plan(inputs, ctx)
+        hashed = [fio.join(work, f"{task.name}.parquet") for task in tasks]
+        hash_task = ray.remote(num_cpus=self.config.num_cpus)(hash_shard)
+        ngrams = sum(ray.get([hash_task.remote(path, out, config, storage) for path, out in zip(inputs, hashed,
+                                                                                                 strict=True)]))
+        decided = [fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet") for task in tasks]
+        totals = ray.get(ray.remote(decide_shards).remote(hashed, decided, ngrams, config, storage))
+        fio.remove(work, ctx.storage, recursive=True)
+        return {"ngrams": ngrams, **totals}
+
+    def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
+        return (f"{resolved['ngrams']:,} {self.config.ngram}-grams through a {resolved['filter_bytes'] / 2**20:.1f} MiB "
+                f"Bloom filter ({resolved['hash_functions']} hashes): {resolved['documents_removed']:,} documents "
+                f"removed whole, {resolved['paragraphs_removed']:,} paragraphs from "
+                f"{resolved['documents_edited']:,} others")
+
+    def begin_shard(self, task, ctx: StageContext) -> _ShardDecisions:
+        table = _read_table(fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet"), ctx.storage)
+        return _ShardDecisions({row: (removed, whole, contained) for row, removed, whole, contained in
+                                zip(*(table.column(n).to_pylist() for n in _DECIDED.names), strict=True)})
+
+    def process_batch(self, batch: pa.RecordBatch, shard: _ShardDecisions, stats: ShardStats) -> pa.RecordBatch:
+        c = self.config
+        start, shard.next_row = shard.next_row, shard.next_row + batch.num_rows
+        column = batch.column(c.text_column)
+        texts = column.to_pylist()
+        taking_part = _participating(batch, c.require)
+        keep = np.ones(batch.num_rows, dtype=bool)
+        removed_count = np.zeros(batch.num_rows, dtype=np.int32)
+        contained = np.zeros(batch.num_rows, dtype=np.int32)
+        edited = False
+        for i, text in enumerate(texts):
+            decision = shard.rows.get(start + i)
+            if decision is not None:
+                removed, whole, contained[i] = decision
+                if removed:
+                    drop = set(removed)
+                    texts[i] = "".join(p for index, p in enumerate(paragraphs(text)) if index not in drop)
+                    removed_count[i] = len(removed)
+                    edited = True
+                keep[i] = not whole
+            if taking_part[i] and keep[i] and not (texts[i] or "").strip():
+                keep[i] = False  # BFF writes no document whose text is left empty
+        stats.flagged["bff_duplicate"] += int((~keep).sum())
+        stats.extra["bff_removed_paragraphs"] = stats.extra.get("bff_removed_paragraphs", 0) + int(removed_count.sum())
+        if edited:
+            index = batch.schema.get_field_index(c.text_column)
+            batch = batch.set_column(index, batch.schema.field(index), pa.array(texts, column.type))
+        return (batch.append_column("bff_keep", pa.array(keep))
+                .append_column("bff_removed_paragraphs", pa.array(removed_count))
+                .append_column("bff_contained_ngrams", pa.array(contained)))
