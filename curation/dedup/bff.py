@@ -234,14 +234,17 @@ def _read_table(path: str, storage: fio.Storage) -> pa.Table:
 
 
 def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, Any]) -> int:
-    """Ray task: the n-gram hashes of one shard's taking-part documents, to ``out``; their count."""
+    """Ray task: the n-gram hashes of one shard's taking-part documents, batch by batch to ``out`` (a
+    scratch file: a task that dies is run again whole); their count."""
     c, store = BffConfig(**config), fio.Storage(**storage)
-    rows, hashes, offsets = [], [], []
-    start = 0
+    total = start = 0
     fs, p = fio.filesystem(path, store)
-    with fs.open(p, "rb") as handle:
+    out_fs, out_path = fio.filesystem(out, store)
+    out_fs.makedirs(out_path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(p, "rb") as handle, out_fs.open(out_path, "wb") as sink, pq.ParquetWriter(sink, _HASHED) as writer:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
             taking_part = _participating(batch, c.require)
+            rows, hashes, offsets = [], [], []
             for i, text in enumerate(batch.column(c.text_column).to_pylist()):
                 if taking_part[i] and text:
                     h, o = ngram_hashes(text, c.ngram, c.min_ngram, c.seed)
@@ -249,10 +252,18 @@ def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, A
                         rows.append(start + i)
                         hashes.append(h)
                         offsets.append(o)
+                        total += len(h)
             start += batch.num_rows
-    _write_table(pa.table([pa.array(rows, pa.int64()), pa.array(hashes, pa.list_(pa.uint64())),
-                           pa.array(offsets, pa.list_(pa.int64()))], schema=_HASHED), out, store)
-    return int(sum(len(h) for h in hashes))
+            writer.write_table(pa.table([pa.array(rows, pa.int64()), pa.array(hashes, pa.list_(pa.uint64())),
+                                         pa.array(offsets, pa.list_(pa.int64()))], schema=_HASHED))
+    return total
+
+
+def _list_values(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, offsets) of a list column, without a Python object per element."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy()
+    return array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
 def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: dict[str, Any],
@@ -262,18 +273,22 @@ def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: di
     bloom = BloomFilter(ngrams, c.false_positive_rate, c.seed)
     totals = {"documents_removed": 0, "paragraphs_removed": 0, "documents_edited": 0}
     for source, target in zip(hashed, decided, strict=True):
-        table = _read_table(source, store)
         out: dict[str, list] = {"row": [], "removed": [], "document": [], "contained": []}
-        for row, hashes, offsets in zip(table.column("row").to_numpy(), table.column("hashes").to_pylist(),
-                                        table.column("offsets").to_pylist(), strict=True):
-            removed, whole, contained = decide(np.array(hashes, dtype=np.uint64), np.array(offsets), bloom,
-                                               c.threshold)
-            if removed or whole or contained:
-                for name, value in zip(out, (int(row), removed, whole, contained), strict=True):
-                    out[name].append(value)
-                totals["documents_removed"] += whole
-                totals["paragraphs_removed"] += len(removed)
-                totals["documents_edited"] += bool(removed) and not whole
+        fs, p = fio.filesystem(source, store)
+        with fs.open(p, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
+                hashes, hash_bounds = _list_values(batch.column("hashes"))
+                offsets, offset_bounds = _list_values(batch.column("offsets"))
+                for k, row in enumerate(batch.column("row").to_numpy()):
+                    removed, whole, contained = decide(hashes[hash_bounds[k] : hash_bounds[k + 1]],
+                                                       offsets[offset_bounds[k] : offset_bounds[k + 1]], bloom,
+                                                       c.threshold)
+                    if removed or whole or contained:
+                        for name, value in zip(out, (int(row), removed, whole, contained), strict=True):
+                            out[name].append(value)
+                        totals["documents_removed"] += whole
+                        totals["paragraphs_removed"] += len(removed)
+                        totals["documents_edited"] += bool(removed) and not whole
         _write_table(pa.table(out, schema=_DECIDED), target, store)
     totals["filter_bytes"] = int(bloom.words.nbytes)
     totals["hash_functions"] = bloom.hashers
