@@ -287,8 +287,9 @@ def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: di
                         for name, value in zip(out, (int(row), removed, whole, contained), strict=True):
                             out[name].append(value)
                         totals["documents_removed"] += whole
-                        totals["paragraphs_removed"] += len(removed)
-                        totals["documents_edited"] += bool(removed) and not whole
+                        if removed and not whole:  # paragraphs cut from pages that stay
+                            totals["paragraphs_removed"] += len(removed)
+                            totals["documents_edited"] += 1
         _write_table(pa.table(out, schema=_DECIDED), target, store)
     totals["filter_bytes"] = int(bloom.words.nbytes)
     totals["hash_functions"] = bloom.hashers
