@@ -331,6 +331,15 @@ class BffDedupStage(BatchStage):
                 f"removed whole, {resolved['paragraphs_removed']:,} paragraphs from "
                 f"{resolved['documents_edited']:,} others")
 
+    def summary(self, manifest: dict[str, Any]) -> list[str]:
+        resolved, c = manifest.get("resolved", {}), manifest["config"]
+        return ["### Paragraph and page dedup (DCLM's BFF)", "",
+                f"{resolved.get('documents_removed', 0):,} pages removed whole and "
+                f"{resolved.get('paragraphs_removed', 0):,} paragraphs cut from {resolved.get('documents_edited', 0):,} "
+                f"others: more than {c['threshold']:.0%} of their word {c['ngram']}-grams were seen before "
+                f"({resolved.get('ngrams', 0):,} n-grams; Bloom filter at {c['false_positive_rate']:.0%} false "
+                "positives per n-gram).", ""]
+
     def begin_shard(self, task, ctx: StageContext) -> _ShardDecisions:
         table = _read_table(fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet"), ctx.storage)
         return _ShardDecisions({row: (removed, whole, contained) for row, removed, whole, contained in

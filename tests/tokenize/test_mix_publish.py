@@ -89,6 +89,7 @@ def test_publish_verify_and_flipped_byte(token_run, tmp_path):
     run_curate(["publish", str(out), "--to", str(bundle)])
     card = (bundle / "README.md").read_text()
     assert "## Sources" in card and "Filter funnel" in card and "Decontamination" in card and "## License" in card
+    assert "### Paragraph and page dedup (DCLM's BFF)" in card and "pages removed whole" in card
     ok = run_curate(["verify", str(bundle)])
     assert ok.stdout.strip().endswith("files checked") and ok.stdout.startswith("OK")
     mix = json.loads((bundle / "mix.json").read_text())
