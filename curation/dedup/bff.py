@@ -17,14 +17,16 @@ DCLM deduplicates DCLM-Baseline with BFF, a Bloom-filter deduplicator in Rust, r
 
 What differs: BFF's threads share one filter and race, so which copy of a duplicate survives
 depends on scheduling; here the order is fixed (shards in plan order, rows in file order) and the
-filter's hash functions are seeded, so a rerun makes the same decisions. The filter is sized to
+filter's hash functions are seeded, so a rerun makes the same decisions; within a page, an n-gram
+counts as seen when an earlier kept paragraph of the page holds it exactly (BFF's filter can also
+answer yes for bits the page itself just set, at its false-positive rate). The filter is sized to
 the input's n-gram count at ``false_positive_rate`` per n-gram, as BFF sizes it to an expected
 count. As everywhere in this project nothing is deleted here: the kept paragraphs become
 ``text``, and ``bff_keep`` is false for a page removed whole (or left empty); ``select`` drops it.
 
 ``resolve`` hashes every shard's paragraphs in parallel Ray tasks (tokenizing is the cost), then
-one task walks the documents in order through the filter (array operations per paragraph) and
-writes each shard's decisions; the per-shard pass applies them.
+one task walks the documents in order through the filter (one lookup per page) and writes each
+shard's decisions; the per-shard pass applies them.
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import regex
 import xxhash
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
+from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
 
 DECISIONS_DIR = "_bff"
@@ -86,7 +88,7 @@ def tokens(paragraph: str) -> list[str]:
 
 def paragraph_tokens(text: str) -> list[list[str]]:
     """``tokens`` of each of ``paragraphs(text)``, from one pass over the text: word boundaries
-    fall on both sides of every line break, so a segment holding a newline is ``\n`` or ``\r\n``."""
+    fall on both sides of every line break, so a segment holding a newline is ``\\n`` or ``\\r\\n``."""
     out: list[list[str]] = [[]]
     for segment in _WORD_BOUNDARY.split(text):
         if "\n" in segment:
@@ -207,15 +209,6 @@ def decide(hashes: np.ndarray, offsets: np.ndarray, bloom: BloomFilter, threshol
     return np.flatnonzero(removed).tolist(), contained / len(hashes) > threshold, contained
 
 
-def _participating(batch: pa.RecordBatch, require: list[str]) -> np.ndarray:
-    mask = np.ones(batch.num_rows, dtype=bool)
-    for column in require:
-        if column not in batch.schema.names:
-            raise ConfigError(f"bff: required column {column!r} is missing; have {', '.join(batch.schema.names)}")
-        mask &= pc.fill_null(batch.column(column), False).to_numpy(zero_copy_only=False)
-    return mask
-
-
 _HASHED = pa.schema([("row", pa.int64()), ("hashes", pa.list_(pa.uint64())), ("offsets", pa.list_(pa.int64()))])
 _DECIDED = pa.schema([("row", pa.int64()), ("removed", pa.list_(pa.int32())), ("document", pa.bool_()),
                       ("contained", pa.int32())])
@@ -243,7 +236,7 @@ def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, A
     out_fs.makedirs(out_path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(p, "rb") as handle, out_fs.open(out_path, "wb") as sink, pq.ParquetWriter(sink, _HASHED) as writer:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
-            taking_part = _participating(batch, c.require)
+            taking_part = all_true(batch, c.require, "bff")
             rows, hashes, offsets = [], [], []
             for i, text in enumerate(batch.column(c.text_column).to_pylist()):
                 if taking_part[i] and text:
@@ -350,7 +343,7 @@ class BffDedupStage(BatchStage):
         start, shard.next_row = shard.next_row, shard.next_row + batch.num_rows
         column = batch.column(c.text_column)
         texts = column.to_pylist()
-        taking_part = _participating(batch, c.require)
+        taking_part = all_true(batch, c.require, "bff")
         keep = np.ones(batch.num_rows, dtype=bool)
         removed_count = np.zeros(batch.num_rows, dtype=np.int32)
         contained = np.zeros(batch.num_rows, dtype=np.int32)

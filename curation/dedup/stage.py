@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from curation.core import io as fio
+from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
 from curation.dedup.components import connected_components, partition_of, read_labels, write_edges
 from curation.dedup.lsh import band_keys, bbit, verify_group
@@ -120,9 +121,7 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
     with fs.open(p, "rb") as handle:
         columns = [c.id_column, c.text_column] + ([c.url_column] if c.url else []) + ([c.score_column] if c.score_column else [])
         table = pq.read_table(handle, columns=columns + list(c.require))
-    eligible = np.ones(table.num_rows, dtype=bool)
-    for column in c.require:
-        eligible &= pc.fill_null(table.column(column), False).to_numpy(zero_copy_only=False).astype(bool)
+    eligible = all_true(table, c.require, "dedup")
     ids = [str(x) for x in table.column(c.id_column).to_pylist()]
     scores = table.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64) if c.score_column else None
     nodes = node_ids(ids, scores)

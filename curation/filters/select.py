@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
+from curation.core.schema import true_in
 from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
 
 
@@ -61,9 +62,7 @@ class SelectStage(BatchStage):
             keep[:] = keep & mask
 
         for column in self.config.require:
-            if column not in names:
-                raise ConfigError(f"select: required column {column!r} is missing; have {', '.join(names)}")
-            mask = pc.fill_null(batch.column(column), False).to_numpy(zero_copy_only=False)
+            mask = true_in(batch, column, "select")
             if column == "filter_keep" and "filter_reason" in names:
                 why = np.array([f"filter:{r}" for r in batch.column("filter_reason").to_pylist()], dtype=object)
             else:
