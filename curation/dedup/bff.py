@@ -62,6 +62,10 @@ class BffConfig:
     threshold: float = 0.8  # --filtering-threshold: removed when MORE than this share was seen; 1.0 removes nothing
     false_positive_rate: float = 0.01  # --fp-rate, per n-gram
     require: list[str] = field(default_factory=list)  # only rows where these bool columns are true take part
+    # BFF's --total-shards: the input's shards cut into this many slices of consecutive shards, each
+    # deduplicated apart with its own filter (memory and the ordered pass split; a copy in another
+    # slice is not found). 1: one filter for the whole input, as DCLM-Baseline was made.
+    partitions: int = 1
     text_column: str = "text"
     seed: int = 0
     batch_size: int = 1024
@@ -72,6 +76,8 @@ class BffConfig:
             raise ConfigError(f"bff: need 1 <= min_ngram <= ngram, got min_ngram {self.min_ngram}, ngram {self.ngram}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"bff: threshold is a share of n-grams in [0, 1], got {self.threshold}")
+        if self.partitions < 1:
+            raise ConfigError(f"bff: partitions must be at least 1, got {self.partitions}")
         if not 0.0 < self.false_positive_rate < 1.0:
             raise ConfigError(f"bff: false_positive_rate must be in (0, 1), got {self.false_positive_rate}")
 
@@ -311,18 +317,25 @@ class BffDedupStage(BatchStage):
         tasks = self.plan(inputs, ctx)
         hashed = [fio.join(work, f"{task.name}.parquet") for task in tasks]
         hash_task = ray.remote(num_cpus=self.config.num_cpus)(hash_shard)
-        ngrams = sum(ray.get([hash_task.remote(path, out, config, storage) for path, out in zip(inputs, hashed,
-                                                                                                 strict=True)]))
+        counts = ray.get([hash_task.remote(path, out, config, storage) for path, out in zip(inputs, hashed, strict=True)])
         decided = [fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet") for task in tasks]
-        totals = ray.get(ray.remote(decide_shards).remote(hashed, decided, ngrams, config, storage))
+        # slices of consecutive shards, each through its own filter (BFF's --shard-num / --total-shards)
+        slices = [s for s in np.array_split(np.arange(len(tasks)), self.config.partitions) if len(s)]
+        decide_task = ray.remote(num_cpus=self.config.num_cpus)(decide_shards)
+        results = ray.get([decide_task.remote([hashed[i] for i in s], [decided[i] for i in s],
+                                              sum(counts[i] for i in s), config, storage) for s in slices])
         fio.remove(work, ctx.storage, recursive=True)
-        return {"ngrams": ngrams, **totals}
+        totals = {key: sum(r[key] for r in results) for key in results[0]} if results else {}
+        return {"ngrams": int(sum(counts)), "filters": len(slices), **totals,
+                "hash_functions": max((r["hash_functions"] for r in results), default=0)}
 
     def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
-        return (f"{resolved['ngrams']:,} {self.config.ngram}-grams through a {resolved['filter_bytes'] / 2**20:.1f} MiB "
-                f"Bloom filter ({resolved['hash_functions']} hashes): {resolved['documents_removed']:,} documents "
-                f"removed whole, {resolved['paragraphs_removed']:,} paragraphs from "
-                f"{resolved['documents_edited']:,} others")
+        filters = resolved.get("filters", 1)
+        return (f"{resolved['ngrams']:,} {self.config.ngram}-grams through "
+                + (f"{filters} Bloom filters of " if filters > 1 else "a Bloom filter of ")
+                + f"{resolved.get('filter_bytes', 0) / 2**20:.1f} MiB ({resolved['hash_functions']} hashes): "
+                f"{resolved.get('documents_removed', 0):,} documents removed whole, "
+                f"{resolved.get('paragraphs_removed', 0):,} paragraphs from {resolved.get('documents_edited', 0):,} others")
 
     def summary(self, manifest: dict[str, Any]) -> list[str]:
         resolved, c = manifest.get("resolved", {}), manifest["config"]

@@ -183,3 +183,20 @@ def test_one_pass_tokens_are_each_paragraphs_tokens(text):
     from curation.dedup.bff import paragraph_tokens
 
     assert paragraph_tokens(text) == [tokens(p) for p in paragraphs(text)]
+
+
+def test_partitions_deduplicate_slices_of_shards_apart(ray_local, tmp_path):
+    """``partitions: 2`` over 4 shards: shards 0-1 and 2-3 each go through their own filter, so a page
+    is removed only for a copy in its own slice (BFF's --shard-num / --total-shards)."""
+    first, second, third, note = _planted_pages()
+    rows = [{"id": f"d{k}", "text": text} for k, text in enumerate([first, note, second, second, first, third, note,
+                                                                     second])]
+    out = run_single_stage(rows, {"kind": "bff_dedup", "partitions": 2}, tmp_path / "p2", 4)
+    result = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()
+    halves = [rows[:4], rows[4:]]  # np.array_split of 8 rows into 4 shards, the shards into 2 slices
+    expected = [e for half in halves for e in oracle([r["text"] for r in half], 13, 13, 0.8)]
+    assert [(r["bff_keep"], r["bff_removed_paragraphs"]) for r in result] == \
+           [(not e[1] and bool(e[3].strip()), len(e[0])) for e in expected]
+    assert result[4]["bff_keep"] and result[4]["text"] == first  # its copy is in the other slice
+    with pytest.raises(ConfigError, match="partitions"):
+        BffConfig(partitions=0)
