@@ -76,11 +76,11 @@ def test_rerun_skips_finished_stages_and_config_change_reruns_downstream(small_c
     run = tmp_path / "run"
     run_curate(["run", "dclm_baseline", "--input", *small_crawl, "--output", str(run)])
     again = run_curate(["run", "dclm_baseline", "--input", *small_crawl, "--output", str(run)])
-    for stage in ("extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"):
+    for stage in ("extract", "filter", "bff", "dedup", "decontaminate", "quality", "select", "tokenize"):
         assert f"[{stage}] up to date, skipped" in again.stdout
     changed = run_curate(["run", "dclm_baseline", "--input", *small_crawl, "--output", str(run),
                           "--set", "select.where=url LIKE '%article%'"])
-    assert "[filter] up to date, skipped" in changed.stdout
+    assert "[filter] up to date, skipped" in changed.stdout and "[bff] up to date, skipped" in changed.stdout
     assert "[dedup] up to date, skipped" in changed.stdout
     assert "[decontaminate] up to date, skipped" in changed.stdout
     assert "[quality] up to date, skipped" in changed.stdout
@@ -100,7 +100,7 @@ def test_stats_sql_over_a_run(small_crawl, tmp_path):
     lines = run_curate(["stats", str(run), "SELECT stage, sum(docs_in) AS i, sum(docs_out) AS o FROM stats "
                                            "GROUP BY stage ORDER BY stage", "--format", "json"]).stdout
     rows = {r["stage"]: r for r in map(json.loads, lines.strip().splitlines())}
-    assert set(rows) == {"extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"}
+    assert set(rows) == {"extract", "filter", "bff", "dedup", "decontaminate", "quality", "select", "tokenize"}
     assert rows["extract"]["i"] == 480
     assert rows["select"]["o"] == rows["tokenize"]["i"] > 0
     reasons = run_curate(["stats", str(run), "SELECT reason, sum(count) AS n FROM reasons WHERE stage = 'extract' "

@@ -69,7 +69,8 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     # The quality stage's workers read the model trained into the bucket from one shared local copy.
     cached = set(os.listdir(cache)) - cached_before
     assert len(cached) == 1 and not cached.pop().startswith(".")
-    assert {k.rsplit("/", 2)[-2] for k in watcher.checked} == {"extract", "filter", "dedup", "decontaminate", "quality", "select", "tokenize"}
+    assert {k.rsplit("/", 2)[-2] for k in watcher.checked} == {"extract", "filter", "bff", "dedup", "decontaminate", "quality",
+                                                             "select", "tokenize"}
 
     fs.invalidate_cache()
     names = set(fs.find("curation-test/runs/r1"))
@@ -94,11 +95,11 @@ def test_s3_round_trip(small_crawl, s3_endpoint):
     n = json.loads(result.strip().splitlines()[-1])["n"]
     assert n > 0
     status = run_curate(["status", "s3://curation-test/runs/r1", "--endpoint-url", endpoint], env=env).stdout
-    assert status.count("done") == 7
+    assert status.count("done") == 8  # every stage of dclm_baseline
 
     rerun = run_curate(["run", "dclm_baseline", "--input", "s3://curation-test/crawl/*.warc.gz",
                         "--output", "s3://curation-test/runs/r1", "--endpoint-url", endpoint], env=env).stdout
-    assert rerun.count("up to date, skipped") == 7
+    assert rerun.count("up to date, skipped") == 8
 
 
 def test_classifier_in_a_bucket_trains_scores_and_records_its_evaluation(s3_endpoint, shared_data, tmp_path):
