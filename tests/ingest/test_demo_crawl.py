@@ -1,5 +1,5 @@
-"""The demo crawl generator: seeded bytes, files built one by one, and page padding that adds
-only markup (the extracted text stays the same)."""
+"""The demo crawl generator: seeded bytes, files built one by one, page padding that adds only
+markup (the extracted text stays the same), and articles that do not share their paragraphs."""
 
 from __future__ import annotations
 
@@ -41,3 +41,24 @@ def test_page_bytes_pads_markup_not_text():
         text_before = extract_plain_text(before.decode("utf-8", "replace"), main_content=True)
         text_after = extract_plain_text(after.decode("utf-8", "replace"), main_content=True)
         assert text_after == text_before
+
+
+def test_articles_are_new_text_not_recurring_paragraphs():
+    """Only the planted copies repeat: original articles share few word 13-grams (paragraph dedup,
+    BFF, removes a paragraph when more than 80% of its 13-grams were seen), and no paragraph."""
+    import re
+
+    from curation.dedup.bff import ngram_hashes
+
+    pages = DemoCrawl(DemoCrawlConfig(pages=600, files=1, seed=2)).pages()
+    articles = [re.findall(rb"<p>(.*?)</p>", payload.split(b"<article>")[1].split(b"</article>")[0])
+                for url, _, payload in pages if "/article/" in url]
+    paragraphs = [p.decode() for article in articles for p in article]
+    assert len(articles) > 300 and len(set(paragraphs)) == len(paragraphs)
+    seen: set[int] = set()
+    mostly_seen = 0
+    for paragraph in paragraphs:
+        hashes = set(ngram_hashes(paragraph, 13, 13)[0].tolist())
+        mostly_seen += len(hashes & seen) > 0.8 * len(hashes)
+        seen |= hashes
+    assert mostly_seen < 0.01 * len(paragraphs)
