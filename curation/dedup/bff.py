@@ -46,6 +46,7 @@ from curation.core import io as fio
 from curation.core.errors import ConfigError
 from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
+from curation.dedup.stage import PhaseClock, phase_note
 
 DECISIONS_DIR = "_bff"
 WORK_DIR = "_work"
@@ -307,6 +308,7 @@ class BffDedupStage(BatchStage):
     paragraphs seen before."""
 
     Config = BffConfig
+    phase_seconds: dict[str, float] | None = None  # of the last resolve, for its run line
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         import ray
@@ -316,15 +318,19 @@ class BffDedupStage(BatchStage):
         fio.remove(work, ctx.storage, recursive=True)
         tasks = self.plan(inputs, ctx)
         hashed = [fio.join(work, f"{task.name}.parquet") for task in tasks]
+        phases = PhaseClock()
         hash_task = ray.remote(num_cpus=self.config.num_cpus)(hash_shard)
         counts = ray.get([hash_task.remote(path, out, config, storage) for path, out in zip(inputs, hashed, strict=True)])
+        phases.done("hashing")
         decided = [fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet") for task in tasks]
         # slices of consecutive shards, each through its own filter (BFF's --shard-num / --total-shards)
         slices = [s for s in np.array_split(np.arange(len(tasks)), self.config.partitions) if len(s)]
         decide_task = ray.remote(num_cpus=self.config.num_cpus)(decide_shards)
         results = ray.get([decide_task.remote([hashed[i] for i in s], [decided[i] for i in s],
                                               sum(counts[i] for i in s), config, storage) for s in slices])
+        phases.done("ordered pass")
         fio.remove(work, ctx.storage, recursive=True)
+        self.phase_seconds = phases.seconds  # the run line's, not the manifest's: a rerun writes the same bytes
         totals = {key: sum(r[key] for r in results) for key in results[0]} if results else {}
         return {"ngrams": int(sum(counts)), "filters": len(slices), **totals,
                 "hash_functions": max((r["hash_functions"] for r in results), default=0)}
@@ -335,7 +341,8 @@ class BffDedupStage(BatchStage):
                 + (f"{filters} Bloom filters of " if filters > 1 else "a Bloom filter of ")
                 + f"{resolved.get('filter_bytes', 0) / 2**20:.1f} MiB ({resolved['hash_functions']} hashes): "
                 f"{resolved.get('documents_removed', 0):,} documents removed whole, "
-                f"{resolved.get('paragraphs_removed', 0):,} paragraphs from {resolved.get('documents_edited', 0):,} others")
+                f"{resolved.get('paragraphs_removed', 0):,} paragraphs from {resolved.get('documents_edited', 0):,} others"
+                + phase_note(self.phase_seconds))
 
     def summary(self, manifest: dict[str, Any]) -> list[str]:
         resolved, c = manifest.get("resolved", {}), manifest["config"]

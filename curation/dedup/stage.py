@@ -312,6 +312,11 @@ class PhaseClock:
         self._last = now
 
 
+def phase_note(seconds: dict[str, float] | None) -> str:
+    """`` (signatures 2s, buckets 0s)`` for a run line; empty when resolve did not run here."""
+    return " (" + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + ")" if seconds else ""
+
+
 @dataclass
 class ShardClusters:
     """One shard's rows that belong to a cluster (sorted by row), and the next row to read."""
@@ -384,8 +389,7 @@ class DedupStage(BatchStage):
         return (f"LSH {resolved['bands']} bands x {resolved['rows']} rows (num_perm {resolved['num_perm']}), verify at "
                 f"{resolved['verify_at']:.2f}: {resolved['candidate_pairs']:,} candidate pairs, "
                 f"{resolved['verified_edges']:,} edges, {resolved['clustered_documents']:,} documents in clusters"
-                + (" (" + ", ".join(f"{k} {v:.0f}s" for k, v in self.phase_seconds.items()) + ")"
-                   if self.phase_seconds else ""))
+                + phase_note(self.phase_seconds))
 
     def begin_shard(self, task: ShardTask, ctx: StageContext) -> ShardClusters:
         path = fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet")
