@@ -7,7 +7,7 @@ are about Common Crawl's size gzipped; --pages pages in --files gzipped WARC fil
 ~1 GB each, as Common Crawl's), written once under --work and reused by later runs.
 
   ours       `curate run dclm_baseline` in process on local Ray with 2 CPUs (extract, filter,
-             dedup, decontaminate, quality: fastText trained on hq_reference against the pool,
+             bff, dedup, decontaminate, quality: fastText trained on hq_reference against the pool,
              select, tokenize): per stage wall time, share of the run, documents in / out,
              documents/s per core, bytes written, peak memory above the machine's baseline
   datatrove  WarcReader -> resiliparse in its extractor slot (our extractor; its Trafilatura
