@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import regex
 import xxhash
@@ -45,7 +46,8 @@ import xxhash
 from curation.core import io as fio
 from curation.core.errors import ConfigError
 from curation.core.schema import all_true
-from curation.core.stage import BatchStage, ShardStats, StageContext, register
+from curation.core.stage import BatchStage, ShardStats, StageContext, register, write_parquet_bytes
+from curation.dedup.minhash import splitmix64
 from curation.dedup.stage import PhaseClock, phase_note
 
 DECISIONS_DIR = "_bff"
@@ -105,13 +107,6 @@ def paragraph_tokens(text: str) -> list[list[str]]:
     return out
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads a polynomial hash over all 64 bits (uint64 arithmetic wraps)."""
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
-
 def ngram_hashes(text: str, ngram: int, min_ngram: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The 64-bit hashes of every paragraph's n-grams, concatenated, and ``offsets`` (one more than
     there are paragraphs): paragraph ``p``'s hashes are ``hashes[offsets[p]:offsets[p + 1]]``."""
@@ -156,7 +151,7 @@ def ngram_hashes(text: str, ngram: int, min_ngram: int, seed: int = 0) -> tuple[
             for value in token_hashes[starts[index] : starts[index] + length]:
                 h_short = (h_short * int(_MULTIPLIER) + value) % 2**64
             parts.append(np.array([h_short], dtype=np.uint64))
-    return _mix(np.concatenate(parts)), offsets
+    return splitmix64(np.concatenate(parts)), offsets
 
 
 class BloomFilter:
@@ -172,7 +167,7 @@ class BloomFilter:
         self._salt = np.uint64(xxhash.xxh3_64_intdigest(b"bff", seed))
 
     def _positions(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        step = _mix(hashes ^ self._salt) | np.uint64(1)
+        step = splitmix64(hashes ^ self._salt) | np.uint64(1)
         positions = (hashes[:, None] + self._steps[None, :] * step[:, None]) % self.size
         return (positions >> np.uint64(6)).astype(np.int64), np.uint64(1) << (positions & np.uint64(63))
 
@@ -219,18 +214,6 @@ def decide(hashes: np.ndarray, offsets: np.ndarray, bloom: BloomFilter, threshol
 _HASHED = pa.schema([("row", pa.int64()), ("hashes", pa.list_(pa.uint64())), ("offsets", pa.list_(pa.int64()))])
 _DECIDED = pa.schema([("row", pa.int64()), ("removed", pa.list_(pa.int32())), ("document", pa.bool_()),
                       ("contained", pa.int32())])
-
-
-def _write_table(table: pa.Table, path: str, storage: fio.Storage) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    fio.write_atomic(path, sink.getvalue().to_pybytes(), storage)
-
-
-def _read_table(path: str, storage: fio.Storage) -> pa.Table:
-    fs, p = fio.filesystem(path, storage)
-    with fs.open(p, "rb") as handle:
-        return pq.read_table(handle)
 
 
 def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, Any]) -> int:
@@ -290,7 +273,8 @@ def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: di
                         if removed and not whole:  # paragraphs cut from pages that stay
                             totals["paragraphs_removed"] += len(removed)
                             totals["documents_edited"] += 1
-        _write_table(pa.table(out, schema=_DECIDED), target, store)
+        decisions = pa.table(out, schema=_DECIDED)
+        fio.write_atomic(target, write_parquet_bytes(decisions.to_batches(), _DECIDED), store)
     totals["filter_bytes"] = int(bloom.words.nbytes)
     totals["hash_functions"] = bloom.hashers
     return totals
@@ -298,7 +282,12 @@ def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: di
 
 @dataclass
 class _ShardDecisions:
-    rows: dict[int, tuple[list[int], bool, int]]
+    """One shard's decided rows (sorted), their decisions, and the next row to read."""
+
+    row: np.ndarray
+    removed: list[list[int]]
+    whole: np.ndarray
+    contained: np.ndarray
     next_row: int = 0
 
 
@@ -354,37 +343,37 @@ class BffDedupStage(BatchStage):
                 "positives per n-gram).", ""]
 
     def begin_shard(self, task, ctx: StageContext) -> _ShardDecisions:
-        table = _read_table(fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet"), ctx.storage)
-        return _ShardDecisions({row: (removed, whole, contained) for row, removed, whole, contained in
-                                zip(*(table.column(n).to_pylist() for n in _DECIDED.names), strict=True)})
+        fs, p = fio.filesystem(fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet"), ctx.storage)
+        with fs.open(p, "rb") as handle:
+            table = pq.read_table(handle)
+        return _ShardDecisions(table.column("row").to_numpy(), table.column("removed").to_pylist(),
+                               table.column("document").to_numpy(zero_copy_only=False),
+                               table.column("contained").to_numpy())
 
     def process_batch(self, batch: pa.RecordBatch, shard: _ShardDecisions, stats: ShardStats) -> pa.RecordBatch:
-        c = self.config
-        start, shard.next_row = shard.next_row, shard.next_row + batch.num_rows
-        column = batch.column(c.text_column)
-        texts = column.to_pylist()
-        taking_part = all_true(batch, c.require, "bff")
-        keep = np.ones(batch.num_rows, dtype=bool)
-        removed_count = np.zeros(batch.num_rows, dtype=np.int32)
-        contained = np.zeros(batch.num_rows, dtype=np.int32)
-        edited = False
-        for i, text in enumerate(texts):
-            decision = shard.rows.get(start + i)
-            if decision is not None:
-                removed, whole, contained[i] = decision
-                if removed:
-                    drop = set(removed)
-                    texts[i] = "".join(p for index, p in enumerate(paragraphs(text)) if index not in drop)
-                    removed_count[i] = len(removed)
-                    edited = True
-                keep[i] = not whole
-            if taking_part[i] and keep[i] and not (texts[i] or "").strip():
-                keep[i] = False  # BFF writes no document whose text is left empty
+        c, n = self.config, batch.num_rows
+        start, shard.next_row = shard.next_row, shard.next_row + n
+        lo, hi = np.searchsorted(shard.row, [start, start + n])  # batches arrive in file order
+        local = shard.row[lo:hi] - start
+        keep = np.ones(n, dtype=bool)
+        keep[local] = ~shard.whole[lo:hi]
+        contained = np.zeros(n, dtype=np.int32)
+        contained[local] = shard.contained[lo:hi]
+        removed_count = np.zeros(n, dtype=np.int32)
+        index = batch.schema.get_field_index(c.text_column)
+        edited = [(i, removed) for i, removed in zip(local.tolist(), shard.removed[lo:hi], strict=True) if removed]
+        if edited:
+            texts = batch.column(index).to_pylist()
+            for i, removed in edited:
+                drop = set(removed)
+                texts[i] = "".join(p for k, p in enumerate(paragraphs(texts[i])) if k not in drop)
+                removed_count[i] = len(removed)
+            batch = batch.set_column(index, batch.schema.field(index), pa.array(texts, batch.column(index).type))
+        # BFF writes no document whose text is left empty
+        empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(batch.column(index))), 0), True)
+        keep &= ~(all_true(batch, c.require, "bff") & empty.to_numpy(zero_copy_only=False))
         stats.flagged["bff_duplicate"] += int((~keep).sum())
         stats.extra["bff_removed_paragraphs"] = stats.extra.get("bff_removed_paragraphs", 0) + int(removed_count.sum())
-        if edited:
-            index = batch.schema.get_field_index(c.text_column)
-            batch = batch.set_column(index, batch.schema.field(index), pa.array(texts, column.type))
         return (batch.append_column("bff_keep", pa.array(keep))
                 .append_column("bff_removed_paragraphs", pa.array(removed_count))
                 .append_column("bff_contained_ngrams", pa.array(contained)))
