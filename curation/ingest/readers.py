@@ -4,7 +4,8 @@ WARC records are read by the specification (WARC 1.0 and 1.1, ISO 28500): only a
 ``Content-Type: application/http; msgtype=response`` holds an HTTP message (its header block is
 split here, because FastWARC parses HTTP only inside its iterator, where a record cut short is no
 longer told from an empty one; chunked transfer coding is undone with resiliparse, gzip/deflate/br
-content coding with zlib/brotli/zstandard); any other ``response`` or ``resource`` record is the payload itself, with the
+content coding with zlib/brotli/zstandard; its status code goes with the record, for
+the extract stage to keep 2xx only); any other ``response`` or ``resource`` record is the payload itself, with the
 record's own content type and charset (archiving tools and wget write those). ``conversion``
 records (WET) are text. ``request``, ``metadata``, ``revisit`` and ``warcinfo`` records are
 skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) go through warcio.
@@ -31,7 +32,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
@@ -65,6 +66,7 @@ class RawRecord:
     # the same compressed offset: the record's place after it tells them apart (0 when each record
     # is its own gzip member or zstd frame, as the specification recommends, and in plain WARC)
     index_in_member: int = 0
+    http_status: int | None = None  # the final HTTP response's status; None when the record holds no HTTP message
 
     @property
     def position(self) -> int | str:
@@ -256,11 +258,12 @@ def _from_block(block: bytes, declared: str, common: dict[str, Any], errors: Cou
         charset = warc_charset or ("utf-8" if record_type == "conversion" else None)  # WET text is UTF-8
         return RawRecord(content_type=warc_type, charset=charset, payload=block, payload_length=len(block), **common)
     try:
-        content_type, charset, payload = parse_http_response(block)
+        http = parse_http_response(block)
     except ValueError:
         errors["bad_http_headers"] += 1
         return None
-    return RawRecord(content_type=content_type, charset=charset, payload=payload, payload_length=len(payload), **common)
+    return RawRecord(content_type=http.content_type, charset=http.charset, payload=http.body, payload_length=len(http.body),
+                     http_status=http.status, **common)
 
 
 def split_content_type(value: str) -> tuple[str, str | None]:
@@ -277,8 +280,20 @@ def split_content_type(value: str) -> tuple[str, str | None]:
 _HEADER_END = re.compile(rb"\r?\n\r?\n")  # CRLF by RFC 9112; bare LF from some servers and writers
 
 
-def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
-    """(content type, charset, body) of the HTTP response message in a WARC block.
+class HttpResponse(NamedTuple):
+    content_type: str
+    charset: str | None
+    body: bytes  # transfer and content codings undone
+    status: int | None  # None when the status line carries no three-digit code
+
+
+def _status_code(head: bytes) -> int | None:
+    code = head.split(None, 2)[1:2]  # b"HTTP/1.1 404 Not Found" -> [b"404"]
+    return int(code[0]) if code and len(code[0]) == 3 and code[0].isdigit() else None
+
+
+def parse_http_response(block: bytes) -> HttpResponse:
+    """The HTTP response message in a WARC block: content type, charset, body and status.
 
     The header ends at its first empty line, CRLF or bare LF (the body may hold either later).
     Interim 1xx responses (``100 Continue``) that a crawler recorded before the final response
@@ -288,8 +303,8 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
         if end is None or not block.startswith(b"HTTP/"):
             raise ValueError("not an HTTP response")
         head, body = block[: end.start()], block[end.end() :]
-        status = head.split(None, 2)[1:2]  # b"HTTP/1.1 100 Continue" -> [b"100"]
-        if not (status and status[0][:1] == b"1" and body.startswith(b"HTTP/")):
+        status = _status_code(head)
+        if not (status is not None and status < 200 and body.startswith(b"HTTP/")):
             break
         block = body
     fields: dict[str, str] = {}
@@ -313,7 +328,7 @@ def parse_http_response(block: bytes) -> tuple[str, str | None, bytes]:
             body = gzip.decompress(body)
     if encoding in ("gzip", "x-gzip", "deflate", "br", "zstd"):
         body = _decompress(body, encoding)
-    return content_type, charset, body
+    return HttpResponse(content_type, charset, body, status)
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -433,8 +448,9 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
             elif arc:
                 http = record.http_headers
                 content_type, charset = split_content_type((http.get_header("Content-Type") if http else None) or declared)
+                status = http.get_statuscode() if http else None
                 yield RawRecord(content_type=content_type, charset=charset, payload=block, payload_length=len(block),
-                                **common)
+                                http_status=int(status) if status and status.isdigit() else None, **common)
             elif len(block) < _declared_length(headers.get_header("Content-Length")):
                 errors["truncated_record"] += 1  # the file ends inside this record
             elif (raw := _from_block(block, declared, common, errors)) is not None:

@@ -140,7 +140,7 @@ def test_the_http_body_is_everything_after_the_first_empty_line(body, line_end, 
     from curation.ingest.readers import parse_http_response
 
     head = line_end.join([b"HTTP/1.1 200 OK", b"Content-Type: text/html; charset=ISO-8859-1", b"", b""])
-    assert parse_http_response(interim + head + body) == ("text/html", "iso-8859-1", body)
+    assert parse_http_response(interim + head + body) == ("text/html", "iso-8859-1", body, 200)
 
 
 def test_a_page_compressed_without_a_content_encoding_is_inflated():
@@ -148,16 +148,16 @@ def test_a_page_compressed_without_a_content_encoding_is_inflated():
 
     body = b"<html><body><p>Compressed, and the server never said so.</p></body></html>"
     block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + gzip.compress(body, mtime=0)
-    assert parse_http_response(block) == ("text/html", None, body)
+    assert parse_http_response(block) == ("text/html", None, body, 200)
     archive = b"HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\n\r\n" + gzip.compress(body, mtime=0)
-    assert parse_http_response(archive)[2] == gzip.compress(body, mtime=0)  # a download stays what it is
+    assert parse_http_response(archive).body == gzip.compress(body, mtime=0)  # a download stays what it is
 
 
 def test_a_folded_header_field_goes_on_on_its_next_line():
     from curation.ingest.readers import parse_http_response
 
     block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html;\r\n\tcharset=windows-1251\r\nServer: x\r\n\r\n<p>body</p>"
-    assert parse_http_response(block) == ("text/html", "windows-1251", b"<p>body</p>")
+    assert parse_http_response(block) == ("text/html", "windows-1251", b"<p>body</p>", 200)
 
 
 def test_a_page_behind_an_interim_response_and_bare_lf_headers_is_extracted(tmp_path):
@@ -208,7 +208,7 @@ def test_every_content_coding_is_undone(coding, encode):
 
     body = "<html><body><p>Crème brûlée, encoded for the wire.</p></body></html>".encode()
     block = f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Encoding: {coding}\r\n\r\n".encode()
-    assert parse_http_response(block + encode(body)) == ("text/html", "utf-8", body)
+    assert parse_http_response(block + encode(body)) == ("text/html", "utf-8", body, 200)
 
 
 @pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
@@ -323,3 +323,61 @@ def test_one_damaged_byte_in_the_first_header_is_not_another_writer(tmp_path, da
     path.write_bytes(b"".join(records))
     rows, _ = extract(path, tmp_path)
     assert {"http://example.com/1", "http://example.com/2"} <= {row["url"] for row in rows}
+
+
+def _response(name: str, status: str, body: bytes, record_id: int) -> bytes:
+    block = f"HTTP/1.1 {status}\r\nContent-Type: text/html\r\n\r\n".encode() + body
+    return raw_record("response", f"http://example.com/{name}", "application/http; msgtype=response", block,
+                      record_id=record_id)
+
+
+_STATUS_PAGES = [
+    ("ok", "200 OK", page(1)),
+    ("partial", "206 Partial Content", page(2)),
+    ("missing", "404 Not Found", b"<html><body><h1>Not Found</h1><p>The requested URL was not found.</p></body></html>"),
+    ("moved", "301 Moved Permanently", b""),
+    ("unchanged", "304 Not Modified", b""),
+    ("broken", "500 Internal Server Error", b"<html><body><p>Traceback (most recent call last)</p></body></html>"),
+    ("odd", "OK", page(3)),  # a status line without a code: no status, kept
+]
+
+
+@pytest.mark.parametrize(("statuses", "kept", "dropped"), [
+    (None, {"ok", "partial", "odd", "file.txt"},
+     {"http_status:404": 1, "http_status:301": 1, "http_status:304": 1, "http_status:500": 1}),
+    ([200, "4xx"], {"ok", "missing", "odd", "file.txt"},
+     {"http_status:206": 1, "http_status:301": 1, "http_status:304": 1, "http_status:500": 1}),
+    ([], {"ok", "partial", "missing", "broken", "odd", "file.txt"}, {"empty_record": 2}),
+], ids=["default-2xx", "200-and-4xx", "every-status"])
+def test_responses_are_kept_by_http_status_and_the_others_counted(tmp_path, statuses, kept, dropped):
+    """Crawlers other than Common Crawl's keep error pages and redirects in the same WARC as the
+    pages; by default only 2xx responses become documents, and every other one is counted by its
+    code. A record without an HTTP message has no status and is not affected."""
+    records = [_response(name, status, body, i) for i, (name, status, body) in enumerate(_STATUS_PAGES)]
+    records.append(raw_record("resource", "http://example.com/file.txt", "text/plain",
+                              b"A resource record holds no HTTP message, so it has no status.", record_id=99))
+    path = tmp_path / "statuses.warc.gz"
+    path.write_bytes(gzip_members(records))
+    options = {} if statuses is None else {"http_statuses": statuses}
+    rows, stats = extract(path, tmp_path, **options)
+    assert {row["url"].rsplit("/", 1)[-1] for row in rows} == kept
+    assert dict(stats.dropped) == dropped and stats.docs_in == len(records)
+
+
+def test_arc_responses_are_kept_by_http_status(tmp_path):
+    pages = [(f"http://old.example/{i}", page(i)) for i in range(3)]
+    path = tmp_path / "old.arc"
+    path.write_bytes(build_arc(pages, statuses={"http://old.example/1": "404 Not Found"}))
+    rows, stats = extract(path, tmp_path)
+    assert [row["url"] for row in rows] == ["http://old.example/0", "http://old.example/2"]
+    assert dict(stats.dropped) == {"http_status:404": 1}
+
+
+@pytest.mark.parametrize("entry", ["abc", "2x", 99, "6xx", "200 OK"])
+def test_a_bad_http_status_entry_is_a_config_error(entry):
+    from curation.core.config import build_config
+    from curation.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="http_statuses"):
+        build_config(ExtractConfig, {"http_statuses": [entry]}, "extract")
+    assert build_config(ExtractConfig, {"http_statuses": [404, "2XX"]}, "extract").keeps_http_status(201)
