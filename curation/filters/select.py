@@ -45,6 +45,9 @@ class SelectConfig:
             raise ValueError("give top_percent or min_score, not both")
 
 
+POOL_BATCH_ROWS = 65_536  # rows of a shard read at a time for the quantile pool
+
+
 @register("select")
 class SelectStage(BatchStage):
     Config = SelectConfig
@@ -86,6 +89,16 @@ class SelectStage(BatchStage):
             connection.close()
         return result.column("keep").to_numpy(zero_copy_only=False).astype(bool)
 
+    def _pool_columns(self, names: list[str], score: str) -> list[str] | None:
+        """The columns the quantile pool reads: the score and what the prefilter looks at, not the
+        text (a crawl's shards are mostly text). All of them when a ``where`` predicate may name any,
+        or when a required column is missing (the prefilter's error lists what there is)."""
+        c = self.config
+        if c.where or any(column not in names for column in c.require):
+            return None
+        wanted = [score, *c.require, "filter_reason", "is_duplicate", *([c.group_by] if c.group_by else [])]
+        return [name for name in dict.fromkeys(wanted) if name in names]
+
     BEST_HUMAN_LABELLED = "best_human_labelled"
 
     def _best_human_labelled(self, inputs: list[str], ctx: StageContext) -> tuple[str, dict[str, float]]:
@@ -125,13 +138,16 @@ class SelectStage(BatchStage):
         for path in inputs:
             fs, p = fio.filesystem(path, ctx.storage)
             with fs.open(p, "rb") as handle:
-                table = pq.read_table(handle)
-            if score not in table.schema.names:
-                raise ConfigError(f"select: score column {score!r} is missing")
-            keep, _ = self._prefilter(table)
-            scores.append(pc.fill_null(table.column(score), -np.inf).to_numpy(zero_copy_only=False)[keep])
-            if c.group_by:
-                groups.append(np.asarray(table.column(c.group_by).to_pylist(), dtype=object)[keep])
+                shard = pq.ParquetFile(handle)
+                names = shard.schema_arrow.names
+                for role, column in (("score", score), ("group_by", c.group_by)):
+                    if column and column not in names:
+                        raise ConfigError(f"select: {role} column {column!r} is missing; have {', '.join(names)}")
+                for batch in shard.iter_batches(batch_size=POOL_BATCH_ROWS, columns=self._pool_columns(names, score)):
+                    keep, _ = self._prefilter(batch)
+                    scores.append(pc.fill_null(batch.column(score), -np.inf).to_numpy(zero_copy_only=False)[keep])
+                    if c.group_by:
+                        groups.append(np.asarray(batch.column(c.group_by).to_pylist(), dtype=object)[keep])
         values = np.concatenate(scores) if scores else np.array([])
         quantile = 1.0 - c.top_percent / 100.0
         thresholds: dict[str, float] = {}

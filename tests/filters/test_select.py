@@ -16,6 +16,7 @@ from curation.filters.select import SelectConfig, SelectStage
 
 
 def _select(table: pa.Table, tmp_path: Path, **options) -> tuple[pa.Table, ShardStats, dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "part-00000.parquet"
     pq.write_table(table, path)
     stage = SelectStage(SelectConfig(**options))
@@ -96,3 +97,32 @@ def test_best_human_labelled_without_labels(tmp_path):
     _quality_manifest(tmp_path, {"fasttext": {}, "embedding": {}})
     with pytest.raises(ConfigError, match="measured on human labels"):
         _select(table, tmp_path, score="best_human_labelled", top_percent=50)
+
+
+def test_the_quantile_pool_reads_scores_by_batch_not_the_text(tmp_path, monkeypatch):
+    """The pool reads a shard in batches and only the columns the thresholds need, so a crawl's text
+    never goes through resolve; the thresholds are those of the whole table at once."""
+    import curation.filters.select as select
+
+    rng = np.random.default_rng(1)
+    n = 1000
+    table = pa.table({"text": ["x" * 50] * n, "source": rng.choice(["a", "b", "c"], n).tolist(),
+                      "score": rng.random(n), "filter_keep": (rng.random(n) > 0.2).tolist(),
+                      "is_duplicate": (rng.random(n) > 0.9).tolist()})
+    whole, _, expected = _select(table, tmp_path / "whole", score="score", top_percent=25, group_by="source")
+    monkeypatch.setattr(select, "POOL_BATCH_ROWS", 64)
+    read: list[list[str]] = []
+    original = pq.ParquetFile.iter_batches
+
+    def recording(self, *args, **kwargs):
+        read.append(kwargs.get("columns"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", recording)
+    kept, _, resolved = _select(table, tmp_path / "batched", score="score", top_percent=25, group_by="source")
+    assert resolved == expected and kept.equals(whole)
+    assert read == [["score", "filter_keep", "is_duplicate", "source"]]
+    with pytest.raises(ConfigError, match="group_by column 'crawl' is missing"):
+        _select(table, tmp_path / "missing", score="score", top_percent=25, group_by="crawl")
+    _select(table, tmp_path / "where", score="score", top_percent=25, where="length(text) > 10")
+    assert read[-1] is None  # a predicate may name any column
