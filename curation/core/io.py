@@ -140,6 +140,7 @@ def remove(path: str, storage: Storage | None = None, recursive: bool = False) -
 def list_files(directory: str, suffix: str = "", storage: Storage | None = None) -> list[str]:
     """Sorted full paths of files directly under ``directory`` ending with ``suffix``."""
     fs, p = filesystem(directory, storage)
+    fs.invalidate_cache(p)  # files other processes wrote since this process last listed (s3fs caches listings)
     try:
         entries = fs.ls(p, detail=True)
     except FileNotFoundError:

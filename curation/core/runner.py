@@ -31,7 +31,7 @@ from curation.core.layout import (
     receipt_path,
 )
 from curation.core.pipeline import Pipeline, StageSpec
-from curation.core.progress import StageProgress
+from curation.core.progress import StageProgress, reporting_resolve
 from curation.core.ray_exec import ensure_ray, run_tasks
 from curation.core.stage import ShardReceipt, StageContext, write_parquet_bytes
 
@@ -137,7 +137,8 @@ class Runner:
 
         ctx = StageContext(run_root=self.run_root, stage_name=spec.name, stage_dir=stage_dir, key=key,
                            storage=self.storage)
-        ctx.resolved = stage.resolve(inputs, ctx)
+        with reporting_resolve(spec.name, self.echo, self.pipeline.ray.progress_interval_s):
+            ctx.resolved = stage.resolve(inputs, ctx)
         described = stage.describe_resolved(ctx.resolved)
         if described:
             self.echo(f"[{spec.name}] {described}")

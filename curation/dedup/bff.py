@@ -45,10 +45,10 @@ import xxhash
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
+from curation.core.progress import PhaseClock, phase_note
 from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, StageContext, register, write_parquet_bytes
 from curation.dedup.minhash import splitmix64
-from curation.dedup.stage import PhaseClock, phase_note
 
 DECISIONS_DIR = "_bff"
 WORK_DIR = "_work"
@@ -309,15 +309,21 @@ class BffDedupStage(BatchStage):
         hashed = [fio.join(work, f"{task.name}.parquet") for task in tasks]
         phases = PhaseClock()
         hash_task = ray.remote(num_cpus=self.config.num_cpus)(hash_shard)
-        counts = ray.get([hash_task.remote(path, out, config, storage) for path, out in zip(inputs, hashed, strict=True)])
-        phases.done("hashing")
-        decided = [fio.join(ctx.stage_dir, DECISIONS_DIR, f"{task.name}.parquet") for task in tasks]
+        counts = phases.gather("hashing", [hash_task.remote(path, out, config, storage)
+                                           for path, out in zip(inputs, hashed, strict=True)])
+        decisions_dir = fio.join(ctx.stage_dir, DECISIONS_DIR)
+        fio.remove(decisions_dir, ctx.storage, recursive=True)  # an earlier attempt's would count as progress
+        decided = [fio.join(decisions_dir, f"{task.name}.parquet") for task in tasks]
         # slices of consecutive shards, each through its own filter (BFF's --shard-num / --total-shards)
         slices = [s for s in np.array_split(np.arange(len(tasks)), self.config.partitions) if len(s)]
         decide_task = ray.remote(num_cpus=self.config.num_cpus)(decide_shards)
-        results = ray.get([decide_task.remote([hashed[i] for i in s], [decided[i] for i in s],
-                                              sum(counts[i] for i in s), config, storage) for s in slices])
-        phases.done("ordered pass")
+
+        def shards_decided() -> tuple[int, int, str]:  # the ordered pass writes a shard's decisions as it ends it
+            return len(fio.list_files(decisions_dir, ".parquet", ctx.storage)), len(decided), "shards"
+
+        results = phases.gather("ordered pass", [
+            decide_task.remote([hashed[i] for i in s], [decided[i] for i in s], sum(counts[i] for i in s), config,
+                               storage) for s in slices], count=shards_decided)
         fio.remove(work, ctx.storage, recursive=True)
         self.phase_seconds = phases.seconds  # the run line's, not the manifest's: a rerun writes the same bytes
         totals = {key: sum(r[key] for r in results) for key in results[0]} if results else {}

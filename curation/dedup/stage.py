@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from curation.core import io as fio
+from curation.core.progress import PhaseClock, phase_note
 from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
 from curation.dedup.components import connected_components, partition_of, read_labels, write_edges
@@ -299,24 +299,6 @@ def write_clusters(path: str, shard: int, work: str, storage: dict[str, Any]) ->
     return table.num_rows
 
 
-class PhaseClock:
-    """Wall seconds of each resolve phase, for the run log."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def done(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = round(now - self._last, 2)
-        self._last = now
-
-
-def phase_note(seconds: dict[str, float] | None) -> str:
-    """`` (signatures 2s, buckets 0s)`` for a run line; empty when resolve did not run here."""
-    return " (" + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + ")" if seconds else ""
-
-
 @dataclass
 class ShardClusters:
     """One shard's rows that belong to a cluster (sorted by row), and the next row to read."""
@@ -355,26 +337,24 @@ class DedupStage(BatchStage):
         fio.remove(work, ctx.storage, recursive=True)
         phases = PhaseClock()
         signature = ray.remote(num_cpus=c.num_cpus)(signature_task)
-        ray.get([signature.remote(path, i, config, storage, partitions, work) for i, path in enumerate(inputs)])
-        phases.done("signatures")
-        counts = np.sum(ray.get([ray.remote(bucket_task).remote(q, partitions, work, storage)
-                                 for q in range(partitions)]), axis=0)
-        phases.done("buckets")
-        ray.get([ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage) for q in range(partitions)])
-        phases.done("join")
-        counts = counts + np.sum(ray.get([ray.remote(verify_task).remote(q, partitions, c.verify_at, c.num_perm, work,
-                                                                         storage) for q in range(partitions)]), axis=0)
-        phases.done("verify")
+        phases.gather("signatures", [signature.remote(path, i, config, storage, partitions, work)
+                                     for i, path in enumerate(inputs)])
+        counts = np.sum(phases.gather("buckets", [ray.remote(bucket_task).remote(q, partitions, work, storage)
+                                                  for q in range(partitions)]), axis=0)
+        phases.gather("join", [ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage)
+                               for q in range(partitions)])
+        counts = counts + np.sum(phases.gather("verify", [
+            ray.remote(verify_task).remote(q, partitions, c.verify_at, c.num_perm, work, storage)
+            for q in range(partitions)]), axis=0)
         rounds = connected_components(work, storage, partitions)
         phases.done("components")
         ray.get([ray.remote(members_by_root).remote(q, partitions, work, storage) for q in range(partitions)])
         ray.get([ray.remote(route_to_shards).remote(q, work, storage) for q in range(partitions)])
-        written = ray.get([
+        written = phases.gather("clusters", [
             ray.remote(write_clusters).remote(fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet"), i, work,
                                               storage)
             for i, task in enumerate(tasks)
         ])
-        phases.done("clusters")
         fio.remove(work, ctx.storage, recursive=True)
         summary = {
             "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,

@@ -9,7 +9,7 @@ import time
 from conftest import run_curate
 
 from curation.core import io as fio
-from curation.core.progress import Progress, StageProgress, stage_status
+from curation.core.progress import PhaseClock, Progress, StageProgress, reporting_resolve, stage_status
 from curation.core.stats import StageInfo
 
 
@@ -30,6 +30,31 @@ def test_stage_progress_echoes_every_interval_while_active():
     with StageProgress("filter", planned=3, echo=silent.append, interval=0.05, active=False):
         time.sleep(0.15)
     assert silent == []  # a terminal has Ray Data's bars instead
+
+
+def test_resolve_phases_report_their_tasks_while_they_run(ray_local):
+    """A corpus-wide phase (dedup's signatures, BFF's ordered pass) runs before any shard does: it
+    gets its own lines, tasks finished or what ``count`` says, and records its wall time."""
+    import ray
+
+    @ray.remote
+    def slow(i: int) -> int:
+        time.sleep(0.4 + 0.4 * i)
+        return i
+
+    lines: list[str] = []
+    with reporting_resolve("dedup", lines.append, interval=0.1):
+        clock = PhaseClock()
+    assert clock.gather("signatures", [slow.remote(i) for i in range(3)]) == [0, 1, 2]
+    assert clock.gather("ordered pass", [slow.remote(0)], count=lambda: (1, 4, "shards")) == [0]
+    signatures = [line for line in lines if line.startswith("[dedup] signatures: ")]
+    assert len(signatures) >= 3 and signatures[0].startswith("[dedup] signatures: 0/3 tasks, elapsed 0:00, ETA ?")
+    assert any(line.startswith("[dedup] signatures: 1/3 tasks") or line.startswith("[dedup] signatures: 2/3 tasks")
+               for line in signatures)
+    assert any(line.startswith("[dedup] ordered pass: 1/4 shards, elapsed 0:00, ETA 0:00") for line in lines)
+    assert set(clock.seconds) == {"signatures", "ordered pass"} and clock.seconds["signatures"] >= 1.2
+    quiet = PhaseClock()  # outside a run (a test calling resolve itself): no lines
+    assert quiet.gather("join", [slow.remote(0)]) == [0] and quiet.seconds["join"] >= 0.4
 
 
 def test_status_of_a_stage_under_way(tmp_path):
@@ -57,3 +82,6 @@ def test_non_tty_run_prints_progress_lines_and_no_ray_notices(tmp_path):
     assert "[heuristic_filter] progress: " in result.stdout and " docs/s, elapsed " in result.stdout, output
     for notice in ("core_worker.cc", "Token authentication", "Progress bars disabled", "logging.cc"):
         assert notice not in output, output
+    result = run_curate(["dedup", "--input", str(docs), "--output", str(tmp_path / "dedup"),
+                         "--set", "ray.progress_interval_s=0.01"])
+    assert "[dedup] signatures: " in result.stdout and " tasks, elapsed " in result.stdout, result.stdout + result.stderr
