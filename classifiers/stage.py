@@ -81,14 +81,34 @@ class QualityConfig:
             raise ValueError("cascade_threshold needs both a fastText and an embedding model")
 
 
-def _pool_sample(inputs: list[str], ctx: StageContext, column: str, size: int, seed: int) -> list[str]:
-    texts: list[str] = []
+def pool_sample(inputs: list[str], storage: fio.Storage, column: str, size: int, seed: int) -> list[str]:
+    """``size`` texts drawn uniformly from the stage's input, in the order drawn. Rows are drawn by
+    index from the row counts in the Parquet footers, then each shard is read a batch at a time and
+    only the drawn rows are kept: memory holds the sample, not the pool (a crawl's text does not
+    fit). An empty text drawn is left out."""
+    counts = []
     for path in inputs:
-        fs, p = fio.filesystem(path, ctx.storage)
+        fs, p = fio.filesystem(path, storage)
         with fs.open(p, "rb") as handle:
-            texts += [t for t in pq.read_table(handle, columns=[column]).column(column).to_pylist() if t]
-    rng = random.Random(seed)
-    return rng.sample(texts, min(size, len(texts)))
+            counts.append(pq.ParquetFile(handle).metadata.num_rows)
+    total = sum(counts)
+    drawn = random.Random(seed).sample(range(total), min(size, total))
+    wanted = np.sort(np.asarray(drawn, dtype=np.int64))
+    texts: dict[int, str] = {}
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for path, first, after in zip(inputs, starts[:-1], starts[1:], strict=True):
+        lo, hi = np.searchsorted(wanted, [first, after])
+        if hi == lo:
+            continue  # nothing drawn from this shard: not read
+        fs, p = fio.filesystem(path, storage)
+        with fs.open(p, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=8192, columns=[column]):
+                upto = np.searchsorted(wanted, first + batch.num_rows)
+                chosen = wanted[lo:upto]
+                picked = batch.column(0).take(pa.array(chosen - first)).to_pylist()
+                texts.update(zip(chosen.tolist(), picked, strict=True))
+                first, lo = first + batch.num_rows, upto
+    return [texts[i] for i in drawn if texts.get(i)]
 
 
 def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, Any]:
@@ -171,7 +191,7 @@ class QualityStage(BatchStage):
         if train:
             positives = [t for path in expand(train.positives) for t in read_texts(path)]
             negatives = ([t for path in expand(train.negatives) for t in read_texts(path)] if train.negatives
-                         else _pool_sample(inputs, ctx, self.config.text_column, train.pool_sample, train.seed))
+                         else pool_sample(inputs, ctx.storage, self.config.text_column, train.pool_sample, train.seed))
             split = split_references(positives, negatives, train.heldout_fraction, train.seed, train.max_per_class,
                                      train.min_words)
             sources = {"positives": list(train.positives), "negatives": list(train.negatives) or ["pool sample"]}

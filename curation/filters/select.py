@@ -67,7 +67,8 @@ class SelectStage(BatchStage):
         for column in self.config.require:
             mask = true_in(batch, column, "select")
             if column == "filter_keep" and "filter_reason" in names:
-                why = np.array([f"filter:{r}" for r in batch.column("filter_reason").to_pylist()], dtype=object)
+                why = pc.binary_join_element_wise("filter:", pc.fill_null(batch.column("filter_reason"), "unknown"), "").to_numpy(
+                    zero_copy_only=False)
             else:
                 why = f"not_{column}"
             apply(mask, why)

@@ -600,3 +600,31 @@ def test_normalizer_shortcut_every_character(sentence_encoder):
     assert 5000 < taken < len(texts)  # most letters and punctuation of Latin, Greek and Cyrillic scripts
     assert unsafe.search("Plain English — with “quotes”, 3½ € and\u00a0spaces.") is None
     assert unsafe.search("café") and unsafe.search("東") and unsafe.search("x\x01")
+
+
+def test_the_pool_sample_reads_only_the_drawn_rows_and_draws_as_sampling_the_whole_list(tmp_path):
+    """Negatives drawn from the stage's input are the same draw as ``random.sample`` over the list of
+    every text (what the stage did when it held the whole pool in memory), read a batch at a time;
+    empty texts drawn are left out."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from curation.classifiers.stage import pool_sample
+
+    from curation.core.io import Storage
+
+    sizes, paths, everything = [9000, 0, 12000, 5], [], []
+    for i, rows in enumerate(sizes):
+        texts = [f"shard {i} row {r}" for r in range(rows)]
+        everything += texts
+        paths.append(str(tmp_path / f"part-{i}.parquet"))
+        pq.write_table(pa.table({"id": list(range(rows)), "text": pa.array(texts, pa.string())}), paths[-1],
+                       row_group_size=5000)
+    for size, seed in [(20000, 0), (100, 3), (30000, 1)]:
+        expected = random.Random(seed).sample(everything, min(size, len(everything)))
+        assert pool_sample(paths, Storage(), "text", size, seed) == expected
+    gappy = str(tmp_path / "gappy.parquet")
+    pq.write_table(pa.table({"text": ["a", "", None, "b"] * 50}), gappy)
+    drawn = pool_sample([gappy], Storage(), "text", 120, 0)
+    assert 0 < len(drawn) < 120 and set(drawn) == {"a", "b"}
