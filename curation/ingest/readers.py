@@ -244,11 +244,19 @@ def _to_raw(record: Any, offset: int, index_in_member: int, errors: Counter, max
     if len(block) < length:
         errors["truncated_record"] += 1  # the file ends (or a member breaks) inside this record
         return None
-    return _from_block(block, declared, common, errors)
+    return _from_block(block, declared, common, errors, headers.get("WARC-Identified-Payload-Type"))
 
 
-def _from_block(block: bytes, declared: str, common: dict[str, Any], errors: Counter) -> RawRecord | None:
-    """The record of a WARC block whose header declared ``declared`` as its Content-Type."""
+# What servers send when they do not know the type: the crawler's own identification of the
+# payload (Common Crawl's WARC-Identified-Payload-Type, from Tika) says more
+_UNKNOWN_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/unknown",
+                            "unknown/unknown", "application/x-unknown-content-type"})
+
+
+def _from_block(block: bytes, declared: str, common: dict[str, Any], errors: Counter,
+                identified: str | None = None) -> RawRecord | None:
+    """The record of a WARC block whose header declared ``declared`` as its Content-Type;
+    ``identified``: the payload type the crawler identified, used when the server gave none."""
     record_type = common["record_type"]
     warc_type, warc_charset = split_content_type(declared)
     # By the specification only an application/http block holds an HTTP message; a response
@@ -262,7 +270,10 @@ def _from_block(block: bytes, declared: str, common: dict[str, Any], errors: Cou
     except ValueError:
         errors["bad_http_headers"] += 1
         return None
-    return RawRecord(content_type=http.content_type, charset=http.charset, payload=http.body, payload_length=len(http.body),
+    content_type = http.content_type
+    if content_type in _UNKNOWN_TYPES and identified:
+        content_type = split_content_type(identified)[0]
+    return RawRecord(content_type=content_type, charset=http.charset, payload=http.body, payload_length=len(http.body),
                      http_status=http.status, **common)
 
 
@@ -453,7 +464,8 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
                                 http_status=int(status) if status and status.isdigit() else None, **common)
             elif len(block) < _declared_length(headers.get_header("Content-Length")):
                 errors["truncated_record"] += 1  # the file ends inside this record
-            elif (raw := _from_block(block, declared, common, errors)) is not None:
+            elif (raw := _from_block(block, declared, common, errors,
+                                     headers.get_header("WARC-Identified-Payload-Type"))) is not None:
                 yield raw
     except Exception as exc:  # warcio raises plain exceptions on malformed headers
         errors[f"{'corrupt_arc' if arc else 'corrupt_record'}:{type(exc).__name__}"] += 1

@@ -381,3 +381,26 @@ def test_a_bad_http_status_entry_is_a_config_error(entry):
     with pytest.raises(ConfigError, match="http_statuses"):
         build_config(ExtractConfig, {"http_statuses": [entry]}, "extract")
     assert build_config(ExtractConfig, {"http_statuses": [404, "2XX"]}, "extract").keeps_http_status(201)
+
+
+def test_a_page_served_as_octet_stream_is_read_by_the_type_the_crawler_identified(tmp_path):
+    """Servers that do not know a file's type send application/octet-stream (or nothing); Common
+    Crawl's WARC-Identified-Payload-Type (Tika's detection) then names it."""
+    def served(name: str, http_type: str, identified: str | None, body: bytes, i: int) -> bytes:
+        block = f"HTTP/1.1 200 OK\r\nContent-Type: {http_type}\r\n\r\n".encode() + body
+        extra = {"WARC-Identified-Payload-Type": identified} if identified else {}
+        return raw_record("response", f"http://example.com/{name}", "application/http; msgtype=response", block,
+                          extra=extra, record_id=i)
+
+    records = [served("identified", "application/octet-stream", "text/html", page(1), 0),
+               served("pdf", "application/octet-stream", "application/pdf", b"%PDF-1.4 ...", 1),
+               served("unidentified", "application/octet-stream", None, page(2), 2),
+               served("declared", "text/html", "application/xhtml+xml", page(3), 3)]  # the server's type stands
+    path = tmp_path / "types.warc.gz"
+    path.write_bytes(gzip_members(records))
+    for packing, target in (("fastwarc", path), ("warcio", tmp_path / "bare-lf.warc")):
+        if packing == "warcio":  # the lenient reader (bare-LF WARC headers) takes the same decision
+            target.write_bytes(b"".join(bare_lf(r) for r in records))
+        rows, stats = extract(target, tmp_path / packing)
+        assert sorted(row["url"].rsplit("/", 1)[-1] for row in rows) == ["declared", "identified"], packing
+        assert dict(stats.dropped) == {"non_html:application": 2}
