@@ -25,6 +25,9 @@ MANIFEST = "_manifest.json"
 PLAN = "_plan.json"
 STATS = "_stats/shards.parquet"  # in a folder: `DIR/*.parquet` globs must match the data shards only
 RECEIPTS_DIR = "_receipts"
+# A stage's scratch folder for corpus-wide work (dedup's tables, BFF's hashes) and the checkpoint of
+# its resolve's phases; the runner removes it once the stage's manifest is committed
+WORK_DIR = "_work"
 MANIFEST_FORMAT = "curation.stage/1"
 
 

@@ -1,20 +1,17 @@
 """Progress a person can follow where no progress bar draws: a line per stage every few seconds
-(shards done / planned, documents/s, elapsed, ETA), the same for the phases of a stage's resolve
-(a corpus-wide dedup runs for many minutes before its first shard), and the same reading for a run
-in progress from its receipts (`curate status RUN` in another shell)."""
+(shards done / planned, documents/s, elapsed, ETA), and the same reading for a run in progress
+from its receipts (`curate status RUN` in another shell). The phases of a stage's resolve report
+through ``curation.core.phases``."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 
-def _clock(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -39,9 +36,9 @@ class Progress:
         return self.elapsed / self.shards_done * (self.shards_planned - self.shards_done)
 
     def line(self) -> str:
-        eta = "?" if self.eta is None else _clock(self.eta)
+        eta = "?" if self.eta is None else clock_text(self.eta)
         return (f"{self.shards_done}/{self.shards_planned} shards, {self.documents:,} docs, {self.rate:,.0f} docs/s, "
-                f"elapsed {_clock(self.elapsed)}, ETA {eta}")
+                f"elapsed {clock_text(self.elapsed)}, ETA {eta}")
 
 
 class StageProgress:
@@ -79,73 +76,6 @@ class StageProgress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-
-@dataclass(frozen=True)
-class _Reporter:
-    stage: str
-    echo: Callable[[str], Any]
-    interval: float
-
-
-_RESOLVE_REPORTER: ContextVar[_Reporter | None] = ContextVar("resolve_reporter", default=None)
-
-
-@contextlib.contextmanager
-def reporting_resolve(stage: str, echo: Callable[[str], Any], interval: float) -> Iterator[None]:
-    """While a stage resolves, its ``PhaseClock`` echoes ``[stage] phase: ...`` every ``interval`` seconds."""
-    token = _RESOLVE_REPORTER.set(_Reporter(stage, echo, interval))
-    try:
-        yield
-    finally:
-        _RESOLVE_REPORTER.reset(token)
-
-
-class PhaseClock:
-    """Wall seconds of each phase of a stage's resolve, for its run line. Under ``reporting_resolve``
-    (the runner), a phase whose Ray tasks run longer than the interval gets progress lines."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-        self._reporter = _RESOLVE_REPORTER.get()
-
-    def done(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = round(now - self._last, 2)
-        self._last = now
-
-    def gather(self, phase: str, refs: list, count: Callable[[], tuple[int, int, str]] | None = None) -> list:
-        """``ray.get(refs)`` as the phase ``phase``. ``count`` gives the progress to report when
-        finished tasks do not tell it (units done, units in all, their name): a phase of one long
-        task, such as BFF's ordered pass, counts the shards it has written."""
-        import ray
-
-        reporter, remaining = self._reporter, list(refs)
-        if reporter is not None:
-            started = time.monotonic()
-            next_line = started + reporter.interval
-            while remaining:
-                _, remaining = ray.wait(remaining, num_returns=len(remaining),
-                                        timeout=max(0.0, next_line - time.monotonic()))
-                if remaining and time.monotonic() >= next_line:
-                    done, total, unit = count() if count else (len(refs) - len(remaining), len(refs), "tasks")
-                    reporter.echo(f"[{reporter.stage}] {phase}: {phase_progress(done, total, unit, time.monotonic() - started)}")
-                    next_line += reporter.interval
-        results = ray.get(list(refs))
-        self.done(phase)
-        return results
-
-
-def phase_progress(done: int, total: int, unit: str, elapsed: float) -> str:
-    """``3/8 tasks, elapsed 1:02, ETA 1:43`` (the ETA from the time per unit so far)."""
-    eta = _clock(elapsed / done * (total - done)) if done else "?"
-    return f"{done:,}/{total:,} {unit}, elapsed {_clock(elapsed)}, ETA {eta}"
-
-
-def phase_note(seconds: dict[str, float] | None) -> str:
-    """`` (signatures 2s, buckets 0s)`` for a run line; empty when resolve did not run here."""
-    return " (" + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + ")" if seconds else ""
 
 
 def stage_status(stage, storage) -> str:

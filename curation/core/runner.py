@@ -26,12 +26,14 @@ from curation.core.layout import (
     PLAN,
     RUN_FILE,
     STATS,
+    WORK_DIR,
     data_files,
     read_json,
     receipt_path,
 )
+from curation.core.phases import reporting_resolve
 from curation.core.pipeline import Pipeline, StageSpec
-from curation.core.progress import StageProgress, reporting_resolve
+from curation.core.progress import StageProgress
 from curation.core.ray_exec import ensure_ray, run_tasks
 from curation.core.stage import ShardReceipt, StageContext, write_parquet_bytes
 
@@ -188,6 +190,7 @@ class Runner:
         manifest["funnel"] = stage.funnel(manifest)  # the stage's own reading of its totals
         manifest["summary"] = stage.summary(manifest)
         fio.write_atomic(manifest_path, json.dumps(manifest, sort_keys=True, indent=1).encode(), self.storage)
+        fio.remove(fio.join(stage_dir, WORK_DIR), self.storage, recursive=True)  # a resolve's checkpoint, now spent
         seconds = time.perf_counter() - start
         totals = manifest["totals"]
         self.echo(f"[{spec.name}] done in {seconds:.1f}s: {totals['docs_in']:,} docs in, {totals['docs_out']:,} out")

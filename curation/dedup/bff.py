@@ -45,13 +45,14 @@ import xxhash
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
-from curation.core.progress import PhaseClock, phase_note
+from curation.core.layout import WORK_DIR
+from curation.core.phases import PhaseClock
 from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, StageContext, register, write_parquet_bytes
 from curation.dedup.minhash import splitmix64
 
 DECISIONS_DIR = "_bff"
-WORK_DIR = "_work"
+DONE_SUFFIX = ".count"  # beside a hashed shard in WORK_DIR: its n-gram count, written once the shard is whole
 
 # default word boundaries (UAX #29), as BFF's unicode-segmentation ``split_word_bounds``
 _WORD_BOUNDARY = regex.compile(r"\b", flags=regex.WORD | regex.V1)
@@ -218,7 +219,8 @@ _DECIDED = pa.schema([("row", pa.int64()), ("removed", pa.list_(pa.int32())), ("
 
 def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, Any]) -> int:
     """Ray task: the n-gram hashes of one shard's taking-part documents, batch by batch to ``out`` (a
-    scratch file: a task that dies is run again whole); their count."""
+    scratch file: a task that dies is run again whole); their count, also written beside ``out``
+    once it is whole, for a resumed attempt."""
     c, store = BffConfig(**config), fio.Storage(**storage)
     total = start = 0
     fs, p = fio.filesystem(path, store)
@@ -239,6 +241,7 @@ def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, A
             start += batch.num_rows
             writer.write_table(pa.table([pa.array(rows, pa.int64()), pa.array(hashes, pa.list_(pa.uint64())),
                                          pa.array(offsets, pa.list_(pa.int64()))], schema=_HASHED))
+    fio.write_atomic(out + DONE_SUFFIX, str(total).encode(), store)  # last: ``out`` is whole
     return total
 
 
@@ -297,35 +300,47 @@ class BffDedupStage(BatchStage):
     paragraphs seen before."""
 
     Config = BffConfig
-    phase_seconds: dict[str, float] | None = None  # of the last resolve, for its run line
+    phases: PhaseClock | None = None  # of the last resolve, for its run line
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         import ray
 
         config, storage = dataclasses.asdict(self.config), dataclasses.asdict(ctx.storage)
         work = fio.join(ctx.stage_dir, WORK_DIR)
-        fio.remove(work, ctx.storage, recursive=True)
+        phases = PhaseClock(work, ctx.key, ctx.storage)  # a killed attempt's hashed shards are kept
         tasks = self.plan(inputs, ctx)
         hashed = [fio.join(work, f"{task.name}.parquet") for task in tasks]
-        phases = PhaseClock()
         hash_task = ray.remote(num_cpus=self.config.num_cpus)(hash_shard)
-        counts = phases.gather("hashing", [hash_task.remote(path, out, config, storage)
-                                           for path, out in zip(inputs, hashed, strict=True)])
+        done = {path.rsplit("/", 1)[-1]: path for path in fio.list_files(work, DONE_SUFFIX, ctx.storage)}
+
+        def hash_shards() -> list:
+            pending = {}
+            for i, (path, out) in enumerate(zip(inputs, hashed, strict=True)):
+                marker = done.get(out.rsplit("/", 1)[-1] + DONE_SUFFIX)
+                pending[i] = (ray.put(int(fio.read_bytes(marker, ctx.storage))) if marker
+                              else hash_task.remote(path, out, config, storage))
+            if done:
+                phases.notes["hashing"] = f"{len(done)} of {len(inputs)} shards hashed before"
+            return [pending[i] for i in range(len(inputs))]
+
+        counts = phases.gather("hashing", hash_shards)
         decisions_dir = fio.join(ctx.stage_dir, DECISIONS_DIR)
-        fio.remove(decisions_dir, ctx.storage, recursive=True)  # an earlier attempt's would count as progress
         decided = [fio.join(decisions_dir, f"{task.name}.parquet") for task in tasks]
         # slices of consecutive shards, each through its own filter (BFF's --shard-num / --total-shards)
         slices = [s for s in np.array_split(np.arange(len(tasks)), self.config.partitions) if len(s)]
         decide_task = ray.remote(num_cpus=self.config.num_cpus)(decide_shards)
 
+        def decide() -> list:  # a pass cut short starts again from its first shard: the filter is in memory
+            fio.remove(decisions_dir, ctx.storage, recursive=True)  # an earlier attempt's would count as progress
+            return [decide_task.remote([hashed[i] for i in s], [decided[i] for i in s], sum(counts[i] for i in s),
+                                       config, storage) for s in slices]
+
         def shards_decided() -> tuple[int, int, str]:  # the ordered pass writes a shard's decisions as it ends it
             return len(fio.list_files(decisions_dir, ".parquet", ctx.storage)), len(decided), "shards"
 
-        results = phases.gather("ordered pass", [
-            decide_task.remote([hashed[i] for i in s], [decided[i] for i in s], sum(counts[i] for i in s), config,
-                               storage) for s in slices], count=shards_decided)
-        fio.remove(work, ctx.storage, recursive=True)
-        self.phase_seconds = phases.seconds  # the run line's, not the manifest's: a rerun writes the same bytes
+        results = phases.gather("ordered pass", decide, count=shards_decided)
+        phases.release_tables()
+        self.phases = phases  # the run line's, not the manifest's: a rerun writes the same bytes
         totals = {key: sum(r[key] for r in results) for key in results[0]} if results else {}
         return {"ngrams": int(sum(counts)), "filters": len(slices), **totals,
                 "hash_functions": max((r["hash_functions"] for r in results), default=0)}
@@ -337,7 +352,7 @@ class BffDedupStage(BatchStage):
                 + f"{resolved.get('filter_bytes', 0) / 2**20:.1f} MiB ({resolved['hash_functions']} hashes): "
                 f"{resolved.get('documents_removed', 0):,} documents removed whole, "
                 f"{resolved.get('paragraphs_removed', 0):,} paragraphs from {resolved.get('documents_edited', 0):,} others"
-                + phase_note(self.phase_seconds))
+                + (self.phases.note() if self.phases else ""))
 
     def summary(self, manifest: dict[str, Any]) -> list[str]:
         resolved, c = manifest.get("resolved", {}), manifest["config"]

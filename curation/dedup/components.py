@@ -95,8 +95,9 @@ def _digest(a: np.ndarray, b: np.ndarray) -> int:
 def connected_components(work: str, storage: dict[str, Any], partitions: int, max_rounds: int = 64) -> int:
     """Run large-star / small-star rounds on Ray over the ``edges`` table until the edge set stops
     changing; write ``labels`` (node, label) split by the label's partition, so that every
-    component is whole in one partition. Each round's table is removed once read. Returns the
-    number of rounds."""
+    component is whole in one partition. Each round's table is removed once read (``edges`` stays
+    for a resumed attempt); a round's tables are the same whenever it runs, so an attempt that
+    starts the rounds again overwrites whatever a killed one wrote. Returns the number of rounds."""
     import ray
 
     star = ray.remote(_star_task)
@@ -106,7 +107,8 @@ def connected_components(work: str, storage: dict[str, Any], partitions: int, ma
             target = f"{kind}{rounds:03d}"
             summaries = ray.get([star.remote(kind, source, target, p, partitions, work, storage)
                                  for p in range(partitions)])
-            remove_table(work, source, storage)
+            if source != EDGES:  # kept: a resolve killed during these rounds starts them again from it
+                remove_table(work, source, storage)
             source = target
         signature = (sum(int(s[0]) for s in summaries), sum(int(s[1]) for s in summaries) % (1 << 64))
         if signature == previous:

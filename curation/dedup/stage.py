@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 import xxhash
 
 from curation.core import io as fio
-from curation.core.progress import PhaseClock, phase_note
+from curation.core.layout import WORK_DIR  # bucket rows, sketches, group members while resolving
+from curation.core.phases import PhaseClock
 from curation.core.schema import all_true
 from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext, register
 from curation.dedup.components import connected_components, partition_of, read_labels, write_edges
@@ -48,7 +49,7 @@ from curation.dedup.minhash import EMPTY, ShingleSpec, normalize, optimal_bands,
 from curation.dedup.work_tables import read_parts, write_split
 
 CLUSTERS_DIR = "_clusters"
-WORK_DIR = "_work"  # bucket rows, sketches, group members: partitioned Parquet while resolving
+SIGNED = "signed"  # in WORK_DIR: a file per shard whose signature tables are written
 
 
 @dataclass
@@ -152,7 +153,7 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
     key, band, node = np.concatenate(key_parts), np.concatenate(band_parts), np.concatenate(node_parts)
     with np.errstate(over="ignore"):
         destination = partition_of(key ^ band.astype(np.uint64), partitions)
-    name = f"s{shard:06d}"
+    name = shard_name(shard)
     order = np.lexsort((node, key, band))  # sorted before the split, so each file is sorted: partitions merge cheaply
     write_split(work, "buckets", name, storage, destination[order], partitions,
                 {"key": key[order], "band": band[order], "node": node[order]})
@@ -161,7 +162,12 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
                 {"node": sketched_nodes, "sketch": bbit(sigs[doc_index])})
     write_split(work, "directory", name, storage, partition_of(nodes, partitions), partitions,
                 {"node": nodes, "shard": np.full(len(nodes), shard, np.int32), "row": np.arange(len(nodes), dtype=np.int64)})
+    fio.write_atomic(fio.join(work, SIGNED, name), b"", fio.Storage(**storage))  # last: its tables are whole
     return int(len(key))
+
+
+def shard_name(shard: int) -> str:
+    return f"s{shard:06d}"
 
 
 _BUCKET_ROWS = {"key": np.zeros(0, np.uint64), "band": np.zeros(0, np.uint16), "node": np.zeros(0, np.uint64)}
@@ -314,7 +320,7 @@ class DedupStage(BatchStage):
     """Adds ``cluster_id``, ``cluster_size`` and ``is_duplicate``; ``select`` removes duplicates."""
 
     Config = DedupConfig
-    phase_seconds: dict[str, float] | None = None  # of the last resolve, for its run line
+    phases: PhaseClock | None = None  # of the last resolve, for its run line
 
     def resolve(self, inputs: list[str], ctx: StageContext) -> dict[str, Any]:
         import ray
@@ -325,51 +331,56 @@ class DedupStage(BatchStage):
             fs, p = fio.filesystem(path, ctx.storage)
             with fs.open(p, "rb") as handle:
                 documents += pq.ParquetFile(handle).metadata.num_rows
-        partitions = c.partitions or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)),
-                                         -(-documents // c.documents_per_partition))
         bands, rows = c.banding()
         storage = dataclasses.asdict(ctx.storage)
         config = dataclasses.asdict(c)
         tasks = self.plan(inputs, ctx)
         # Every intermediate table lives as partitioned Parquet under the stage's _work folder (local
-        # disk or object store), so a task holds one shard or one partition, never the corpus.
+        # disk or object store), so a task holds one shard or one partition, never the corpus. The
+        # folder outlives a killed attempt: the next resumes after its last finished phase, and
+        # within the signatures, after the last shard signed.
         work = fio.join(ctx.stage_dir, WORK_DIR)
-        fio.remove(work, ctx.storage, recursive=True)
-        phases = PhaseClock()
+        phases = PhaseClock(work, ctx.key, ctx.storage)
+        partitions = phases.remember("partitions", c.partitions or max(
+            2, 2 * int(ray.cluster_resources().get("CPU", 1)), -(-documents // c.documents_per_partition)))
         signature = ray.remote(num_cpus=c.num_cpus)(signature_task)
-        phases.gather("signatures", [signature.remote(path, i, config, storage, partitions, work)
-                                     for i, path in enumerate(inputs)])
-        counts = np.sum(phases.gather("buckets", [ray.remote(bucket_task).remote(q, partitions, work, storage)
-                                                  for q in range(partitions)]), axis=0)
-        phases.gather("join", [ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage)
-                               for q in range(partitions)])
-        counts = counts + np.sum(phases.gather("verify", [
+        signed = {path.rsplit("/", 1)[-1] for path in fio.list_files(fio.join(work, SIGNED), storage=ctx.storage)}
+        unsigned = [(i, path) for i, path in enumerate(inputs) if shard_name(i) not in signed]
+        if len(unsigned) < len(inputs):
+            phases.notes["signatures"] = f"{len(inputs) - len(unsigned)} of {len(inputs)} shards signed before"
+        phases.gather("signatures", lambda: [signature.remote(path, i, config, storage, partitions, work)
+                                             for i, path in unsigned])
+        counts = np.sum(phases.gather("buckets", lambda: [ray.remote(bucket_task).remote(q, partitions, work, storage)
+                                                          for q in range(partitions)]), axis=0)
+        phases.gather("join", lambda: [ray.remote(join_task).remote(q, partitions, c.num_perm, work, storage)
+                                       for q in range(partitions)])
+        counts = counts + np.sum(phases.gather("verify", lambda: [
             ray.remote(verify_task).remote(q, partitions, c.verify_at, c.num_perm, work, storage)
             for q in range(partitions)]), axis=0)
-        rounds = connected_components(work, storage, partitions)
-        phases.done("components")
-        ray.get([ray.remote(members_by_root).remote(q, partitions, work, storage) for q in range(partitions)])
-        ray.get([ray.remote(route_to_shards).remote(q, work, storage) for q in range(partitions)])
-        written = phases.gather("clusters", [
+        rounds = phases.step("components", lambda: connected_components(work, storage, partitions))
+        phases.gather("roots", lambda: [ray.remote(members_by_root).remote(q, partitions, work, storage)
+                                        for q in range(partitions)])
+        phases.gather("routes", lambda: [ray.remote(route_to_shards).remote(q, work, storage) for q in range(partitions)])
+        written = phases.gather("clusters", lambda: [
             ray.remote(write_clusters).remote(fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet"), i, work,
                                               storage)
             for i, task in enumerate(tasks)
         ])
-        fio.remove(work, ctx.storage, recursive=True)
+        phases.release_tables()
         summary = {
             "bands": bands, "rows": rows, "num_perm": c.num_perm, "verify_at": c.verify_at, "partitions": partitions,
             "candidate_pairs": int(counts[0]), "compared_pairs": int(counts[1]), "verified_edges": int(counts[2]),
             "component_rounds": rounds, "clustered_documents": int(sum(written)),
         }
         # wall times go to the run line, not into the manifest: a rerun must write the same bytes
-        self.phase_seconds = phases.seconds
+        self.phases = phases
         return summary
 
     def describe_resolved(self, resolved: dict[str, Any]) -> str | None:
         return (f"LSH {resolved['bands']} bands x {resolved['rows']} rows (num_perm {resolved['num_perm']}), verify at "
                 f"{resolved['verify_at']:.2f}: {resolved['candidate_pairs']:,} candidate pairs, "
                 f"{resolved['verified_edges']:,} edges, {resolved['clustered_documents']:,} documents in clusters"
-                + phase_note(self.phase_seconds))
+                + (self.phases.note() if self.phases else ""))
 
     def begin_shard(self, task: ShardTask, ctx: StageContext) -> ShardClusters:
         path = fio.join(ctx.stage_dir, CLUSTERS_DIR, f"{task.name}.parquet")

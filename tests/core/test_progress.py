@@ -9,7 +9,8 @@ import time
 from conftest import run_curate
 
 from curation.core import io as fio
-from curation.core.progress import PhaseClock, Progress, StageProgress, reporting_resolve, stage_status
+from curation.core.phases import PhaseClock, reporting_resolve
+from curation.core.progress import Progress, StageProgress, stage_status
 from curation.core.stats import StageInfo
 
 
@@ -45,8 +46,8 @@ def test_resolve_phases_report_their_tasks_while_they_run(ray_local):
     lines: list[str] = []
     with reporting_resolve("dedup", lines.append, interval=0.1):
         clock = PhaseClock()
-    assert clock.gather("signatures", [slow.remote(i) for i in range(3)]) == [0, 1, 2]
-    assert clock.gather("ordered pass", [slow.remote(0)], count=lambda: (1, 4, "shards")) == [0]
+    assert clock.gather("signatures", lambda: [slow.remote(i) for i in range(3)]) == [0, 1, 2]
+    assert clock.gather("ordered pass", lambda: [slow.remote(0)], count=lambda: (1, 4, "shards")) == [0]
     signatures = [line for line in lines if line.startswith("[dedup] signatures: ")]
     assert len(signatures) >= 3 and signatures[0].startswith("[dedup] signatures: 0/3 tasks, elapsed 0:00, ETA ?")
     assert any(line.startswith("[dedup] signatures: 1/3 tasks") or line.startswith("[dedup] signatures: 2/3 tasks")
@@ -54,7 +55,7 @@ def test_resolve_phases_report_their_tasks_while_they_run(ray_local):
     assert any(line.startswith("[dedup] ordered pass: 1/4 shards, elapsed 0:00, ETA 0:00") for line in lines)
     assert set(clock.seconds) == {"signatures", "ordered pass"} and clock.seconds["signatures"] >= 1.2
     quiet = PhaseClock()  # outside a run (a test calling resolve itself): no lines
-    assert quiet.gather("join", [slow.remote(0)]) == [0] and quiet.seconds["join"] >= 0.4
+    assert quiet.gather("join", lambda: [slow.remote(0)]) == [0] and quiet.seconds["join"] >= 0.4
 
 
 def test_status_of_a_stage_under_way(tmp_path):
