@@ -14,6 +14,7 @@ object store; workers copy a remote model to local disk once per actor).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import tempfile
@@ -31,6 +32,8 @@ from curation.classifiers.evaluate import human_eval_summary
 from curation.classifiers.references import expand, read_texts, split_references
 
 from curation.core import io as fio
+from curation.core.layout import WORK_DIR
+from curation.core.phases import PhaseClock
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
 
 
@@ -158,6 +161,7 @@ def describe_human_eval(summaries: dict[str, Any]) -> str:
 @register("quality")
 class QualityStage(BatchStage):
     Config = QualityConfig
+    phases: PhaseClock | None = None  # of the last resolve that trained, for its run line
 
     @property
     def batch_size(self) -> int:  # type: ignore[override]
@@ -188,20 +192,33 @@ class QualityStage(BatchStage):
 
         models = {"fasttext": self.config.fasttext_model, "embedding": self.config.embedding_model}
         train = self.config.train
+        self.phases = None
         if train:
-            positives = [t for path in expand(train.positives) for t in read_texts(path)]
-            negatives = ([t for path in expand(train.negatives) for t in read_texts(path)] if train.negatives
-                         else pool_sample(inputs, ctx.storage, self.config.text_column, train.pool_sample, train.seed))
-            split = split_references(positives, negatives, train.heldout_fraction, train.seed, train.max_per_class,
-                                     train.min_words)
+            # a model trained by an attempt killed later (in this stage's shards, or before its other
+            # model) is not trained again
+            self.phases = phases = PhaseClock(fio.join(ctx.stage_dir, WORK_DIR), ctx.key, ctx.storage)
             sources = {"positives": list(train.positives), "negatives": list(train.negatives) or ["pool sample"]}
-            for kind in train.kinds:
+
+            @functools.cache
+            def split() -> Any:
+                positives = [t for path in expand(train.positives) for t in read_texts(path)]
+                negatives = ([t for path in expand(train.negatives) for t in read_texts(path)] if train.negatives
+                             else pool_sample(inputs, ctx.storage, self.config.text_column, train.pool_sample,
+                                              train.seed))
+                return split_references(positives, negatives, train.heldout_fraction, train.seed,
+                                        train.max_per_class, train.min_words)
+
+            def train_one(kind: str) -> str:
                 with tempfile.TemporaryDirectory() as local:
-                    train_classifier(kind, split, local, sources, getattr(train, kind))
+                    train_classifier(kind, split(), local, sources, getattr(train, kind))
                     evaluate_model_dir(local, train.eval_labels)  # into the card, before it is copied
                     target = fio.join(ctx.stage_dir, "_models", kind)
                     fio.put_directory(local, target, ctx.storage)  # local disk or object store alike
-                models[kind] = target
+                return target
+
+            for kind in train.kinds:
+                models[kind] = phases.step(f"training {kind}", lambda kind=kind: train_one(kind))
+            phases.release_tables()
         inside = ctx.stage_dir.rstrip("/") + "/"
         resolved: dict[str, Any] = {}
         for kind, directory in models.items():
@@ -224,7 +241,7 @@ class QualityStage(BatchStage):
                  + (f"; {describe_human_eval(info['human_eval'])}" if info.get("human_eval") else "")
                  + f" -> {info['path']}"
                  for kind, info in resolved.get("models", {}).items() if kind in trained and info.get("metrics")]
-        return "; ".join(lines) or None
+        return ("; ".join(lines) + (self.phases.note() if self.phases else "")) if lines else None
 
     def setup(self, ctx: StageContext) -> None:
         from curation.classifiers.models import load_classifier

@@ -146,6 +146,37 @@ def test_quality_stage_cascade_and_pool_training(ray_local, references, tmp_path
     human = manifest["resolved"]["models"]["fasttext"]["human_eval"]["dclm_human_majority_contested.jsonl"]
     assert human["documents"] == 218 and 0.5 < human["roc_auc"] < 1.0
     assert card["human_eval"]["dclm_human_majority_contested.jsonl"]["roc_auc"] == pytest.approx(human["roc_auc"], abs=1e-4)
+    assert not (tmp_path / "out" / "_work").exists()  # the resolve's checkpoint goes with the commit
+
+
+def test_a_model_trained_before_a_kill_is_not_trained_again(tmp_path, shared_data, monkeypatch):
+    """The quality stage's training is a checkpointed phase: an attempt killed after it (while the
+    shards are scored) resumes with the model it trained; another configuration trains anew."""
+    import curation.classifiers.models as models
+    from curation.classifiers.references import read_texts
+    from curation.classifiers.stage import QualityConfig, QualityStage
+
+    from curation.core.config import build_config
+    from curation.core.stage import StageContext
+
+    path = tmp_path / "part-00000.parquet"
+    web = [t for t in read_texts(str(next((shared_data / "web_negatives").glob("*.jsonl.gz"))))][:200]
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(web))], "text": web}), path)
+    options = {"train": {"kinds": ["fasttext"], "positives": [str(shared_data / "hq_reference" / "*")],
+                         "max_per_class": 300, "eval_labels": []}}
+    ctx = StageContext(run_root=str(tmp_path), stage_name="quality", stage_dir=str(tmp_path / "q"), key="k1")
+    first = QualityStage(build_config(QualityConfig, options, "quality")).resolve([str(path)], ctx)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(models, "train_classifier", no_training)
+    stage = QualityStage(build_config(QualityConfig, options, "quality"))
+    assert stage.resolve([str(path)], ctx) == first
+    assert "(training fasttext resumed)" in stage.describe_resolved(first)
+    ctx.key = "k2"  # another configuration: its work folder is not this one's
+    with pytest.raises(AssertionError, match="trained again"):
+        stage.resolve([str(path)], ctx)
 
 
 def test_quality_stage_reads_batches_of_its_configured_size(tmp_path):
