@@ -174,6 +174,14 @@ class PhaseClock:
             fio.write_atomic(self._checkpoint, blob.encode(), self._storage)
 
 
+def finished_phases(work: str, storage: fio.Storage) -> list[str] | None:
+    """The phases a resolve under way (or killed) has finished, from its checkpoint; None without one."""
+    try:
+        return list(json.loads(fio.read_bytes(fio.join(work, CHECKPOINT), storage)).get("finished", {}))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def phase_progress(done: int, total: int, unit: str, elapsed: float) -> str:
     """``3/8 tasks, elapsed 1:02, ETA 1:43`` (the ETA from the time per unit so far)."""
     eta = clock_text(elapsed / done * (total - done)) if done else "?"

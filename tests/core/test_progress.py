@@ -71,6 +71,12 @@ def test_status_of_a_stage_under_way(tmp_path):
     assert line.startswith("partial   2/4 shards, 1,000 docs, 50 docs/s, elapsed 0:20, ETA 0:20")
     assert line.endswith("(+1 committed before)")
     assert stage_status(StageInfo("dedup", str(tmp_path / "dedup"), None, None), fio.Storage()) == "pending"
+    resolving = PhaseClock(str(tmp_path / "dedup" / "_work"), "k1")  # a dedup between its phases
+    assert stage_status(StageInfo("dedup", str(tmp_path / "dedup"), None, None), fio.Storage()) == (
+        "resolving (phases finished: none yet)")
+    resolving.step("components", lambda: 3)
+    assert stage_status(StageInfo("dedup", str(tmp_path / "dedup"), None, None), fio.Storage()) == (
+        "resolving (phases finished: components)")
 
 
 def test_non_tty_run_prints_progress_lines_and_no_ray_notices(tmp_path):
