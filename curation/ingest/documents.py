@@ -19,6 +19,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | an id seen before in the same file | dropped | ``duplicate_id`` |
 | a value that does not fit its column, or would change in it (0.5 in an integer column, an object with a key its column lacks; types set by the shard's first batch) | null, document kept | ``repaired:schema_mismatch`` (extra) |
 | a file that cannot be opened, or a stream that ends early | the records read so far are kept | ``unreadable_file:*``, ``truncated_stream`` |
+| a Parquet row group that cannot be read (a damaged page) | its rows are lost (counted, one per row), the next row groups are read | ``corrupt_row_group:*`` |
 
 With ``strict: true`` the first bad record stops the stage with one line naming the file, the
 line (or row) and the reason. The text and id fields are renamed to ``text`` and ``id``; every
@@ -126,10 +127,10 @@ class RecordPolicy:
         self.source_name = path.rsplit("/", 1)[-1]
         self.seen_ids: set[str] = set()
 
-    def reject(self, position: Any, reason: str) -> None:
+    def reject(self, position: Any, reason: str, records: int = 1) -> None:
         if self.config.strict:
             raise BadRecord(f"{self.path}: {'line' if isinstance(position, int) else 'record'} {position}: {reason}")
-        self.stats.dropped[reason] += 1
+        self.stats.dropped[reason] += records
 
     def repair(self, position: Any, reason: str) -> None:
         if self.config.strict and reason == "invalid_utf8":
@@ -378,26 +379,35 @@ def _array_records(elements: list, policy: RecordPolicy) -> Iterator[dict[str, A
 
 def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
     """Accepted rows of a Parquet file: Arrow batches (vectorised), or lists of rows where a batch
-    takes the per-row path."""
+    takes the per-row path. Row groups are read one at a time: a damaged one (a page that does not
+    decompress) loses its own rows, counted from the footer, and the file goes on with the next."""
     try:
         parquet = pq.ParquetFile(handle)
-        row = 0
-        for batch in parquet.iter_batches(batch_size=batch_size):
-            accepted = policy.accept_batch(batch, row + 1)
-            if accepted is not None:
-                row += batch.num_rows
-                yield accepted
-                continue
-            rows = []
-            for obj in batch.to_pylist():
-                row += 1
-                text = obj.get(policy.text_field_of(obj))
-                size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
-                if (kept := policy.accept(obj, f"row {row}", size)) is not None:
-                    rows.append(kept)
-            yield rows
     except (OSError, pa.ArrowInvalid) as exc:
         policy.reject("file", f"corrupt_parquet:{type(exc).__name__}")
+        return
+    row = 0
+    for group in range(parquet.metadata.num_row_groups):
+        group_end = row + parquet.metadata.row_group(group).num_rows
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group]):
+                accepted = policy.accept_batch(batch, row + 1)
+                if accepted is not None:
+                    row += batch.num_rows
+                    yield accepted
+                    continue
+                rows = []
+                for obj in batch.to_pylist():
+                    row += 1
+                    text = obj.get(policy.text_field_of(obj))
+                    size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
+                    if (kept := policy.accept(obj, f"row {row}", size)) is not None:
+                        rows.append(kept)
+                yield rows
+        except (OSError, pa.ArrowInvalid) as exc:
+            policy.reject(f"row group {group} (rows {row + 1}-{group_end})", f"corrupt_row_group:{type(exc).__name__}",
+                          records=group_end - row)
+        row = group_end  # derived ids of later rows stay those of the intact file
 
 
 def iter_parquet_records(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -290,6 +290,37 @@ def test_parquet_with_nulls_and_missing_ids(tmp_path):
     assert stats.dropped == {"missing_text": 1, "duplicate_id": 1} and stats.extra == {"repaired:derived_id": 1}
 
 
+def _damage_row_group(path: Path, group: int) -> None:
+    """XOR the first bytes of the text column's first data page in one row group (its header and the
+    start of its zstd frame); the footer stays valid."""
+    column = pq.ParquetFile(path).metadata.row_group(group).column(1)
+    data = bytearray(path.read_bytes())
+    for k in range(column.data_page_offset, column.data_page_offset + 64):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("batch_size", [1000, 300])
+def test_a_damaged_parquet_row_group_loses_only_its_own_rows(tmp_path, batch_size):
+    """A page that does not decompress used to end the file there: every later row group was lost
+    uncounted. Now its row group's rows are counted and the next row groups are read, with the ids
+    derived for them as for the intact file."""
+    texts = [f"document {i} " + f"word{i} " * 40 for i in range(3000)]
+    intact, damaged = tmp_path / "intact" / "docs.parquet", tmp_path / "damaged" / "docs.parquet"
+    for path in (intact, damaged):
+        path.parent.mkdir()  # no id column: ids are derived from the row numbers
+        pq.write_table(pa.table({"url": [f"https://e.example/{i}" for i in range(3000)], "text": texts}), path,
+                       row_group_size=1000, compression="zstd")
+    _damage_row_group(damaged, 1)
+    whole, _ = read(intact, tmp_path / "a", batch_size=batch_size)
+    rows, stats = read(damaged, tmp_path / "b", batch_size=batch_size)
+    assert [r["text"] for r in rows] == texts[:1000] + texts[2000:]
+    assert [r["id"] for r in rows] == [r["id"] for r in whole[:1000] + whole[2000:]]
+    assert dict(stats.dropped) == {"corrupt_row_group:OSError": 1000} and stats.docs_in == 3000
+    with pytest.raises(BadRecord, match="row group 1"):
+        read(damaged, tmp_path / "c", strict=True)
+
+
 record = st.one_of(
     st.builds(lambda t: ("good", {"text": t}), st.text(min_size=1, max_size=40)),
     st.sampled_from([("bad", line) for line in BAD_LINES[:5]]),
