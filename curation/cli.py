@@ -45,6 +45,9 @@ def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (e.g. auto, ray://head:10001); default: RAY_ADDRESS or a local Ray")
     parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, moto, Ceph); credentials come from AWS_* / ~/.aws")
+    parser.add_argument("--input-base", default=None, metavar="URL",
+                        help="where the relative entries of an --input @LISTING are (e.g. https://data.commoncrawl.org/ "
+                             "for Common Crawl's warc.paths.gz); default: the listing's folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "resumes and redoes only unfinished shards.")
     run.add_argument("pipeline", help="pipeline name (e.g. dclm_baseline) or path to a YAML file")
     run.add_argument("--input", nargs="+", default=None,
-                     help="input files: local paths, globs, directories, s3://, https:// (default: the pipeline's; "
-                          "'demo' writes the bundled demo crawl)")
+                     help="input files: local paths, globs, directories, s3://, https://, @LISTING (a file naming one "
+                          "input per line) (default: the pipeline's; 'demo' writes the bundled demo crawl)")
     run.add_argument("--output", default=None, help="run directory, local or s3:// (default: runs/<pipeline>)")
     _add_common_run_options(run)
 
@@ -86,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract = sub.add_parser("extract", help="extract text and language from WARC/WET/JSONL/Parquet",
                              description="Write Parquet shards (id, url, text, language, language_score, ...) to DIR, "
                                          "one per input file.")
-    extract.add_argument("--input", nargs="+", required=True, help="input files, globs, directories, s3://, https://")
+    extract.add_argument("--input", nargs="+", required=True,
+                         help="input files, globs, directories, s3://, https://, @LISTING (one input per line)")
     extract.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(extract)
 
@@ -261,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not patterns:
         raise CurationError(f"pipeline {pipeline.name!r} names no input; pass --input")
     started = time.perf_counter()
-    inputs = resolve_inputs(patterns, run_root, storage)
+    inputs = resolve_inputs(patterns, run_root, storage, args.input_base)
     stages = with_documents_stage(pipeline.source_tree["stages"], first_is_source, inputs, storage, reader)
     if len(stages) != len(pipeline.stages):
         pipeline = pipeline_from_tree({**pipeline.source_tree, "stages": stages}, [], None, where=args.pipeline)
@@ -290,7 +294,7 @@ def _single_stage(args: argparse.Namespace, kind: str, options: dict[str, Any]) 
     stages = {kind: {"kind": kind, **options, **(reader if source else {})}}
     probe = pipeline_from_tree({"name": kind, "stages": stages}, _storage_overrides(args), None, where=kind)
     storage = probe.storage.to_storage()
-    inputs = resolve_inputs(args.input, run_root, storage)
+    inputs = resolve_inputs(args.input, run_root, storage, getattr(args, "input_base", None))
     stages = with_documents_stage(stages, source, inputs, storage, reader)
     pipeline = pipeline_from_tree({"name": kind, "stages": stages}, _storage_overrides(args), None, where=kind)
     started = time.perf_counter()

@@ -2,7 +2,9 @@
 
 ``resolve_inputs`` expands local paths, globs, folders, ``s3://`` and ``https://`` URLs; ``demo``
 writes the bundled demo crawl; a finished stage folder stands for its committed shards, a run
-folder for those of its last finished stage.
+folder for those of its last finished stage; ``@LISTING`` reads one input per line from a file
+(plain, gzip or zstd, local or remote: Common Crawl's ``warc.paths.gz``), relative entries taken
+from ``base`` (``--input-base https://data.commoncrawl.org/``) or else from the listing's folder.
 Stages that read documents get a ``documents`` stage in front of them for inputs that are not
 a finished stage's shards (``with_documents_stage``): one reader and one bad-record policy
 (``curation.ingest.documents``) for JSONL(.gz/.zst/.bz2/.xz) and Parquet in any schema.
@@ -10,18 +12,49 @@ a finished stage's shards (``with_documents_stage``): one reader and one bad-rec
 
 from __future__ import annotations
 
+import gzip
+import os
 from typing import Any
 
 from curation.core import io as fio
 from curation.core import layout
+from curation.core.errors import CurationError
+
+LISTING_PREFIX = "@"
 
 
-def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage) -> list[str]:
-    """Expand inputs; 'demo' writes the demo crawl; a curate output directory means its shards."""
+def read_listing(listing: str, storage: fio.Storage, base: str | None = None) -> list[str]:
+    """The inputs a listing names, one per line (blank lines and ``#`` comments skipped); an entry
+    that is neither a URL nor an absolute path is taken relative to ``base``, or else to the
+    listing's own folder."""
+    try:
+        data = fio.read_bytes(listing, storage)
+    except (OSError, ValueError) as exc:
+        raise CurationError(f"input listing {listing}: {exc}") from None
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    elif data[:4] == b"\x28\xb5\x2f\xfd":
+        import zstandard
+
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    entries = [line.strip() for line in data.decode("utf-8").splitlines()]
+    entries = [entry for entry in entries if entry and not entry.startswith("#")]
+    if not entries:
+        raise CurationError(f"input listing {listing} names no input")
+    root = base or (os.path.dirname(os.path.abspath(listing)) if fio.is_local(listing) else listing.rsplit("/", 1)[0])
+    return [entry if not fio.is_local(entry) or os.path.isabs(entry) else fio.join(root, entry) for entry in entries]
+
+
+def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage, base: str | None = None) -> list[str]:
+    """Expand inputs; 'demo' writes the demo crawl; a curate output directory means its shards;
+    ``@LISTING`` the inputs a listing names (``read_listing``)."""
     from curation.ingest.demo_crawl import DemoCrawl
 
     resolved: list[str] = []
     for pattern in patterns:
+        if pattern.startswith(LISTING_PREFIX):
+            resolved += fio.expand_inputs(read_listing(pattern[len(LISTING_PREFIX):], storage, base), storage)
+            continue
         if pattern == "demo":
             resolved += DemoCrawl().write(fio.join(run_root, "_input"))
             continue

@@ -277,10 +277,16 @@ def test_https_input_streams_through_fsspec(shared_data, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    import gzip
+
+    listing = tmp_path / "warc.paths.gz"  # as Common Crawl lists a crawl's files: relative to its bucket
+    listing.write_bytes(gzip.compress(b"cc-main-2020-34_resiliparse-excerpt.warc.gz\n"))
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/cc-main-2020-34_resiliparse-excerpt.warc.gz"
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        url = base + "cc-main-2020-34_resiliparse-excerpt.warc.gz"
         out = tmp_path / "out"
         run_curate(["extract", "--input", url, "--output", str(out)])
+        run_curate(["extract", "--input", f"@{listing}", "--input-base", base, "--output", str(tmp_path / "listed")])
     finally:
         server.shutdown()
     import pyarrow.parquet as pq
@@ -288,3 +294,36 @@ def test_https_input_streams_through_fsspec(shared_data, tmp_path):
     table = pq.read_table(out / "part-00000.parquet")
     assert table.num_rows == 16
     assert set(table.column("source").to_pylist()) == {url}
+    assert pq.read_table(tmp_path / "listed" / "part-00000.parquet").equals(table)
+
+
+def test_an_input_listing_names_files_relative_to_its_base_or_its_folder(tmp_path):
+    import gzip
+
+    import zstandard
+
+    from curation.core.errors import CurationError
+    from curation.core.io import Storage
+    from curation.ingest.inputs import read_listing, resolve_inputs
+
+    folder = tmp_path / "crawl"
+    (folder / "segments").mkdir(parents=True)
+    for name in ("a.warc.gz", "b.warc.gz"):
+        (folder / "segments" / name).write_bytes(b"")
+    text = (f"# a crawl's files\n\nsegments/a.warc.gz\n  segments/b.warc.gz  \n{folder}/segments/a.warc.gz\n"
+            "https://data.example/c.warc.gz\n")
+    plain, zipped, zstd = folder / "files.txt", folder / "files.paths.gz", folder / "files.paths.zst"
+    plain.write_text(text)
+    zipped.write_bytes(gzip.compress(text.encode()))
+    zstd.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    expected = [f"{folder}/segments/a.warc.gz", f"{folder}/segments/b.warc.gz", f"{folder}/segments/a.warc.gz",
+                "https://data.example/c.warc.gz"]
+    for listing in (plain, zipped, zstd):
+        assert read_listing(str(listing), Storage()) == expected
+    assert read_listing(str(plain), Storage(), base="https://data.commoncrawl.org/")[:2] == [
+        "https://data.commoncrawl.org/segments/a.warc.gz", "https://data.commoncrawl.org/segments/b.warc.gz"]
+    assert resolve_inputs([f"@{zipped}"], str(tmp_path / "run"), Storage()) == sorted(set(expected))
+    (folder / "empty.txt").write_text("# nothing yet\n")
+    for bad, message in ((folder / "empty.txt", "names no input"), (folder / "missing.txt", "input listing")):
+        with pytest.raises(CurationError, match=message):
+            resolve_inputs([f"@{bad}"], str(tmp_path / "run"), Storage())
