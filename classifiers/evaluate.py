@@ -1,7 +1,9 @@
 """How well a quality classifier agrees with people: metrics on human-labelled documents.
 
 ``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet; label 1 = high
-quality, also true/false, "high"/"low", "yes"/"no"...); ``human_label_metrics`` gives ROC AUC,
+quality, also true/false, "high"/"low", "yes"/"no"...; graded labels, such as a 0-5 rating or the
+share of annotators who said high, are high from the middle of their range up, or from a threshold
+given); ``human_label_metrics`` gives ROC AUC,
 precision among the top 10% and 30% by score, accuracy at the model's threshold and a calibration
 table; ``plot_evaluation`` draws the ROC curve and the score histogram of each label;
 ``record_evaluation`` stores the figures in the model's card under the labels file's name.
@@ -27,16 +29,25 @@ _LABEL_WORDS = {**dict.fromkeys(("1", "true", "yes", "high", "hq", "positive", "
                 **dict.fromkeys(("0", "false", "no", "low", "lq", "negative", "neg", "bad"), 0)}
 
 
-def _label(value: Any) -> int | None:
-    """0 or 1 from 0/1, true/false, 0.0/1.0 or one of ``_LABEL_WORDS``; None for anything else."""
+def _grade(value: Any) -> float | None:
+    """A label as a number: 0/1 from true/false and ``_LABEL_WORDS``, a number (or a numeric string)
+    as it is (graded labels: a 0-5 rating, the share of annotators who said high); None otherwise."""
     if isinstance(value, str):
-        return _LABEL_WORDS.get(value.strip().lower())
-    return int(value) if value in (0, 1) else None  # True/False compare equal to 1/0
+        word = value.strip().lower()
+        if word in _LABEL_WORDS:
+            return float(_LABEL_WORDS[word])
+        try:
+            value = float(word)
+        except ValueError:
+            return None
+    if isinstance(value, bool | int | float) and np.isfinite(value):
+        return float(value)
+    return None
 
 
-def read_labels(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
-    """Texts and 0/1 labels (also true/false, "high"/"low" and the like); a record without a text or
-    with another label is an error naming its line."""
+def read_grades(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
+    """Texts and their labels as numbers: 0/1 (also true/false, "high"/"low" and the like) or grades
+    (any numbers); a record without a text or with a label that is not one is an error naming it."""
     name = path.lower()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -61,19 +72,50 @@ def read_labels(path: str, text_field: str = "text", label_field: str = "label")
                         records.append(json.loads(line))
                     except json.JSONDecodeError as exc:
                         raise CurationError(f"{path}:{number}: not JSON ({exc.msg})") from None
-    texts, labels = [], []
+    texts, grades = [], []
     for number, record in enumerate(records, 1):
         text, label = (record.get(text_field), record.get(label_field)) if isinstance(record, dict) else (None, None)
         if not isinstance(text, str):
             raise CurationError(f"{path}: record {number} has no text in {text_field!r}")
-        if (value := _label(label)) is None:
-            raise CurationError(f"{path}: record {number} has label {label!r}; labels are 0 (low) or 1 (high quality)")
+        if (value := _grade(label)) is None:
+            raise CurationError(f"{path}: record {number} has label {label!r}; labels are 0 (low) or 1 (high quality), "
+                                "or numbers (grades)")
         texts.append(text)
-        labels.append(value)
-    labels_array = np.array(labels, dtype=np.int64)
-    if len(set(labels)) < 2:
-        raise CurationError(f"{path}: ROC AUC needs both labels; found only {sorted(set(labels))}")
-    return texts, labels_array
+        grades.append(value)
+    return texts, np.array(grades, dtype=np.float64)
+
+
+def is_graded(grades: np.ndarray) -> bool:
+    return not set(np.unique(grades).tolist()) <= {0.0, 1.0}
+
+
+def grade_threshold(grades: np.ndarray) -> float:
+    """Where graded labels turn high: the middle of their range (a 0-5 rating: 2.5, so 3 and up, as
+    FineWeb-Edu keeps; the share of annotators saying high: 0.5, a majority)."""
+    return float((grades.min() + grades.max()) / 2)
+
+
+def binary_labels(grades: np.ndarray, label_threshold: float | None = None,
+                  path: str = "labels") -> tuple[np.ndarray, float | None]:
+    """0/1 labels, and the threshold that made them (None for labels that were 0/1 already): graded
+    labels are high at or above ``label_threshold`` (default: ``grade_threshold``). Both classes
+    must occur."""
+    cut = None
+    if is_graded(grades) or label_threshold is not None:
+        cut = grade_threshold(grades) if label_threshold is None else float(label_threshold)
+        labels = (grades >= cut).astype(np.int64)
+    else:
+        labels = grades.astype(np.int64)
+    if len(set(labels.tolist())) < 2:
+        raise CurationError(f"{path}: ROC AUC needs both labels; found only {sorted(set(labels.tolist()))}")
+    return labels, cut
+
+
+def read_labels(path: str, text_field: str = "text", label_field: str = "label",
+                label_threshold: float | None = None) -> tuple[list[str], np.ndarray]:
+    """Texts and 0/1 labels (``binary_labels`` of ``read_grades``)."""
+    texts, grades = read_grades(path, text_field, label_field)
+    return texts, binary_labels(grades, label_threshold, path)[0]
 
 
 def labels_digest(texts: list[str], labels: np.ndarray) -> str:
@@ -84,9 +126,13 @@ def labels_digest(texts: list[str], labels: np.ndarray) -> str:
 
 
 def human_label_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5,
-                        bins: int = 5) -> dict[str, Any]:
+                        bins: int = 5, grades: np.ndarray | None = None,
+                        label_threshold: float | None = None) -> dict[str, Any]:
     """ROC AUC; precision at the top 10% / 30% by score; accuracy at ``threshold``; a calibration
-    table over ``bins`` equal-count score bins (mean score against the share labelled high)."""
+    table over ``bins`` equal-count score bins (mean score against the share labelled high). With
+    graded labels (``grades``, made 0/1 at ``label_threshold``) also the Spearman rank correlation
+    of the scores with the grades."""
+    from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     scores = np.asarray(scores, dtype=np.float64)
@@ -106,13 +152,19 @@ def human_label_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float
                             "score_max": float(scores[chunk].max()), "mean_score": float(scores[chunk].mean()),
                             "share_high_quality": float(labels[chunk].mean())})
     out["calibration"] = calibration
+    if grades is not None:
+        out["label_threshold"] = float(label_threshold) if label_threshold is not None else None
+        out["spearman"] = float(spearmanr(scores, grades).statistic)
     return out
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     lines = [f"documents {metrics['documents']} ({metrics['high_quality']} labelled high quality, "
-             f"base rate {metrics['base_rate']:.3f})",
-             f"ROC AUC                 {metrics['roc_auc']:.4f}"]
+             f"base rate {metrics['base_rate']:.3f})"]
+    if "spearman" in metrics:
+        lines.append(f"graded labels: high at {metrics['label_threshold']:g} and above; Spearman rank correlation "
+                     f"of scores and grades {metrics['spearman']:.4f}")
+    lines.append(f"ROC AUC                 {metrics['roc_auc']:.4f}")
     for fraction in TOP_FRACTIONS:
         key = f"precision_at_top_{int(fraction * 100)}pct"
         lines.append(f"precision, top {int(fraction * 100):>2}%    {metrics[key]:.4f}")

@@ -120,11 +120,12 @@ def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, 
     are marked ``in_training`` and summarised by the card's cross-validated ROC AUC instead."""
     from curation.classifiers.card import read_card
     from curation.classifiers.evaluate import (
+        binary_labels,
         human_eval_summary,
         human_label_metrics,
         label_files,
         labels_digest,
-        read_labels,
+        read_grades,
         record_evaluation,
     )
     from curation.classifiers.models import load_classifier
@@ -137,8 +138,10 @@ def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, 
     fitted_on = set(card.get("stack", {}).get("labels", []))
     out: dict[str, Any] = {}
     for path in files:
-        texts, labels = read_labels(path)
-        metrics = human_label_metrics(model.score(texts), labels, card.get("threshold", 0.5))
+        texts, grades = read_grades(path)
+        labels, cut = binary_labels(grades, path=path)
+        metrics = human_label_metrics(model.score(texts), labels, card.get("threshold", 0.5),
+                                      grades=None if cut is None else grades, label_threshold=cut)
         if path in fitted_on:
             metrics.update(in_training=True, cv_roc_auc_mean=card["stack"]["cv_roc_auc_mean"],
                            cv_roc_auc_sd=card["stack"]["cv_roc_auc_sd"])

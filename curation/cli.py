@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_run_options(score)
     evaluate = classify_sub.add_parser(
         "eval", help="how well a model agrees with human quality labels (ROC AUC, precision, calibration)",
-        description="Scores human-labelled documents (JSONL/JSON/Parquet with text and label, 1 = high quality) and "
+        description="Scores human-labelled documents (JSONL/JSON/Parquet with text and label, 1 = high quality, "
+                    "or graded) and "
                     "prints ROC AUC, precision among the top 10%% and 30%%, accuracy at the model's threshold and a "
                     "calibration table; the figures are stored in the model's card under the labels file's name.")
     evaluate.add_argument("--model", required=True, help="model directory from `classify train` (local or s3://: its card is updated there), or a local HF checkpoint")
@@ -161,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", metavar="PNG", help="write the ROC curve and per-label score histograms here")
     evaluate.add_argument("--text-field", default="text")
     evaluate.add_argument("--label-field", default="label")
+    evaluate.add_argument("--label-threshold", type=float, default=None,
+                          help="graded labels (a 0-5 rating, a share of annotators) count as high quality from here "
+                               "up (default: the middle of their range); the Spearman correlation with the grades is "
+                               "printed too")
     evaluate.add_argument("--endpoint-url", default=None, help="S3 endpoint for a model in a bucket")
 
     train = sub.add_parser("train", help="train the bundled MoE (OLMoE-style) on a mix or token shards",
@@ -526,23 +531,26 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.classify_command == "eval":
         from curation.classifiers.card import read_card
         from curation.classifiers.evaluate import (
+            binary_labels,
             format_metrics,
             human_label_metrics,
             labels_digest,
             plot_evaluation,
-            read_labels,
+            read_grades,
             record_evaluation,
         )
         from curation.classifiers.models import load_classifier
         from curation.core.config import resolve_data_path
 
         labels_path = resolve_data_path(args.labels)
-        texts, labels = read_labels(labels_path, args.text_field, args.label_field)
+        texts, grades = read_grades(labels_path, args.text_field, args.label_field)
+        labels, cut = binary_labels(grades, args.label_threshold, labels_path)
         storage = _storage(args)
         model = fio.local_copy(args.model, storage)  # a remote model is read from the local cache
         threshold = read_card(model).get("threshold", 0.5) if os.path.isfile(os.path.join(model, "card.json")) else 0.5
         scores = load_classifier(model).score(texts)
-        metrics = human_label_metrics(scores, labels, threshold)
+        metrics = human_label_metrics(scores, labels, threshold, grades=None if cut is None else grades,
+                                      label_threshold=cut)
         print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
         if fio.is_local(args.model):
             where = str(record_evaluation(model, labels_path, labels_digest(texts, labels), metrics))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_curate
-from curation.classifiers.evaluate import human_label_metrics, read_labels
+from curation.classifiers.evaluate import format_metrics, human_label_metrics, read_labels
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,15 +39,42 @@ def test_labels_as_other_tools_write_them(tmp_path):
 
 
 @pytest.mark.parametrize(("records", "message"), [
-    ([{"text": "a", "label": 1}, {"text": "b", "label": 2}], "record 2 has label 2"),
     ([{"text": "a", "label": 1}, {"text": "b", "label": "maybe"}], "record 2 has label 'maybe'"),
-    ([{"text": "a", "label": 1}, {"text": "b", "label": 0.5}], "record 2 has label 0.5"),
+    ([{"text": "a", "label": 1}, {"text": "b", "label": None}], "record 2 has label None"),
+    ([{"text": "a", "label": 1}, {"text": "b", "label": [1]}], r"record 2 has label \[1\]"),
+    ([{"text": "a", "label": 1}, {"text": "b", "label": "nan"}], "record 2 has label 'nan'"),
     ([{"text": "a", "label": 1}, {"label": 0}], "record 2 has no text"),
+    ([{"text": "a", "label": 3}, {"text": "b", "label": 3}], "needs both labels"),
     ([{"text": "a", "label": 1}, {"text": "b", "label": 1}], "needs both labels"),
 ])
 def test_read_labels_names_the_bad_record(tmp_path, records, message):
     with pytest.raises(CurationError, match=message):
         read_labels(write_jsonl(tmp_path / "bad.jsonl", records))
+
+
+@pytest.mark.parametrize(("grades", "threshold", "expected"), [
+    ([0, 1, 2, 3, 4, 5], None, [0, 0, 0, 1, 1, 1]),  # a 0-5 rating (FineWeb-Edu's): 3 and up, at the middle
+    ([0.0, 0.33, 0.67, 1.0], None, [0, 0, 1, 1]),  # the share of annotators who said high: a majority
+    (["1", "2", "4", "5"], None, [0, 0, 1, 1]),  # numbers written as strings, a 1-5 scale
+    ([0, 1, 2, 3, 4, 5], 4, [0, 0, 0, 0, 1, 1]),  # a threshold given
+    ([0, 1, 1, 0], 1, [0, 1, 1, 0]),  # 0/1 labels with a threshold stay as they are
+])
+def test_graded_labels_are_high_from_the_middle_of_their_range(tmp_path, grades, threshold, expected):
+    from curation.classifiers.evaluate import read_grades
+
+    path = write_jsonl(tmp_path / "graded.jsonl", [{"text": f"doc {i}", "label": g} for i, g in enumerate(grades)])
+    assert read_labels(path, label_threshold=threshold)[1].tolist() == expected
+    assert read_grades(path)[1].tolist() == [float(g) for g in grades]
+
+
+def test_metrics_of_graded_labels_add_the_rank_correlation():
+    grades = np.array([0, 1, 2, 3, 4, 5] * 3, dtype=float)
+    labels = (grades >= 2.5).astype(int)
+    metrics = human_label_metrics(grades / 5, labels, grades=grades, label_threshold=2.5)
+    assert metrics["spearman"] == pytest.approx(1.0) and metrics["label_threshold"] == 2.5
+    assert "Spearman" not in format_metrics(human_label_metrics(grades / 5, labels))
+    assert "graded labels: high at 2.5 and above; Spearman rank correlation of scores and grades 1.0000" in (
+        format_metrics(metrics))
 
 
 def test_read_labels_bad_json_names_the_line(tmp_path):
@@ -98,3 +125,10 @@ def test_classify_eval_cli_records_in_the_card(shared_data, tmp_path):
     assert entry["documents"] == 4 and entry["roc_auc"] == 1.0 and len(entry["labels_sha256"]) == 64
     assert "## Against human labels" in (model / "README.md").read_text()
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    graded = write_jsonl(tmp_path / "rated.jsonl", [  # a 0-5 rating, as FineWeb-Edu's annotations
+        {"text": good, "score": 5}, {"text": "buy now click here casino casino win win", "score": 0},
+        {"text": good.replace("water", "air"), "score": 4}, {"text": "| home | login | cart | 0 items |", "score": 1}])
+    out = run_curate(["classify", "eval", "--model", str(model), "--labels", graded, "--label-field", "score"]).stdout
+    assert "graded labels: high at 2.5 and above; Spearman rank correlation" in out
+    entry = json.loads((model / "card.json").read_text())["human_eval"]["rated.jsonl"]
+    assert entry["label_threshold"] == 2.5 and -1 <= entry["spearman"] <= 1 and entry["high_quality"] == 2
