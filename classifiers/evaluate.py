@@ -73,6 +73,9 @@ def read_grades(path: str, text_field: str = "text", label_field: str = "label")
                     except json.JSONDecodeError as exc:
                         raise CurationError(f"{path}:{number}: not JSON ({exc.msg})") from None
     texts, grades = [], []
+    if records and isinstance(records[0], dict) and label_field not in records[0]:
+        raise CurationError(f"{path}: record 1 has no field {label_field!r} (fields: {', '.join(map(str, records[0]))}); "
+                            "name the label with --label-field")
     for number, record in enumerate(records, 1):
         text, label = (record.get(text_field), record.get(label_field)) if isinstance(record, dict) else (None, None)
         if not isinstance(text, str):

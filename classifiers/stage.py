@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import random
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from curation.classifiers.evaluate import human_eval_summary
 from curation.classifiers.references import expand, read_texts, split_references
 
 from curation.core import io as fio
+from curation.core.errors import CurationError
 from curation.core.layout import WORK_DIR
 from curation.core.phases import PhaseClock
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
@@ -138,8 +140,12 @@ def evaluate_model_dir(model_dir: str | Path, patterns: list[str]) -> dict[str, 
     fitted_on = set(card.get("stack", {}).get("labels", []))
     out: dict[str, Any] = {}
     for path in files:
-        texts, grades = read_grades(path)
-        labels, cut = binary_labels(grades, path=path)
+        try:
+            texts, grades = read_grades(path)
+            labels, cut = binary_labels(grades, path=path)
+        except CurationError as exc:  # a measurement, not a step of the recipe: a file it cannot read is passed over
+            print(f"warning: human labels not used: {exc}", file=sys.stderr)
+            continue
         metrics = human_label_metrics(model.score(texts), labels, card.get("threshold", 0.5),
                                       grades=None if cut is None else grades, label_threshold=cut)
         if path in fitted_on:

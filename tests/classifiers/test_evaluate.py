@@ -132,3 +132,29 @@ def test_classify_eval_cli_records_in_the_card(shared_data, tmp_path):
     assert "graded labels: high at 2.5 and above; Spearman rank correlation" in out
     entry = json.loads((model / "card.json").read_text())["human_eval"]["rated.jsonl"]
     assert entry["label_threshold"] == 2.5 and -1 <= entry["spearman"] <= 1 and entry["high_quality"] == 2
+
+
+def test_a_label_file_without_the_label_field_says_which_fields_it_has(tmp_path):
+    path = write_jsonl(tmp_path / "rated.jsonl", [{"text": "a", "score": 4}, {"text": "b", "score": 1}])
+    with pytest.raises(CurationError, match=r"no field 'label' \(fields: text, score\); name the label with --label-field"):
+        read_labels(path)
+
+
+def test_the_quality_stage_passes_over_a_labels_file_it_cannot_read(shared_data, tmp_path, capsys):
+    """Measuring a trained model on human labels is not a step of the recipe: a labels file of
+    another shape beside the others is passed over with a warning, not the end of the stage."""
+    from curation.classifiers.models import train_classifier
+    from curation.classifiers.references import ReferenceSplit
+    from curation.classifiers.stage import evaluate_model_dir
+
+    good = ["The committee published its annual report on regional water quality and its methods."] * 20
+    bad = ["buy now click here casino win", "| home | login | cart |"] * 10
+    train_classifier("fasttext", ReferenceSplit(good, bad, good[:2], bad[:2]), tmp_path / "m",
+                     {"positives": ["p"], "negatives": ["n"]}, {"epoch": 1})
+    (tmp_path / "labels").mkdir()
+    write_jsonl(tmp_path / "labels" / "a.jsonl", [{"text": t, "label": 1} for t in good[:3]]
+                + [{"text": t, "label": 0} for t in bad[:3]])
+    write_jsonl(tmp_path / "labels" / "b.jsonl", [{"text": "x", "rating": 3}])
+    summaries = evaluate_model_dir(tmp_path / "m", [str(tmp_path / "labels" / "*.jsonl")])
+    assert set(summaries) == {"a.jsonl"} and summaries["a.jsonl"]["documents"] == 6
+    assert "warning: human labels not used" in capsys.readouterr().err
