@@ -1,6 +1,6 @@
 """How well a quality classifier agrees with people: metrics on human-labelled documents.
 
-``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet; label 1 = high
+``read_labels`` reads ``{text, label}`` records (JSONL, JSON lists, Parquet, CSV/TSV with a header; label 1 = high
 quality, also true/false, "high"/"low", "yes"/"no"...; graded labels, such as a 0-5 rating or the
 share of annotators who said high, are high from the middle of their range up, or from a threshold
 given); ``human_label_metrics`` gives ROC AUC,
@@ -60,8 +60,14 @@ def read_grades(path: str, text_field: str = "text", label_field: str = "label")
                                                                     table.column(label_field).to_pylist(), strict=True)]
     else:
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            if name.removesuffix(".gz").endswith(".json"):
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            if name.removesuffix(".gz").endswith((".csv", ".tsv")):
+                import csv
+
+                csv.field_size_limit(1 << 30)  # whole web pages in a cell
+                dialect = "excel-tab" if name.removesuffix(".gz").endswith(".tsv") else "excel"
+                records = list(csv.DictReader(handle, dialect=dialect))
+            elif name.removesuffix(".gz").endswith(".json"):
                 records = json.load(handle)
             else:
                 records = []

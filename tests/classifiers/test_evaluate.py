@@ -31,6 +31,22 @@ def test_read_labels_jsonl_and_parquet(tmp_path):
     assert labels.tolist() == [1, 0, 1]
 
 
+@pytest.mark.parametrize("name", ["l.csv", "l.tsv", "l.csv.gz"])
+def test_read_labels_from_a_spreadsheet_export(tmp_path, name):
+    import csv
+    import gzip
+
+    rows = [{"text": 'a page, with "quotes"\nand a second line', "label": "1"}, {"text": "spam\tspam", "label": "0"},
+            {"text": "fine", "label": "high"}]
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(tmp_path / name, "wt", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, ["text", "label"], dialect="excel-tab" if ".tsv" in name else "excel")
+        writer.writeheader()
+        writer.writerows(rows)
+    texts, labels = read_labels(str(tmp_path / name))
+    assert texts == [r["text"] for r in rows] and labels.tolist() == [1, 0, 1]
+
+
 def test_labels_as_other_tools_write_them(tmp_path):
     values = ["high", "LOW", "1", "0", " yes ", "no", 1.0, 0.0, "positive", "negative", True, False]
     records = [{"text": f"doc {i}", "label": v} for i, v in enumerate(values)]
