@@ -28,6 +28,7 @@ RECEIPTS_DIR = "_receipts"
 # A stage's scratch folder for corpus-wide work (dedup's tables, BFF's hashes) and the checkpoint of
 # its resolve's phases; the runner removes it once the stage's manifest is committed
 WORK_DIR = "_work"
+CHECKPOINT = "_phases.json"  # in WORK_DIR: the finished phases of the stage's resolve (curation.core.phases)
 MANIFEST_FORMAT = "curation.stage/1"
 
 
@@ -88,3 +89,11 @@ def find_stage(path: str, storage: fio.Storage | None = None, kind: str | None =
 def sql_list(paths: list[str]) -> str:
     """A DuckDB list literal of file paths, quoted."""
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def finished_phases(stage_dir: str, storage: fio.Storage) -> list[str] | None:
+    """The phases a resolve under way (or killed) has finished, from its checkpoint; None without one."""
+    try:
+        return list(json.loads(fio.read_bytes(fio.join(stage_dir, WORK_DIR, CHECKPOINT), storage)).get("finished", {}))
+    except (FileNotFoundError, ValueError):
+        return None

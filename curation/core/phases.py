@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from curation.core import io as fio
+from curation.core.layout import CHECKPOINT
 from curation.core.progress import clock_text
 
-CHECKPOINT = "_phases.json"
 # Fault injection for kill-and-resume tests: the driver kills itself (SIGKILL) once this phase is
 # checkpointed, as a lost driver would stop
 KILL_AFTER_PHASE = "CURATION_KILL_AFTER_PHASE"
@@ -172,14 +172,6 @@ class PhaseClock:
         if self._checkpoint is not None:
             blob = json.dumps({"key": self._key, "finished": self.finished, "remembered": self.remembered}, sort_keys=True)
             fio.write_atomic(self._checkpoint, blob.encode(), self._storage)
-
-
-def finished_phases(work: str, storage: fio.Storage) -> list[str] | None:
-    """The phases a resolve under way (or killed) has finished, from its checkpoint; None without one."""
-    try:
-        return list(json.loads(fio.read_bytes(fio.join(work, CHECKPOINT), storage)).get("finished", {}))
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def phase_progress(done: int, total: int, unit: str, elapsed: float) -> str:

@@ -86,16 +86,14 @@ def stage_status(stage, storage) -> str:
     import json
 
     from curation.core import io as fio
-    from curation.core.layout import WORK_DIR, receipt_path
+    from curation.core.layout import finished_phases, receipt_path
 
     if stage.manifest is not None:
         shards = len(stage.manifest["shards"])
         totals = stage.manifest.get("totals", {})
         return f"done      {shards}/{shards} shards, {totals.get('docs_in', 0):,} docs in, {totals.get('docs_out', 0):,} out"
     if stage.plan is None:  # not started, or resolving over the whole corpus before its first shard
-        from curation.core.phases import finished_phases
-
-        finished = finished_phases(fio.join(stage.directory, WORK_DIR), storage)
+        finished = finished_phases(stage.directory, storage)
         if finished is None:
             return "pending"
         return f"resolving (phases finished: {', '.join(finished) or 'none yet'})"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import run_curate
 
-from curation.core.phases import CHECKPOINT, KILL_AFTER_PHASE
+from curation.core.layout import CHECKPOINT
+from curation.core.phases import KILL_AFTER_PHASE
 
 pytestmark = pytest.mark.slow
 
