@@ -20,6 +20,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | a value that does not fit its column, or would change in it (0.5 in an integer column, an object with a key its column lacks; types set by the shard's first batch) | null, document kept | ``repaired:schema_mismatch`` (extra) |
 | a file that cannot be opened, or a stream that ends early | the records read so far are kept | ``unreadable_file:*``, ``truncated_stream`` |
 | a Parquet row group that cannot be read (a damaged page) | its rows are lost (counted, one per row), the next row groups are read | ``corrupt_row_group:*`` |
+| a gzip member that does not inflate (``cat``-joined ``.gz`` files, one damaged) | the next member that inflates is read on; the cut line is one bad line | ``corrupt_gzip_member`` |
 
 With ``strict: true`` the first bad record stops the stage with one line naming the file, the
 line (or row) and the reason. The text and id fields are renamed to ``text`` and ``id``; every
@@ -32,7 +33,6 @@ ids and counts as the per-row path that JSONL takes (a property test holds the t
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
@@ -243,6 +243,7 @@ class RecordPolicy:
 
 # what pyarrow raises for a value that does not fit a column (OverflowError: an integer over 64 bits)
 _UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+_GZIP_MAGIC = b"\x1f\x8b\x08"
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # an escape that may decode to one
 
 
@@ -293,6 +294,81 @@ class ZstdFrames(io.RawIOBase):
         return size
 
 
+class GzipMembers(io.RawIOBase):
+    """A gzip file of one or more members (``cat a.jsonl.gz b.jsonl.gz``), read as bytes. A member
+    that does not inflate (a damaged block) ends where the damage is: the reader searches on for the
+    next member that inflates, counts the damage in ``damaged`` and goes on, with a line end at the
+    cut, so that the next member's first line stays whole (the cut line is one bad line). A file that
+    ends inside a member raises EOFError, as ``gzip`` does."""
+
+    def __init__(self, handle: Any, chunk: int = 1 << 20):
+        self.handle, self.chunk = handle, chunk
+        self.decompressor = zlib.decompressobj(wbits=31)
+        self.pending, self.offset = b"", 0
+        self.member_start = self.read_to = handle.tell()
+        self.in_member, self.ended, self.damaged = False, False, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.offset == len(self.pending):
+            data = b"" if self.ended else self.handle.read(self.chunk)
+            if not data:
+                if self.in_member and not self.ended:
+                    raise EOFError("the gzip stream ends inside a member")
+                return 0
+            self.read_to += len(data)
+            parts = []
+            try:
+                while data:
+                    self.in_member = True
+                    parts.append(self.decompressor.decompress(data))
+                    data = b""
+                    if self.decompressor.eof:  # a member ended; what follows starts the next one
+                        data = self.decompressor.unused_data
+                        self.member_start, self.in_member = self.read_to - len(data), False
+                        self.decompressor = zlib.decompressobj(wbits=31)
+            except zlib.error:
+                parts.append(b"\n")
+                self._resynchronise()
+            self.pending, self.offset = b"".join(parts), 0
+        size = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
+        self.offset += size
+        return size
+
+    def _resynchronise(self) -> None:
+        """Go on at the next member after the damaged one that inflates; end when there is none
+        (zeros after the last member are padding, not damage)."""
+        position, skip = self.member_start, 1  # the damaged member's own magic is not a way on
+        only_zeros = True
+        self.handle.seek(position)
+        while window := self.handle.read(self.chunk + 2):
+            only_zeros = only_zeros and not window.strip(b"\x00")
+            found = window.find(_GZIP_MAGIC, skip)
+            if found < 0:
+                position += max(1, len(window) - 2)
+                skip = 0
+                self.handle.seek(position)
+                continue
+            candidate = position + found
+            self.handle.seek(candidate)
+            try:
+                zlib.decompressobj(wbits=31).decompress(self.handle.read(1 << 16))
+            except zlib.error:
+                position, skip = candidate, 1
+                self.handle.seek(position)
+                continue
+            self.handle.seek(candidate)
+            self.member_start = self.read_to = candidate
+            self.decompressor, self.in_member = zlib.decompressobj(wbits=31), False
+            self.damaged += 1
+            return
+        self.ended = True
+        self.damaged += 0 if only_zeros else 1
+
+
 def _compression(handle: Any, path: str) -> str | None:
     """The compression the file's suffix names, or, when its name does not say, its first bytes."""
     suffix = next((suffix for suffix in COMPRESSION_MAGIC if path.endswith(suffix)), None)
@@ -307,7 +383,7 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
     stream = handle
     compression = _compression(handle, path)
     if compression == ".gz":
-        stream = gzip.GzipFile(fileobj=handle)
+        stream = GzipMembers(handle)
     elif compression == ".zst":
         stream = ZstdFrames(handle)
     elif compression == ".bz2":
@@ -355,6 +431,8 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
                 yield row
     except (OSError, EOFError, zlib.error, ValueError):  # ValueError: a damaged bz2/xz/zstd stream
         policy.reject("end of file", "truncated_stream")
+    if isinstance(stream, GzipMembers) and stream.damaged:
+        policy.reject("gzip member", "corrupt_gzip_member", records=stream.damaged)
 
 
 def _json_array(data: bytes) -> list | None:

@@ -44,53 +44,60 @@ def _outputs(folder: Path) -> dict[str, bytes]:
             if not {"_receipts", "_stats", "_input"} & set(p.relative_to(folder).parts)}
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[list[str], dict[str, dict[str, bytes]]]:
+    """The corpus, and each method's output from an uninterrupted run."""
+    folder = tmp_path_factory.mktemp("corpus")
+    inputs = _corpus(folder)
+    fresh = {}
+    for method in ("minhash", "bff"):
+        out = run_curate(["dedup", "--method", method, "--input", *inputs, "--output", str(folder / method)])
+        assert "resumed" not in out.stdout and "before)" not in out.stdout
+        fresh[method] = _outputs(folder / method)
+        assert fresh[method]
+    return inputs, fresh
+
+
 @pytest.mark.parametrize(("method", "phase", "resumed"), [
     ("minhash", "verify", ["signatures resumed", "buckets resumed", "join resumed", "verify resumed"]),
     ("minhash", "clusters", ["signatures resumed", "components resumed", "clusters resumed"]),  # as if killed in the shard pass
     ("bff", "hashing", ["hashing resumed"]),
 ])
-def test_a_resolve_killed_after_a_phase_resumes_after_it(tmp_path, method, phase, resumed):
-    inputs = _corpus(tmp_path)
-    args = ["dedup", "--method", method, "--input", *inputs]
-    fresh = run_curate([*args, "--output", str(tmp_path / "fresh")])
-    assert "resumed" not in fresh.stdout
-
-    killed = run_curate([*args, "--output", str(tmp_path / "killed")], env={KILL_AFTER_PHASE: phase}, check=False)
+def test_a_resolve_killed_after_a_phase_resumes_after_it(corpus, tmp_path, method, phase, resumed):
+    inputs, fresh = corpus
+    args = ["dedup", "--method", method, "--input", *inputs, "--output", str(tmp_path / "killed")]
+    killed = run_curate(args, env={KILL_AFTER_PHASE: phase}, check=False)
     assert killed.returncode == -9, killed.stdout + killed.stderr  # SIGKILL, as a lost driver
     checkpoint = json.loads((tmp_path / "killed" / "_work" / CHECKPOINT).read_text())
     assert phase in checkpoint["finished"]
 
-    again = run_curate([*args, "--output", str(tmp_path / "killed")])
+    again = run_curate(args)
     stage = "dedup" if method == "minhash" else "bff_dedup"
     line = next(line for line in again.stdout.splitlines() if line.startswith(f"[{stage}] ") and "(" in line)
     for note in resumed:
         assert note in line, line
     assert not (tmp_path / "killed" / "_work").exists()  # spent once the stage is committed
-    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "fresh") and _outputs(tmp_path / "fresh")
+    assert _outputs(tmp_path / "killed") == fresh[method]
 
 
-def test_signatures_cut_short_resume_from_the_shards_already_signed(tmp_path):
+def test_signatures_cut_short_resume_from_the_shards_already_signed(corpus, tmp_path):
     """A kill inside the signatures phase: the shards whose tables are whole are not signed again."""
-    inputs = _corpus(tmp_path, files=4)
-    args = ["dedup", "--input", *inputs]
-    fresh = run_curate([*args, "--output", str(tmp_path / "fresh")])
+    inputs, fresh = corpus
+    args = ["dedup", "--input", *inputs, "--output", str(tmp_path / "killed")]
     work = tmp_path / "killed" / "_work"
-    killed = run_curate([*args, "--output", str(tmp_path / "killed")], env={KILL_AFTER_PHASE: "signatures"},
-                        check=False)
-    assert killed.returncode == -9
+    assert run_curate(args, env={KILL_AFTER_PHASE: "signatures"}, check=False).returncode == -9
     # the state a kill during the phase leaves: some shards signed, the phase not finished
     checkpoint = json.loads((work / CHECKPOINT).read_text())
     del checkpoint["finished"]["signatures"]
     (work / CHECKPOINT).write_text(json.dumps(checkpoint))
-    (work / "signed" / "s000002").unlink()
-    again = run_curate([*args, "--output", str(tmp_path / "killed")])
-    assert re.search(r"signatures \d+s \(3 of 4 shards signed before\)", again.stdout), again.stdout
-    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "fresh")
-    assert "resumed" not in fresh.stdout
+    (work / "signed" / "s000001").unlink()
+    again = run_curate(args)
+    assert re.search(r"signatures \d+s \(2 of 3 shards signed before\)", again.stdout), again.stdout
+    assert _outputs(tmp_path / "killed") == fresh["minhash"]
 
 
-def test_a_work_folder_of_another_configuration_is_not_resumed(tmp_path):
-    inputs = _corpus(tmp_path)
+def test_a_work_folder_of_another_configuration_is_not_resumed(corpus, tmp_path):
+    inputs, _ = corpus
     killed = run_curate(["dedup", "--input", *inputs, "--output", str(tmp_path / "run")],
                         env={KILL_AFTER_PHASE: "join"}, check=False)
     assert killed.returncode == -9
