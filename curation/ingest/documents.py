@@ -305,6 +305,7 @@ class GzipMembers(io.RawIOBase):
         self.handle, self.chunk = handle, chunk
         self.decompressor = zlib.decompressobj(wbits=31)
         self.pending, self.offset = b"", 0
+        self.input = b""  # compressed bytes read and not yet inflated
         self.member_start = self.read_to = handle.tell()
         self.in_member, self.ended, self.damaged = False, False, 0
 
@@ -313,26 +314,25 @@ class GzipMembers(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         while self.offset == len(self.pending):
-            data = b"" if self.ended else self.handle.read(self.chunk)
-            if not data:
-                if self.in_member and not self.ended:
-                    raise EOFError("the gzip stream ends inside a member")
-                return 0
-            self.read_to += len(data)
-            parts = []
+            if not self.input:
+                self.input = b"" if self.ended else self.handle.read(self.chunk)
+                self.read_to += len(self.input)
+                if not self.input:
+                    if self.in_member and not self.ended:
+                        raise EOFError("the gzip stream ends inside a member")
+                    return 0
             try:
-                while data:
-                    self.in_member = True
-                    parts.append(self.decompressor.decompress(data))
-                    data = b""
-                    if self.decompressor.eof:  # a member ended; what follows starts the next one
-                        data = self.decompressor.unused_data
-                        self.member_start, self.in_member = self.read_to - len(data), False
-                        self.decompressor = zlib.decompressobj(wbits=31)
+                self.in_member = True
+                out = self.decompressor.decompress(self.input, self.chunk)  # bounded: a bomb stays a chunk
+                self.input = self.decompressor.unconsumed_tail
+                if self.decompressor.eof:  # a member ended; what follows starts the next one
+                    self.input = self.decompressor.unused_data
+                    self.member_start, self.in_member = self.read_to - len(self.input), False
+                    self.decompressor = zlib.decompressobj(wbits=31)
             except zlib.error:
-                parts.append(b"\n")
+                out, self.input = b"\n", b""
                 self._resynchronise()
-            self.pending, self.offset = b"".join(parts), 0
+            self.pending, self.offset = out, 0
         size = min(len(buffer), len(self.pending) - self.offset)
         buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
         self.offset += size
