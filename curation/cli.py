@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "prints ROC AUC, precision among the top 10%% and 30%%, accuracy at the model's threshold and a "
                     "calibration table; the figures are stored in the model's card under the labels file's name.")
     evaluate.add_argument("--model", required=True, help="model directory from `classify train` (local or s3://: its card is updated there), or a local HF checkpoint")
-    evaluate.add_argument("--labels", required=True, help="labelled documents, e.g. ../shared/data/quality_dev/*.jsonl")
+    evaluate.add_argument("--labels", nargs="+", required=True,
+                          help="labelled documents, files or globs, each measured and recorded apart "
+                               "(e.g. '../shared/data/quality_dev/*.jsonl')")
     evaluate.add_argument("--plot", metavar="PNG", help="write the ROC curve and per-label score histograms here")
     evaluate.add_argument("--text-field", default="text")
     evaluate.add_argument("--label-field", default="label")
@@ -534,39 +536,45 @@ def cmd_classify(args: argparse.Namespace) -> int:
             binary_labels,
             format_metrics,
             human_label_metrics,
+            label_files,
             labels_digest,
             plot_evaluation,
             read_grades,
             record_evaluation,
         )
         from curation.classifiers.models import load_classifier
-        from curation.core.config import resolve_data_path
 
-        labels_path = resolve_data_path(args.labels)
-        texts, grades = read_grades(labels_path, args.text_field, args.label_field)
-        labels, cut = binary_labels(grades, args.label_threshold, labels_path)
+        files = label_files(args.labels)
+        if not files:
+            raise CurationError(f"no labelled file matches {' '.join(args.labels)}")
         storage = _storage(args)
         model = fio.local_copy(args.model, storage)  # a remote model is read from the local cache
         threshold = read_card(model).get("threshold", 0.5) if os.path.isfile(os.path.join(model, "card.json")) else 0.5
-        scores = load_classifier(model).score(texts)
-        metrics = human_label_metrics(scores, labels, threshold, grades=None if cut is None else grades,
-                                      label_threshold=cut)
-        print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
-        if fio.is_local(args.model):
-            where = str(record_evaluation(model, labels_path, labels_digest(texts, labels), metrics))
-        else:  # the card (and its README) updated beside the cache, then written back whole
-            with tempfile.TemporaryDirectory() as staging:
-                for name in ("card.json", "human_eval.json"):
-                    if os.path.isfile(os.path.join(model, name)):
-                        shutil.copyfile(os.path.join(model, name), os.path.join(staging, name))
-                written = record_evaluation(staging, labels_path, labels_digest(texts, labels), metrics)
-                fio.put_directory(staging, args.model, storage)
-                where = fio.join(args.model, written.name)
-        print(f"recorded in {where}")
-        if args.plot:
-            plot_evaluation(scores, labels, args.plot, f"{os.path.basename(os.path.normpath(args.model))} on "
-                                                        f"{os.path.basename(labels_path)}")
-            print(f"plot: {args.plot}")
+        classifier = load_classifier(model)
+        for labels_path in files:
+            texts, grades = read_grades(labels_path, args.text_field, args.label_field)
+            labels, cut = binary_labels(grades, args.label_threshold, labels_path)
+            scores = classifier.score(texts)
+            metrics = human_label_metrics(scores, labels, threshold, grades=None if cut is None else grades,
+                                          label_threshold=cut)
+            print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
+            if fio.is_local(args.model):
+                where = str(record_evaluation(model, labels_path, labels_digest(texts, labels), metrics))
+            else:  # the card (and its README) updated beside the cache, then written back whole
+                with tempfile.TemporaryDirectory() as staging:
+                    for name in ("card.json", "human_eval.json"):
+                        if os.path.isfile(os.path.join(model, name)):
+                            shutil.copyfile(os.path.join(model, name), os.path.join(staging, name))
+                    written = record_evaluation(staging, labels_path, labels_digest(texts, labels), metrics)
+                    fio.put_directory(staging, args.model, storage)
+                    where = fio.join(args.model, written.name)
+            print(f"recorded in {where}")
+            if args.plot:  # one plot a labels file: PLOT-<labels>.png when there are several
+                stem = os.path.splitext(os.path.basename(labels_path))[0]
+                plot = args.plot if len(files) == 1 else f"{os.path.splitext(args.plot)[0]}-{stem}.png"
+                plot_evaluation(scores, labels, plot, f"{os.path.basename(os.path.normpath(args.model))} on "
+                                                      f"{os.path.basename(labels_path)}")
+                print(f"plot: {plot}")
         return 0
     raise CurationError("curate classify needs an action: train, score or eval (see curate classify --help)")
 

@@ -148,6 +148,17 @@ def test_classify_eval_cli_records_in_the_card(shared_data, tmp_path):
     assert "graded labels: high at 2.5 and above; Spearman rank correlation" in out
     entry = json.loads((model / "card.json").read_text())["human_eval"]["rated.jsonl"]
     assert entry["label_threshold"] == 2.5 and -1 <= entry["spearman"] <= 1 and entry["high_quality"] == 2
+    (tmp_path / "sets").mkdir()  # several labelled files at once: each measured and recorded apart
+    for name in ("first", "second"):
+        (tmp_path / "sets" / f"{name}.jsonl").write_text((tmp_path / "labels.jsonl").read_text())
+    out = run_curate(["classify", "eval", "--model", str(model), "--labels", str(tmp_path / "sets" / "*.jsonl"),
+                      "--plot", str(tmp_path / "set.png")]).stdout
+    assert out.count("ROC AUC") == 2
+    assert {"first.jsonl", "second.jsonl"} <= set(json.loads((model / "card.json").read_text())["human_eval"])
+    assert (tmp_path / "set-first.png").is_file() and (tmp_path / "set-second.png").is_file()
+    missing = run_curate(["classify", "eval", "--model", str(model), "--labels", str(tmp_path / "none*.jsonl")],
+                         check=False)
+    assert missing.returncode != 0 and "no labelled file matches" in missing.stderr
 
 
 def test_a_label_file_without_the_label_field_says_which_fields_it_has(tmp_path):
