@@ -59,7 +59,7 @@ from curation.core.stage import (
     chunked,
     register,
 )
-from curation.ingest.readers import COMPRESSION_MAGIC, compression_by_magic, detect_format
+from curation.ingest.readers import COMPRESSION_MAGIC, GZIP_MAGIC, compression_by_magic, detect_format
 
 REPAIRED = "repaired:"
 
@@ -243,7 +243,6 @@ class RecordPolicy:
 
 # what pyarrow raises for a value that does not fit a column (OverflowError: an integer over 64 bits)
 _UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
-_GZIP_MAGIC = b"\x1f\x8b\x08"
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # an escape that may decode to one
 
 
@@ -258,43 +257,62 @@ def _without_lone_surrogates(value: Any) -> Any:
     return value
 
 
-class ZstdFrames(io.RawIOBase):
-    """A zstd stream of one or more frames, read as bytes; a stream that ends inside a frame raises
-    EOFError (zstandard's own reader just ends there, so a cut file would read as complete)."""
+class _DecodedStream(io.RawIOBase):
+    """Bytes decoded from a compressed handle, a piece at a time: ``_decode`` gives the next piece
+    (possibly empty), or None at the end."""
 
-    def __init__(self, handle: Any, chunk: int = 1 << 20):
-        import zstandard
-
-        self.handle, self.chunk, self.zstandard = handle, chunk, zstandard
-        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self.pending, self.offset, self.in_frame = b"", 0, False
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending, self.offset = b"", 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while self.offset == len(self.pending):
-            data = self.handle.read(self.chunk)
-            if not data:
-                if self.in_frame:
-                    raise EOFError("the zstd stream ends inside a frame")
+            piece = self._decode()
+            if piece is None:
                 return 0
-            parts = []
-            while data:
-                self.in_frame = True
-                parts.append(self.decompressor.decompress(data))
-                data = b""
-                if self.decompressor.eof:  # a frame ended; what follows starts the next one
-                    data, self.in_frame = self.decompressor.unused_data, False
-                    self.decompressor = self.zstandard.ZstdDecompressor().decompressobj()
-            self.pending, self.offset = b"".join(parts), 0
+            self.pending, self.offset = piece, 0
         size = min(len(buffer), len(self.pending) - self.offset)
         buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
         self.offset += size
         return size
 
+    def _decode(self) -> bytes | None:
+        raise NotImplementedError
 
-class GzipMembers(io.RawIOBase):
+
+class ZstdFrames(_DecodedStream):
+    """A zstd stream of one or more frames, read as bytes; a stream that ends inside a frame raises
+    EOFError (zstandard's own reader just ends there, so a cut file would read as complete)."""
+
+    def __init__(self, handle: Any, chunk: int = 1 << 20):
+        import zstandard
+
+        super().__init__()
+        self.handle, self.chunk, self.zstandard = handle, chunk, zstandard
+        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self.in_frame = False
+
+    def _decode(self) -> bytes | None:
+        data = self.handle.read(self.chunk)
+        if not data:
+            if self.in_frame:
+                raise EOFError("the zstd stream ends inside a frame")
+            return None
+        parts = []
+        while data:
+            self.in_frame = True
+            parts.append(self.decompressor.decompress(data))
+            data = b""
+            if self.decompressor.eof:  # a frame ended; what follows starts the next one
+                data, self.in_frame = self.decompressor.unused_data, False
+                self.decompressor = self.zstandard.ZstdDecompressor().decompressobj()
+        return b"".join(parts)
+
+
+class GzipMembers(_DecodedStream):
     """A gzip file of one or more members (``cat a.jsonl.gz b.jsonl.gz``), read as bytes. A member
     that does not inflate (a damaged block) ends where the damage is: the reader searches on for the
     next member that inflates, counts the damage in ``damaged`` and goes on, with a line end at the
@@ -302,41 +320,33 @@ class GzipMembers(io.RawIOBase):
     ends inside a member raises EOFError, as ``gzip`` does."""
 
     def __init__(self, handle: Any, chunk: int = 1 << 20):
+        super().__init__()
         self.handle, self.chunk = handle, chunk
         self.decompressor = zlib.decompressobj(wbits=31)
-        self.pending, self.offset = b"", 0
         self.input = b""  # compressed bytes read and not yet inflated
         self.member_start = self.read_to = handle.tell()
         self.in_member, self.ended, self.damaged = False, False, 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self.offset == len(self.pending):
+    def _decode(self) -> bytes | None:
+        if not self.input:
+            self.input = b"" if self.ended else self.handle.read(self.chunk)
+            self.read_to += len(self.input)
             if not self.input:
-                self.input = b"" if self.ended else self.handle.read(self.chunk)
-                self.read_to += len(self.input)
-                if not self.input:
-                    if self.in_member and not self.ended:
-                        raise EOFError("the gzip stream ends inside a member")
-                    return 0
-            try:
-                self.in_member = True
-                out = self.decompressor.decompress(self.input, self.chunk)  # bounded: a bomb stays a chunk
-                self.input = self.decompressor.unconsumed_tail
-                if self.decompressor.eof:  # a member ended; what follows starts the next one
-                    self.input = self.decompressor.unused_data
-                    self.member_start, self.in_member = self.read_to - len(self.input), False
-                    self.decompressor = zlib.decompressobj(wbits=31)
-            except zlib.error:
-                out, self.input = b"\n", b""
-                self._resynchronise()
-            self.pending, self.offset = out, 0
-        size = min(len(buffer), len(self.pending) - self.offset)
-        buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
-        self.offset += size
-        return size
+                if self.in_member and not self.ended:
+                    raise EOFError("the gzip stream ends inside a member")
+                return None
+        try:
+            self.in_member = True
+            out = self.decompressor.decompress(self.input, self.chunk)  # bounded: a bomb stays a chunk
+            self.input = self.decompressor.unconsumed_tail
+            if self.decompressor.eof:  # a member ended; what follows starts the next one
+                self.input = self.decompressor.unused_data
+                self.member_start, self.in_member = self.read_to - len(self.input), False
+                self.decompressor = zlib.decompressobj(wbits=31)
+        except zlib.error:
+            out, self.input = b"\n", b""
+            self._resynchronise()
+        return out
 
     def _resynchronise(self) -> None:
         """Go on at the next member after the damaged one that inflates; end when there is none
@@ -346,7 +356,7 @@ class GzipMembers(io.RawIOBase):
         self.handle.seek(position)
         while window := self.handle.read(self.chunk + 2):
             only_zeros = only_zeros and not window.strip(b"\x00")
-            found = window.find(_GZIP_MAGIC, skip)
+            found = window.find(GZIP_MAGIC, skip)
             if found < 0:
                 position += max(1, len(window) - 2)
                 skip = 0

@@ -7,6 +7,7 @@ not become a document is counted with a reason; a corrupt region never loses the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -80,11 +81,14 @@ class ExtractConfig:
             if not _STATUS_ENTRY.fullmatch(str(entry).strip().lower()):
                 raise ValueError(f"http_statuses entries are codes (404) or classes (\"2xx\"), not {entry!r}")
 
+    @functools.cached_property
+    def _wanted_statuses(self) -> frozenset[str]:
+        return frozenset(str(entry).strip().lower() for entry in self.http_statuses)
+
     def keeps_http_status(self, status: int | None) -> bool:
         if status is None or not self.http_statuses:
             return True
-        wanted = {str(entry).strip().lower() for entry in self.http_statuses}
-        return str(status) in wanted or f"{status // 100}xx" in wanted
+        return str(status) in self._wanted_statuses or f"{status // 100}xx" in self._wanted_statuses
 
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))

@@ -19,6 +19,7 @@ from typing import Any
 from curation.core import io as fio
 from curation.core import layout
 from curation.core.errors import CurationError
+from curation.ingest.readers import compression_by_magic
 
 LISTING_PREFIX = "@"
 
@@ -31,9 +32,10 @@ def read_listing(listing: str, storage: fio.Storage, base: str | None = None) ->
         data = fio.read_bytes(listing, storage)
     except (OSError, ValueError) as exc:
         raise CurationError(f"input listing {listing}: {exc}") from None
-    if data[:2] == b"\x1f\x8b":
+    compression = compression_by_magic(data)
+    if compression == ".gz":
         data = gzip.decompress(data)
-    elif data[:4] == b"\x28\xb5\x2f\xfd":
+    elif compression == ".zst":
         import zstandard
 
         data = zstandard.ZstdDecompressor().decompressobj().decompress(data)

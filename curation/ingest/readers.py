@@ -39,7 +39,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from curation.core import io as fio
 from curation.core.errors import CurationError
 
-_GZIP_MAGIC = b"\x1f\x8b\x08"
+GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
 _VERSION_LINE = re.compile(rb"WARC/\d\.\d+\r?\n")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -90,7 +90,7 @@ def _looks_like_warc_member(handle: BinaryIO, offset: int) -> bool:
 
 def _find_next_start(handle: BinaryIO, after: int, compressed: bool) -> int | None:
     """Offset of the next plausible record start at or after ``after``."""
-    magic = _GZIP_MAGIC if compressed else _WARC_MAGIC
+    magic = GZIP_MAGIC if compressed else _WARC_MAGIC
     position = after
     while True:
         handle.seek(position)
@@ -332,7 +332,7 @@ def parse_http_response(block: bytes) -> HttpResponse:
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = _dechunk(body)
     encoding = fields.get("content-encoding", "").lower()
-    if not encoding and body.startswith(_GZIP_MAGIC) and (not content_type or content_type.startswith("text/")):
+    if not encoding and body.startswith(GZIP_MAGIC) and (not content_type or content_type.startswith("text/")):
         # a page its server compressed without saying so (an archive is not text/*): only a whole
         # gzip stream, so a page that merely starts with these bytes stays as it is
         with contextlib.suppress(OSError, EOFError, zlib.error):
