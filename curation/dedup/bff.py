@@ -32,7 +32,11 @@ shard's decisions; the per-shard pass applies them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +57,10 @@ from curation.dedup.minhash import splitmix64
 
 DECISIONS_DIR = "_bff"
 DONE_SUFFIX = ".count"  # beside a hashed shard in WORK_DIR: its n-gram count, written once the shard is whole
+PASS_DIR = "ordered"  # in WORK_DIR: each slice's saved filter and the shards it has taken in
+# Fault injection for kill-and-resume tests: the ordered pass's task kills itself (SIGKILL) right after
+# saving its filter with this many shards taken in, as a lost worker would stop
+KILL_AT_SHARD = "CURATION_BFF_KILL_AT_SHARD"
 
 # default word boundaries (UAX #29), as BFF's unicode-segmentation ``split_word_bounds``
 _WORD_BOUNDARY = regex.compile(r"\b", flags=regex.WORD | regex.V1)
@@ -74,6 +82,11 @@ class BffConfig:
     seed: int = 0
     batch_size: int = 1024
     num_cpus: float = 1.0
+    # The ordered pass saves its filter in the work folder at least this many seconds apart (between
+    # shards), so a task that dies (a lost node) or a killed run resumes from the last save instead of
+    # its slice's first shard; and at least ten times as long apart as a save takes, so saving a large
+    # filter costs at most ~10% of the pass. 0: after every shard; null: never.
+    checkpoint_interval_s: float | None = 600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_ngram <= self.ngram:
@@ -84,6 +97,8 @@ class BffConfig:
             raise ConfigError(f"bff: partitions must be at least 1, got {self.partitions}")
         if not 0.0 < self.false_positive_rate < 1.0:
             raise ConfigError(f"bff: false_positive_rate must be in (0, 1), got {self.false_positive_rate}")
+        if self.checkpoint_interval_s is not None and self.checkpoint_interval_s < 0:
+            raise ConfigError(f"bff: checkpoint_interval_s is seconds >= 0 (or null: never), got {self.checkpoint_interval_s}")
 
 
 def paragraphs(text: str) -> list[str]:
@@ -253,14 +268,23 @@ def _list_values(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nda
 
 
 def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: dict[str, Any],
-                  storage: dict[str, Any]) -> dict[str, int]:
-    """Ray task: every document, in order, through one filter; each shard's decisions to ``decided``."""
+                  storage: dict[str, Any], checkpoint: str | None = None, kill_at: int | None = None) -> dict[str, int]:
+    """Ray task: every document, in order, through one filter; each shard's decisions to ``decided``.
+
+    With ``checkpoint`` (a path prefix in the work folder) the filter is saved between shards every
+    ``checkpoint_interval_s``, and a run of the task finding a save goes on from there: the same
+    filter bits and totals as the run that saved them, so the same decisions as a pass never cut."""
     c, store = BffConfig(**config), fio.Storage(**storage)
     bloom = BloomFilter(ngrams, c.false_positive_rate, c.seed)
-    totals = {"documents_removed": 0, "paragraphs_removed": 0, "documents_edited": 0}
-    for source, target in zip(hashed, decided, strict=True):
+    names = [path.rsplit("/", 1)[-1] for path in hashed]
+    first, totals = _resume_pass(checkpoint, bloom, names, store) if checkpoint else (0, None)
+    totals = totals or {"documents_removed": 0, "paragraphs_removed": 0, "documents_edited": 0}
+    for target in decided[first:]:  # a cut pass's decisions after its save: not progress, rewritten below
+        fio.remove(target, store)
+    saved_at, save_seconds = time.monotonic(), 0.0
+    for index in range(first, len(hashed)):
         out: dict[str, list] = {"row": [], "removed": [], "document": [], "contained": []}
-        fs, p = fio.filesystem(source, store)
+        fs, p = fio.filesystem(hashed[index], store)
         with fs.open(p, "rb") as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
                 hashes, hash_bounds = _list_values(batch.column("hashes"))
@@ -277,10 +301,58 @@ def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: di
                             totals["paragraphs_removed"] += len(removed)
                             totals["documents_edited"] += 1
         decisions = pa.table(out, schema=_DECIDED)
-        fio.write_atomic(target, write_parquet_bytes(decisions.to_batches(), _DECIDED), store)
-    totals["filter_bytes"] = int(bloom.words.nbytes)
-    totals["hash_functions"] = bloom.hashers
-    return totals
+        fio.write_atomic(decided[index], write_parquet_bytes(decisions.to_batches(), _DECIDED), store)
+        taken = index + 1
+        interval = c.checkpoint_interval_s
+        due = interval == 0 or (interval is not None and time.monotonic() - saved_at >= max(interval, 10 * save_seconds))
+        if checkpoint and due and taken < len(hashed):
+            started = time.monotonic()
+            _save_pass(checkpoint, bloom, names, taken, totals, store)
+            saved_at = time.monotonic()
+            save_seconds = saved_at - started
+            if kill_at == taken:
+                os.kill(os.getpid(), signal.SIGKILL)
+    return {**totals, "filter_bytes": int(bloom.words.nbytes), "hash_functions": bloom.hashers, "resumed_at": first}
+
+
+def _save_pass(checkpoint: str, bloom: BloomFilter, names: list[str], taken: int, totals: dict[str, int],
+               store: fio.Storage) -> None:
+    """The filter after ``taken`` shards, then the state naming it (the commit point), then the
+    filter it replaces: a task killed at any moment leaves one whole save to resume from."""
+    filter_path = f"{checkpoint}-{taken:06d}.filter"
+    spool = fio.spool_path(filter_path)
+    bloom.words.tofile(spool)  # straight from the array: a large filter is not copied in memory
+    fio.commit_local_file(spool, filter_path, store)
+    previous = _pass_state(checkpoint, store)
+    state = {"shards": names, "taken": taken, "words": len(bloom.words), "hashers": bloom.hashers,
+             "filter": filter_path.rsplit("/", 1)[-1], "totals": totals}
+    fio.write_atomic(f"{checkpoint}.json", json.dumps(state, sort_keys=True).encode(), store)
+    if previous and previous["filter"] != state["filter"]:
+        fio.remove(fio.join(checkpoint.rsplit("/", 1)[0], previous["filter"]), store)
+
+
+def _pass_state(checkpoint: str, store: fio.Storage) -> dict[str, Any] | None:
+    try:
+        return json.loads(fio.read_bytes(f"{checkpoint}.json", store))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _resume_pass(checkpoint: str, bloom: BloomFilter, names: list[str], store: fio.Storage) -> tuple[int, dict | None]:
+    """(shards already taken in, their totals) from the last save, its filter read into ``bloom``;
+    (0, None) when there is none for this slice and filter size."""
+    state = _pass_state(checkpoint, store)
+    if state is None or (state["shards"], state["words"], state["hashers"]) != (names, len(bloom.words), bloom.hashers):
+        return 0, None
+    fs, p = fio.filesystem(fio.join(checkpoint.rsplit("/", 1)[0], state["filter"]), store)
+    view, filled = memoryview(bloom.words.view(np.uint8)), 0
+    with fs.open(p, "rb") as handle:
+        while filled < len(view) and (n := handle.readinto(view[filled:])):
+            filled += n
+    if filled < len(view):  # cannot happen short of a damaged disk: the save is committed whole
+        bloom.words[:] = 0
+        return 0, None
+    return state["taken"], state["totals"]
 
 
 @dataclass
@@ -330,16 +402,25 @@ class BffDedupStage(BatchStage):
         slices = [s for s in np.array_split(np.arange(len(tasks)), self.config.partitions) if len(s)]
         decide_task = ray.remote(num_cpus=self.config.num_cpus)(decide_shards)
 
-        def decide() -> list:  # a pass cut short starts again from its first shard: the filter is in memory
-            fio.remove(decisions_dir, ctx.storage, recursive=True)  # an earlier attempt's would count as progress
+        kill_at = int(os.environ[KILL_AT_SHARD]) if os.environ.get(KILL_AT_SHARD) else None
+
+        def decide() -> list:  # a slice cut short goes on from its last saved filter (or its first shard)
+            for stale in set(fio.list_files(decisions_dir, "", ctx.storage)) - set(decided):  # another plan's
+                fio.remove(stale, ctx.storage)
             return [decide_task.remote([hashed[i] for i in s], [decided[i] for i in s], sum(counts[i] for i in s),
-                                       config, storage) for s in slices]
+                                       config, storage, fio.join(work, PASS_DIR, f"slice-{k:04d}"), kill_at)
+                    for k, s in enumerate(slices)]
 
         def shards_decided() -> tuple[int, int, str]:  # the ordered pass writes a shard's decisions as it ends it
             return len(fio.list_files(decisions_dir, ".parquet", ctx.storage)), len(decided), "shards"
 
         results = phases.gather("ordered pass", decide, count=shards_decided)
         phases.release_tables()
+        resumed = [("" if len(slices) == 1 else f"slice {k}: ") + f"{r['resumed_at']} of {len(s)} shards"
+                   for k, (r, s) in enumerate(zip(results, slices, strict=True)) if r["resumed_at"]]
+        if resumed:  # the run line's: the manifest holds the same totals as a pass never cut
+            phases.notes["ordered pass"] = ", ".join(resumed) + " taken in before"
+        results = [{key: value for key, value in r.items() if key != "resumed_at"} for r in results]
         self.phases = phases  # the run line's, not the manifest's: a rerun writes the same bytes
         totals = {key: sum(r[key] for r in results) for key in results[0]} if results else {}
         return {"ngrams": int(sum(counts)), "filters": len(slices), **totals,

@@ -200,3 +200,59 @@ def test_partitions_deduplicate_slices_of_shards_apart(ray_local, tmp_path):
     assert result[4]["bff_keep"] and result[4]["text"] == first  # its copy is in the other slice
     with pytest.raises(ConfigError, match="partitions"):
         BffConfig(partitions=0)
+
+
+def _hashed_shards(folder, shards: int = 5) -> tuple[list[str], int]:
+    """Hashed n-gram shards of pages that repeat one another across shards, and their n-gram count."""
+    from curation.dedup.bff import hash_shard
+
+    rng = random.Random(9)
+    pool = [" ".join(rng.choice(_WORDS[:8] + ["river", "stone", "cloud"]) for _ in range(rng.randint(14, 30)))
+            for _ in range(30)]
+    hashed, total = [], 0
+    for s in range(shards):
+        texts = ["\n".join(rng.choice(pool) for _ in range(rng.randint(1, 6))) for _ in range(40)]
+        source = folder / f"in-{s}.parquet"
+        pq.write_table(pa.table({"text": texts}), source)
+        hashed.append(str(folder / "hashed" / f"part-{s:05d}.parquet"))
+        total += hash_shard(str(source), hashed[-1], {}, {})
+    return hashed, total
+
+
+def test_an_ordered_pass_killed_between_shards_goes_on_from_its_saved_filter(tmp_path):
+    """The pass saves its filter after every shard (interval 0); a process killed (SIGKILL) after
+    saving at shard 2 leaves a save that the next run reads, taking in only shards 3-5, with the
+    same decisions, byte for byte, and the same totals as a pass never cut."""
+    import multiprocessing
+
+    from curation.dedup.bff import decide_shards
+
+    hashed, ngrams = _hashed_shards(tmp_path)
+    config = {"checkpoint_interval_s": 0}
+
+    def decided(name: str) -> list[str]:
+        return [str(tmp_path / name / f"part-{s:05d}.parquet") for s in range(len(hashed))]
+
+    whole = decide_shards(hashed, decided("whole"), ngrams, config, {})
+    assert whole["resumed_at"] == 0 and whole["documents_removed"] > 0 and whole["paragraphs_removed"] > 0
+    checkpoint = str(tmp_path / "work" / "ordered" / "slice-0000")
+    killed = multiprocessing.get_context("spawn").Process(
+        target=decide_shards, args=(hashed, decided("cut"), ngrams, config, {}, checkpoint, 2))
+    killed.start()
+    killed.join(120)
+    assert killed.exitcode == -9  # SIGKILL, right after the save
+    state = json.loads((tmp_path / "work" / "ordered" / "slice-0000.json").read_text())
+    assert state["taken"] == 2 and sorted(p.name for p in (tmp_path / "work" / "ordered").iterdir()) == \
+        ["slice-0000-000002.filter", "slice-0000.json"]  # the save at shard 1 went when shard 2's was committed
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+
+    resumed = decide_shards(hashed, decided("cut"), ngrams, config, {}, checkpoint)
+    assert resumed == {**whole, "resumed_at": 2}
+    for a, b in zip(decided("whole"), decided("cut"), strict=True):
+        assert open(a, "rb").read() == open(b, "rb").read()
+
+    # a save for other shards (another plan) or another filter size is not taken
+    assert decide_shards(hashed[1:], decided("other")[1:], ngrams, config, {}, checkpoint)["resumed_at"] == 0
+    assert decide_shards(hashed, decided("other"), ngrams * 2, config, {}, checkpoint)["resumed_at"] == 0
+    with pytest.raises(ConfigError, match="checkpoint_interval_s"):
+        BffConfig(checkpoint_interval_s=-1)

@@ -14,6 +14,7 @@ from conftest import run_curate
 
 from curation.core.layout import CHECKPOINT
 from curation.core.phases import KILL_AFTER_PHASE
+from curation.dedup.bff import KILL_AT_SHARD
 
 pytestmark = pytest.mark.slow
 
@@ -105,3 +106,14 @@ def test_a_work_folder_of_another_configuration_is_not_resumed(corpus, tmp_path)
     assert "resumed" not in other.stdout and "signed before" not in other.stdout
     run_curate(["dedup", "--input", *inputs, "--output", str(tmp_path / "fresh"), "--threshold", "0.7"])
     assert _outputs(tmp_path / "run") == _outputs(tmp_path / "fresh")
+
+
+def test_a_worker_killed_in_bffs_ordered_pass_is_retried_from_its_saved_filter(corpus, tmp_path):
+    """The ordered pass's Ray task dies (SIGKILL) right after saving its filter at shard 2 of 3; Ray
+    runs the task again, which goes on from the save: one shard taken in again instead of three,
+    and the output of a pass never cut."""
+    inputs, fresh = corpus
+    out = run_curate(["dedup", "--method", "bff", "--input", *inputs, "--output", str(tmp_path / "killed"),
+                      "--set", "bff_dedup.checkpoint_interval_s=0"], env={KILL_AT_SHARD: "2"})
+    assert "(2 of 3 shards taken in before)" in out.stdout, out.stdout
+    assert _outputs(tmp_path / "killed") == fresh["bff"]
