@@ -6,7 +6,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | record | what happens | counted as |
 | --- | --- | --- |
 | not JSON, or JSON that is not an object | dropped | ``invalid_json`` |
-| a file that is one JSON array of objects (opens with ``[``) | each element a record | |
+| a file that is one JSON array of objects (opens with ``[``) | each element a record, read a piece at a time (memory holds one element, whatever the file's size); a damaged element loses only itself, a file cut short keeps the elements before the cut | ``invalid_json``, ``truncated_stream`` |
 | a UTF-8 byte-order mark opening the file | removed | |
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
 | an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
@@ -34,6 +34,7 @@ ids and counts as the per-row path that JSONL takes (a property test holds the t
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 import zlib
@@ -405,34 +406,22 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
 
         stream = lzma.LZMAFile(handle)  # noqa: SIM115 (closed with the handle it wraps)
     try:
-        lines: Any = io.BufferedReader(stream)
-        if lines.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
-            data = lines.read()
-            if (elements := _json_array(data)) is not None:
-                yield from _array_records(elements, policy)
+        reader: Any = io.BufferedReader(stream)
+        lines: Iterator[bytes] = reader
+        if reader.peek(64).lstrip(_BOM_AND_SPACE)[:1] == b"[":
+            blank = 0
+            while not (first := reader.readline(_FIRST_LINE_PROBE)).strip(_BOM_AND_SPACE):
+                blank += 1
+            if not _json_lines_after_all(first, reader):
+                yield from _array_records(first, reader, policy)
                 return
-            lines = io.BytesIO(data)  # JSON Lines after all, whose first line is an array
+            lines = itertools.chain([b""] * blank, [first], reader)  # JSON Lines whose first line is an array: a bad line
         for number, raw in enumerate(lines, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark (files saved on Windows): not part of the JSON
             if not raw.strip():
                 continue
-            try:  # orjson: ~3x json's speed; what it refuses gets json's verdict (see the table above)
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    line = raw.decode("utf-8", errors="replace")
-                    policy.repair(number, "invalid_utf8")
-                try:
-                    obj = json.loads(line)
-                except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
-                    policy.reject(number, "invalid_json")
-                    continue
-                if _LONE_SURROGATE.search(line):  # "\\ud800" escapes: JSON, but not writable as UTF-8
-                    obj = _without_lone_surrogates(obj)
-                    policy.repair(number, "lone_surrogate")
+            obj = _parse_json(raw, number, policy)
             if not isinstance(obj, dict):
                 policy.reject(number, "invalid_json")
                 continue
@@ -445,24 +434,178 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         policy.reject("gzip member", "corrupt_gzip_member", records=stream.damaged)
 
 
-def _json_array(data: bytes) -> list | None:
-    """The elements of a file that is one JSON array of records (exports that are not JSON Lines),
-    or None (an array without one object is a JSON Lines file's bad line)."""
-    try:
-        elements = orjson.loads(data.removeprefix(b"\xef\xbb\xbf"))
+def _parse_json(raw: bytes, number: int, policy: RecordPolicy) -> Any:
+    """One record's JSON (a line, an array's element), repaired as the policy says; ``_INVALID``
+    when it is not JSON at all."""
+    try:  # orjson: ~3x json's speed; what it refuses gets json's verdict (see the table above)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
+        pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        policy.repair(number, "invalid_utf8")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
+        return _INVALID
+    if _LONE_SURROGATE.search(text):  # "\\ud800" escapes: JSON, but not writable as UTF-8
+        obj = _without_lone_surrogates(obj)
+        policy.repair(number, "lone_surrogate")
+    return obj
+
+
+_INVALID = object()
+_BOM_AND_SPACE = b"\xef\xbb\xbf \t\r\n"
+# A file opening with "[" whose first line is a whole JSON array followed by more lines is JSON Lines
+# with a bad first line; the first line is read this far to tell (an array export on one longer
+# line is streamed as an array)
+_FIRST_LINE_PROBE = 1 << 16
+
+
+def _json_lines_after_all(first: bytes, reader: Any) -> bool:
+    """Whether a file opening with ``[`` is JSON Lines: its first line a whole JSON value followed by
+    more than blank lines, or an array of values without one object (a bad line, not an export)."""
+    try:
+        value = orjson.loads(first.removeprefix(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError:
+        return False  # "[" alone (pretty-printed), an array cut short, or a line longer than the probe
+    if value and not any(isinstance(element, dict) for element in value):
+        return True
+    while ahead := reader.peek(1 << 16):
+        if ahead.strip(b" \t\r\n"):
+            return True
+        reader.read(len(ahead))  # blank lines after the array: nothing lost by reading them
+    return False
+
+
+# where an object element may end (its "}" before the next "," or the array's "]")
+_STRUCTURAL = re.compile(rb'[\[\]{}",]')
+_OBJECT_END = re.compile(rb"}[ \t\r\n]*[,\]]")
+_SPACE = re.compile(rb"[ \t\r\n]*")
+_ARRAY_CHUNK = 1 << 20
+_GUESSES = 2  # "}," inside an object's strings (code, say) before its end: guesses that fail to parse
+
+
+class _CutShort(Exception):  # noqa: N818 (a signal between two functions, not an error)
+    pass
+
+
+class _ArrayElements:
+    """The elements of the JSON array that opens ``buffer`` and goes on in ``stream``, read a piece
+    at a time: memory holds one element and a piece, however long the array. Each comes as (its
+    bytes, its value), the value ``_INVALID`` where the element needs the policy's repairs or is
+    not JSON: an object is parsed whole at its first possible end (a "}" before "," or "]") that
+    parses, and otherwise found by its brackets, so a damaged element spoils itself only.
+    ``_CutShort`` at the end of the stream inside the array."""
+
+    def __init__(self, buffer: bytes, stream: Any) -> None:
+        self.buffer = buffer.removeprefix(b"\xef\xbb\xbf")
+        self.stream = stream
+        self.start = self.buffer.index(b"[") + 1  # where the next element, a comma or the array's end is
+
+    def _read_more(self) -> int | None:
+        """Append the next piece, dropping the bytes before ``start`` (positions move back by the
+        number returned), or None at the end of the stream. Pieces grow with the element, so a
+        long element is read in linear time."""
+        more = self.stream.read(max(_ARRAY_CHUNK, len(self.buffer) - self.start))
+        if not more:
+            return None
+        shift, self.buffer, self.start = self.start, self.buffer[self.start :] + more, 0
+        return shift
+
+    def __iter__(self) -> Iterator[tuple[bytes, Any]]:
+        while True:
+            self.start = _SPACE.match(self.buffer, self.start).end()
+            if self.start == len(self.buffer):
+                if self._read_more() is None:
+                    raise _CutShort(b"")
+                continue
+            if self.buffer[self.start] == ord(","):
+                self.start += 1
+                continue
+            if self.buffer[self.start] == ord("{") and (parsed := self._parse_object()) is not None:
+                end, value = parsed
+                yield self.buffer[self.start : end], value
+                self.start = end
+                continue
+            end, after = self._scan()
+            if element := self.buffer[self.start : end].strip():
+                yield element, _INVALID
+            if after is not None and self.buffer[after - 1] == ord("]"):
+                return
+            self.start = end if after is None else after
+
+    def _parse_object(self) -> tuple[int, Any] | None:
+        """(end, value) of the object element at ``start``, or None to find it by its brackets."""
+        search = self.start
+        for _ in range(_GUESSES):
+            while (match := _OBJECT_END.search(self.buffer, search)) is None:
+                if (shift := self._read_more()) is None:
+                    return None  # the stream ends: the brackets tell what is whole
+                search -= shift
+            end = match.start() + 1
+            try:
+                return end, orjson.loads(self.buffer[self.start : end])
+            except orjson.JSONDecodeError:
+                search = end
         return None
-    return elements if isinstance(elements, list) and any(isinstance(e, dict) for e in elements) else None
+
+    def _scan(self) -> tuple[int, int | None]:
+        """The element at ``start`` by its brackets and strings: (its end, and the position after
+        the "," or "]" that ended it, or None when its own closing bracket did)."""
+        scan, depth = self.start, 0
+        while True:
+            token = _STRUCTURAL.search(self.buffer, scan)
+            if token is not None and token[0] == b'"':
+                scan = _string_end(self.buffer, token.end())
+                if scan >= 0:
+                    continue
+                token, scan = None, token.start()  # the string goes on past what is read
+            if token is None:
+                if (shift := self._read_more()) is None:
+                    raise _CutShort(self.buffer[self.start :].strip())
+                scan -= shift
+                continue
+            byte, scan = token[0], token.end()
+            if byte in b"{[":
+                depth += 1
+            elif depth == 0 and byte != b"}":  # "," or "]" ends a scalar, or nothing between commas
+                return token.start(), scan
+            elif depth and byte in b"}]":
+                depth -= 1
+                if depth == 0:
+                    return scan, None
 
 
-def _array_records(elements: list, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
-    """A JSON array's elements through the policy, numbered from 1."""
-    for number, obj in enumerate(elements, start=1):
-        if not isinstance(obj, dict):
-            policy.reject(number, "invalid_json")
-            continue
-        if (row := policy.accept(obj, number, len(orjson.dumps(obj)))) is not None:
-            yield row
+def _string_end(buffer: bytes, position: int) -> int:
+    """The position after the quote that closes the string whose text starts at ``position`` (a
+    quote after an even run of backslashes), or -1 when ``buffer`` ends first. ``bytes.find`` runs
+    at memory speed where a regular expression would step through the text."""
+    while (quote := buffer.find(b'"', position)) >= 0:
+        backslash = quote
+        while buffer[backslash - 1] == 0x5C:  # the string's opening quote stops this
+            backslash -= 1
+        if (quote - backslash) % 2 == 0:
+            return quote + 1
+        position = quote + 1
+    return -1
+
+
+def _array_records(first: bytes, stream: Any, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
+    """A file that is one JSON array (an export that is not JSON Lines): its elements through the
+    policy, numbered from 1, one at a time. A file cut short keeps the elements before the cut."""
+    number = 0
+    try:
+        for number, (raw, value) in enumerate(_ArrayElements(first, stream), start=1):  # noqa: B007 (read after)
+            obj = _parse_json(raw, number, policy) if value is _INVALID else value
+            if not isinstance(obj, dict):
+                policy.reject(number, "invalid_json")
+            elif (row := policy.accept(obj, number, len(raw))) is not None:
+                yield row
+    except _CutShort as cut:
+        policy.reject(number + 1 if cut.args[0] else "end of file", "truncated_stream")
 
 
 def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:

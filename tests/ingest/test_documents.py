@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,8 +18,15 @@ from conftest import run_curate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curation.core.stage import ShardTask, StageContext
-from curation.ingest.documents import BadRecord, DocumentsConfig, DocumentsStage
+from curation.core.stage import ShardStats, ShardTask, StageContext
+from curation.ingest import documents
+from curation.ingest.documents import (
+    BadRecord,
+    DocumentsConfig,
+    DocumentsStage,
+    RecordPolicy,
+    iter_jsonl_records,
+)
 
 GOOD = [{"id": f"d{i}", "text": f"good document number {i} about gardens", "lang": "en"} for i in range(5)]
 BAD_LINES = [
@@ -485,6 +493,74 @@ def test_a_file_that_is_one_json_array_is_read_element_by_element(tmp_path, name
     lines = jsonl([b"[1, 2, 3]", *(json.dumps(g).encode() for g in GOOD)], tmp_path / "lines.jsonl")
     rows, stats = read(lines, tmp_path / "b")
     assert len(rows) == len(GOOD) and stats.dropped == {"invalid_json": 1}
+
+
+def _array_rows(data: bytes, tmp_path: Path) -> tuple[list[dict], Counter]:
+    """The records ``iter_jsonl_records`` reads from ``data`` (a file's bytes), and what it dropped."""
+    path = tmp_path / "export.json"
+    path.write_bytes(data)
+    stats = ShardStats("part-00000")
+    with open(path, "rb") as handle:
+        rows = list(iter_jsonl_records(handle, str(path), RecordPolicy(DocumentsConfig(), str(path), stats)))
+    return rows, stats.dropped
+
+
+_tricky_text = st.text(st.sampled_from(['a', 'é', '語', '"', "\\", "]", "}", "[", "{", ",", " ", "\n", "\u2028", "😀"]),
+                       min_size=1, max_size=30)
+_element = st.fixed_dictionaries({"text": _tricky_text}, optional={
+    "meta": st.dictionaries(st.sampled_from(["a", "b]", "c}"]), st.one_of(st.integers(), _tricky_text,
+                                                                         st.lists(st.integers(), max_size=3))),
+    "n": st.integers(-(2**70), 2**70)})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(elements=st.lists(_element, max_size=12), indent=st.sampled_from([None, 0, 2]),
+       ascii_only=st.booleans(), chunk=st.integers(1, 64), cut=st.integers(1, 10**6) | st.none())
+def test_a_json_array_is_read_element_by_element_in_bounded_pieces(tmp_path, monkeypatch, elements, indent,
+                                                                     ascii_only, chunk, cut):
+    """Whatever the layout (one line, pretty-printed), whatever the strings hold (brackets, quotes,
+    escapes), and wherever the read pieces end, each element is one record; a file cut anywhere
+    keeps exactly the elements whole before the cut and counts the cut once."""
+    monkeypatch.setattr(documents, "_ARRAY_CHUNK", chunk)
+    monkeypatch.setattr(documents, "_FIRST_LINE_PROBE", chunk)  # a first line longer than this streams
+    data = json.dumps(elements, indent=indent, ensure_ascii=ascii_only).encode()
+    if not elements or (cut is not None and cut >= len(data)):
+        cut = None
+    rows, dropped = _array_rows(data if cut is None else data[:cut], tmp_path)
+    whole = len(elements)
+    if cut is not None:  # the elements whose closing brace is before the cut
+        whole = next((k for k in range(len(elements)) if len(json.dumps(elements[: k + 1], indent=indent,
+                                                                         ensure_ascii=ascii_only)) - 1
+                      - (1 if indent is not None else 0) > cut), len(elements))
+    assert [r["text"] for r in rows] == [e["text"] for e in elements[:whole]]
+    assert [r.get("n") for r in rows] == [float(e["n"]) if "n" in e and abs(e["n"]) >= 2**64 else e.get("n")
+                                          for e in elements[:whole]]
+    assert dict(dropped) == ({} if cut is None else {"truncated_stream": 1})
+
+
+def test_a_json_array_with_a_damaged_element_loses_only_that_element(tmp_path):
+    data = b'[{"text": "one"},\n {"text": "two" "oops"},\n {"text": "th\xffree"}, 7, {"text": "four"}]\n'
+    rows, dropped = _array_rows(data, tmp_path)
+    assert [r["text"] for r in rows] == ["one", "th\ufffdree", "four"]
+    assert dict(dropped) == {"invalid_json": 2}  # the damaged object and the number
+
+
+def test_a_large_json_array_is_read_in_bounded_memory(tmp_path):
+    """A 24 MB export on one line: the reader holds a piece and an element, never the file."""
+    import tracemalloc
+
+    element = json.dumps({"text": "a sentence about rivers, stones and clouds. " * 20}).encode()
+    data = b"[" + b",".join([element] * 25_000) + b"]"
+    path = tmp_path / "export.json"
+    path.write_bytes(data)
+    stats = ShardStats("part-00000")
+    tracemalloc.start()
+    with open(path, "rb") as handle:
+        count = sum(1 for _ in iter_jsonl_records(handle, str(path), RecordPolicy(DocumentsConfig(), str(path), stats)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 25_000 and len(data) > 20e6
+    assert peak < 10e6, peak  # a fixed ~7 MB of pieces and buffers, whatever the file
 
 
 @pytest.mark.parametrize("packing", ["plain", "gzip", "zstd", "parquet"])
