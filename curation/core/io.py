@@ -7,19 +7,28 @@ complete, so objects are written in one request.
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import hashlib
+import io
+import itertools
+import logging
 import os
 import posixpath
 import shutil
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from curation.core.errors import CurationError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "http", "https", "abfs", "az")
 
@@ -32,6 +41,11 @@ class Storage:
     endpoint_url: str | None = None
     anon: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # an input read from a remote store that fails in passing (a 503 or 429 from a busy server, a
+    # dropped connection, a timeout) is read again from where it stopped, this many times, waiting
+    # retry_wait_s, then twice that, and so on (6 and 1 s: about a minute in all)
+    retries: int = 6
+    retry_wait_s: float = 1.0
 
     def options_for(self, path: str) -> dict[str, Any]:
         protocol = protocol_of(path)
@@ -70,6 +84,137 @@ def normalize_root(path: str) -> str:
     if is_local(path):
         return os.path.abspath(path.removeprefix("file://"))
     return path.rstrip("/")
+
+
+class RemoteReadError(CurationError):
+    """A remote input that kept failing after every retry: the shard stops (nothing of it is
+    committed), and a rerun reads it again."""
+
+
+# HTTP statuses a server answers for a moment (timeout, too many requests, overload, gateways)
+_PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def passing_cause(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s chain that a retry may get past (a 503 or 429, a dropped connection, a
+    timeout), or None. fsspec's HTTP file system reports any failure to learn a file's size, a 503
+    included, as ``FileNotFoundError`` raised from the real error; a real 404 has no such cause."""
+    try:
+        import aiohttp
+
+        passing: tuple[type, ...] = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+    except ImportError:  # pragma: no cover (fsspec[http] brings aiohttp)
+        passing = ()
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if (isinstance(cause, (ConnectionError, TimeoutError, *passing))
+                or getattr(cause, "status", None) in _PASSING_STATUSES
+                or type(cause).__name__ in ("FSTimeoutError", "ResponseStreamingError", "IncompleteRead", "ReadTimeoutError")):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def retry_passing(attempt: Callable[[], T], storage: Storage, describe: Callable[[], str],
+                  after_failure: Callable[[], None] = lambda: None) -> T:
+    """``attempt()``, made again after a passing failure (``passing_cause``), waiting
+    ``storage.retry_wait_s``, then twice that, and so on, ``storage.retries`` times; then
+    ``RemoteReadError`` saying what (``describe()``) failed and why. Other errors are raised at once."""
+    wait = storage.retry_wait_s
+    for tries in itertools.count():
+        try:
+            return attempt()
+        except Exception as exc:
+            if (cause := passing_cause(exc)) is None:
+                raise
+            if tries >= storage.retries:
+                raise RemoteReadError(f"{describe()} still failed after {tries} retries "
+                                      f"({type(cause).__name__}: {cause}); rerun to resume") from exc
+            logger.warning("%s failed (%s: %s); retrying in %.1fs", describe(), type(cause).__name__, cause, wait)
+            time.sleep(wait)
+            wait *= 2
+            after_failure()
+    raise AssertionError("unreachable")
+
+
+class RetryingReader(io.RawIOBase):
+    """A remote file read through passing failures: a read that fails is made again from the same
+    offset on a file opened anew, after a backoff (``Storage.retries``, ``retry_wait_s``); opening
+    is retried the same way. A failure that is not passing (a 404, a denied request) is raised at
+    once, and one that outlasts the retries as ``RemoteReadError``. Wrap it in
+    ``io.BufferedReader`` for line reading; it is seekable, as the WARC reader needs."""
+
+    def __init__(self, path: str, storage: Storage, block_size: int = 1 << 22) -> None:
+        self.path, self._storage, self._block_size = path, storage, block_size
+        self._position = 0
+        self._file: Any = None
+        self.size: int | None = getattr(self._retrying(self._opened, "opening"), "size", None)
+
+    def _opened(self) -> Any:
+        """The file, opened at the current offset if a failure closed it."""
+        if self._file is None:
+            fs, p = filesystem(self.path, self._storage)
+            fs.invalidate_cache(p)
+            self._file = fs.open(p, "rb", block_size=self._block_size)
+            self._file.seek(self._position)
+        return self._file
+
+    def _retrying(self, attempt: Callable[[], Any], doing: str) -> Any:
+        return retry_passing(attempt, self._storage, lambda: f"{self.path}: {doing} at byte {self._position:,}",
+                             self._drop_file)
+
+    def _drop_file(self) -> None:
+        """After a failure: the next attempt opens the file anew (a fresh connection, same offset)."""
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._retrying(lambda: self._opened().read(len(buffer)), "reading")
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence == io.SEEK_END:
+            if self.size is None:
+                raise OSError(f"{self.path}: the server gives no size to seek from the end")
+            offset += self.size
+        self._position = offset
+        if self._file is not None:
+            self._file.seek(offset)  # fsspec files only move their offset here: nothing to retry
+        return offset
+
+    def close(self) -> None:
+        if not self.closed and self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+        super().close()
+
+
+def open_input(path: str, storage: Storage | None = None, block_size: int = 1 << 22) -> tuple[BinaryIO, int]:
+    """An input file for reading, and its size in bytes (0 when unknown): a local file as it is, a
+    remote one through ``RetryingReader`` (buffered)."""
+    storage = storage or Storage()
+    if is_local(path):
+        local = path.removeprefix("file://")
+        return open(local, "rb"), os.path.getsize(local)  # noqa: SIM115 (the caller closes it)
+    raw = RetryingReader(path, storage, block_size)
+    return io.BufferedReader(raw, buffer_size=1 << 16), raw.size or 0
 
 
 def exists(path: str, storage: Storage | None = None) -> bool:

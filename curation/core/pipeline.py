@@ -39,9 +39,12 @@ class RayOptions:
 class StorageOptions:
     endpoint_url: str | None = None
     anon: bool = False
+    retries: int = 6  # a remote input's passing failures (503, 429, a dropped connection): see fio.Storage
+    retry_wait_s: float = 1.0
 
     def to_storage(self) -> fio.Storage:
-        return fio.Storage(endpoint_url=self.endpoint_url, anon=self.anon)
+        return fio.Storage(endpoint_url=self.endpoint_url, anon=self.anon, retries=self.retries,
+                           retry_wait_s=self.retry_wait_s)
 
 
 @dataclass

@@ -70,8 +70,8 @@ def source_lineage(inputs: list[str], storage: fio.Storage) -> list[dict[str, An
     lineage = []
     for path in inputs:
         fs, p = fio.filesystem(path, storage)
-        try:
-            size = fs.size(p)
+        try:  # a 503 read as "no size" would change the stage key, and a rerun would not resume
+            size = fio.retry_passing(lambda: fs.size(p), storage, lambda: f"{path}: its size")  # noqa: B023
         except (FileNotFoundError, OSError):
             size = None
         lineage.append({"path": path, "size": size})

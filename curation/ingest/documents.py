@@ -670,9 +670,8 @@ class DocumentsStage(Stage):
     def _accepted(self, path: str, ctx: StageContext, stats: ShardStats) -> Iterator[pa.RecordBatch | list[dict]]:
         policy = RecordPolicy(self.config, path, stats)
         try:
-            fs, p = fio.filesystem(path, ctx.storage)
-            stats.bytes_in += fs.size(p) or 0
-            handle = fs.open(p, "rb", block_size=1 << 22)
+            handle, size = fio.open_input(path, ctx.storage)  # a remote one read through passing failures
+            stats.bytes_in += size
         except (OSError, ValueError) as exc:
             policy.reject("file", f"unreadable_file:{type(exc).__name__}")
             return

@@ -44,7 +44,6 @@ from curation.ingest.readers import (
     is_arc,
     iter_arc,
     iter_warc,
-    open_input,
 )
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
@@ -183,9 +182,8 @@ class ExtractStage(Stage):
                                               max_record_bytes=self.config.max_payload_bytes, strict=self.config.strict),
                               path, stats)
         try:
-            fs, fs_path = fio.filesystem(path, ctx.storage)
-            stats.bytes_in += fs.size(fs_path) or 0
-            handle = open_input(path, ctx.storage)
+            handle, size = fio.open_input(path, ctx.storage)  # a remote one read through passing failures
+            stats.bytes_in += size
         except (OSError, ValueError) as exc:
             policy.reject("file", f"unreadable_file:{type(exc).__name__}")
             return

@@ -36,7 +36,6 @@ from typing import Any, BinaryIO, NamedTuple
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from curation.core import io as fio
 from curation.core.errors import CurationError
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -539,8 +538,3 @@ def detect_format(path: str, handle: BinaryIO | None = None) -> str:
     if _decompressed_head(handle, 64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "jsonl"
     return "warc"
-
-
-def open_input(path: str, storage: fio.Storage) -> BinaryIO:
-    fs, p = fio.filesystem(path, storage)
-    return fs.open(p, "rb", block_size=1 << 22)

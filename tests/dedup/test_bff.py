@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -249,7 +250,7 @@ def test_an_ordered_pass_killed_between_shards_goes_on_from_its_saved_filter(tmp
     resumed = decide_shards(hashed, decided("cut"), ngrams, config, {}, checkpoint)
     assert resumed == {**whole, "resumed_at": 2}
     for a, b in zip(decided("whole"), decided("cut"), strict=True):
-        assert open(a, "rb").read() == open(b, "rb").read()
+        assert Path(a).read_bytes() == Path(b).read_bytes()
 
     # a save for other shards (another plan) or another filter size is not taken
     assert decide_shards(hashed[1:], decided("other")[1:], ngrams, config, {}, checkpoint)["resumed_at"] == 0

@@ -1,0 +1,146 @@
+"""Remote inputs read through passing failures: a real HTTP server on loopback that serves byte
+ranges and, on a schedule, answers 503 or 429 or cuts a response short. The reader retries from
+where it stopped, so the bytes (and a stage's output) are those of the file; a missing file is not
+retried; one that never stops failing stops the shard with its URL."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import itertools
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_curate
+
+from curation.core import io as fio
+
+
+class _FlakyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a body cut short is a broken response, not a short file
+
+    def __init__(self, *args, files: dict[str, bytes], fault: Callable[[int], str | None], log: list, **kwargs):
+        self.files, self.fault, self.log = files, fault, log
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        number = len(self.log)
+        fault = self.fault(number)
+        self.log.append((self.command, self.path, self.headers.get("Range"), fault))
+        data = self.files.get(self.path.lstrip("/"))
+        if fault in ("503", "429") or data is None:
+            self.send_response(404 if data is None else int(fault))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start, end, status = 0, len(data), 200
+        if (wanted := re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))) is not None:
+            start, status = int(wanted[1]), 206
+            end = min(len(data), int(wanted[2]) + 1) if wanted[2] else len(data)
+        body = data[start:end]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.end_headers()
+        if head:
+            return
+        if fault == "cut" and len(body) > 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+@contextmanager
+def flaky_server(files: dict[str, bytes], fault: Callable[[int], str | None]) -> Iterator[tuple[str, list]]:
+    log: list = []
+    handler = functools.partial(_FlakyHandler, files=files, fault=fault, log=log)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def every_third(number: int) -> str | None:
+    """Requests 1, 4, 7, ... fail in turn with 503, 429 and a cut body: never twice running."""
+    return ("503", "429", "cut")[(number // 3) % 3] if number % 3 == 1 else None
+
+
+FAST = fio.Storage(retries=4, retry_wait_s=0.01)
+
+
+def test_a_remote_file_is_read_whole_through_passing_failures(shared_data):
+    data = (shared_data / "warc" / "cc-main-2020-34_resiliparse-excerpt.warc.gz").read_bytes()
+    with flaky_server({"crawl.warc.gz": data}, every_third) as (base, log):
+        handle, size = fio.open_input(base + "crawl.warc.gz", FAST, block_size=8192)  # ~17 range requests
+        with handle:
+            assert size == len(data)
+            assert handle.read() == data
+            handle.seek(1000)
+            assert handle.read(500) == data[1000:1500]  # seeking back works on a reopened file too
+    faults = [entry[3] for entry in log if entry[3]]
+    assert {"503", "429", "cut"} <= set(faults) and len(faults) >= 6, log
+
+
+def test_a_missing_remote_file_is_not_retried():
+    with flaky_server({}, lambda number: None) as (base, log), pytest.raises(FileNotFoundError):
+        fio.open_input(base + "gone.warc.gz", FAST)
+    assert len(log) <= 3, log  # fsspec's HEAD and GET for the size; no retry rounds
+
+
+def test_a_remote_file_that_keeps_failing_stops_with_its_url():
+    opening = r"busy\.warc\.gz: opening at byte 0 still failed after 4 retries \(ClientResponseError: 503"
+    with flaky_server({"busy.warc.gz": b"x" * 10_000}, lambda number: "503") as (base, log), \
+            pytest.raises(fio.RemoteReadError, match=opening):
+        fio.open_input(base + "busy.warc.gz", FAST)
+    with flaky_server({"busy.warc.gz": b"x" * 100_000}, lambda number: "503" if number >= 2 else None) as (base, log):
+        handle, _ = fio.open_input(base + "busy.warc.gz", FAST, block_size=1024)  # request 1: the first range
+        with pytest.raises(fio.RemoteReadError, match=r"reading at byte [\d,]+ still failed after 4 retries"), handle:
+            handle.read()
+    assert fio.passing_cause(ConnectionResetError()) is not None and fio.passing_cause(PermissionError()) is None
+
+
+def test_extract_over_a_flaky_server_gives_the_output_of_the_local_files(shared_data, tmp_path):
+    """``curate extract`` over HTTP, a WARC and a JSONL file, the server failing every third request:
+    the same documents as from the files on disk, and nothing counted as lost."""
+    warc = shared_data / "warc" / "cc-main-2020-34_resiliparse-excerpt.warc.gz"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i} " + "words " * 300}) + "\n"
+                            for i in range(400)))
+    run_curate(["extract", "--input", str(warc), str(docs), "--output", str(tmp_path / "local")])
+    files = {"crawl.warc.gz": warc.read_bytes(), "docs.jsonl": docs.read_bytes()}
+    with flaky_server(files, every_third) as (base, log):
+        run_curate(["extract", "--input", base + "crawl.warc.gz", base + "docs.jsonl", "--output",
+                    str(tmp_path / "remote"), "--set", "storage.retry_wait_s=0.01"])
+    assert any(entry[3] for entry in log)
+
+    def documents(folder) -> list[tuple]:
+        rows = itertools.chain.from_iterable(pq.read_table(p).to_pylist() for p in sorted(folder.glob("part-*.parquet")))
+        return sorted((r["url"], r["text"]) for r in rows)
+
+    assert documents(tmp_path / "remote") == documents(tmp_path / "local") and documents(tmp_path / "local")
+    stats = run_curate(["stats", str(tmp_path / "remote"), "SELECT kind, reason FROM reasons WHERE kind = 'dropped'",
+                        "--format", "csv"]).stdout
+    assert "unreadable" not in stats and "truncated" not in stats, stats
