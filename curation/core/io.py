@@ -149,6 +149,7 @@ class RetryingReader(io.RawIOBase):
     def __init__(self, path: str, storage: Storage, block_size: int = 1 << 22) -> None:
         self.path, self._storage, self._block_size = path, storage, block_size
         self._position = 0
+        self.retries = 0  # passing failures got past, for the shard's stats
         self._file: Any = None
         self.size: int | None = getattr(self._retrying(self._opened, "opening"), "size", None)
 
@@ -167,6 +168,7 @@ class RetryingReader(io.RawIOBase):
 
     def _drop_file(self) -> None:
         """After a failure: the next attempt opens the file anew (a fresh connection, same offset)."""
+        self.retries += 1
         if self._file is not None:
             with contextlib.suppress(Exception):
                 self._file.close()
@@ -215,6 +217,14 @@ def open_input(path: str, storage: Storage | None = None, block_size: int = 1 <<
         return open(local, "rb"), os.path.getsize(local)  # noqa: SIM115 (the caller closes it)
     raw = RetryingReader(path, storage, block_size)
     return io.BufferedReader(raw, buffer_size=1 << 16), raw.size or 0
+
+
+RETRIED_READS = "retried:remote_read"  # the stats counter of a shard's reads made again
+
+
+def retries_of(handle: BinaryIO) -> int:
+    """How many passing failures reading an ``open_input`` file got past (0 for a local file)."""
+    return getattr(getattr(handle, "raw", None), "retries", 0)
 
 
 def exists(path: str, storage: Storage | None = None) -> bool:

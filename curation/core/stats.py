@@ -3,7 +3,8 @@
 ``curate stats RUN "SQL"`` registers one view per stage (named after it) over the stage's
 committed Parquet, ``stats`` over all per-shard stats, and ``reasons`` with one row per
 (stage, shard, kind, reason, count); kind is dropped, flagged, repaired (a reader fixed the record
-and kept it) or skipped (a WARC record that is not a document). Remote runs are read through fsspec, registered with DuckDB.
+and kept it), skipped (a WARC record that is not a document) or retried (``remote_read``: a remote
+input's read that failed in passing and was made again). Remote runs are read through fsspec, registered with DuckDB.
 """
 
 from __future__ import annotations
@@ -94,10 +95,10 @@ def connect(run_root: str, storage: fio.Storage | None = None) -> tuple[duckdb.D
             "SELECT stage, shard, 'dropped' AS kind, d.reason, d.count FROM (SELECT stage, shard, unnest(dropped) AS d FROM stats) "
             "UNION ALL "
             "SELECT stage, shard, 'flagged' AS kind, f.reason, f.count FROM (SELECT stage, shard, unnest(flagged) AS f FROM stats) "
-            "UNION ALL "  # records repaired or skipped by a reader are extra counters named kind:reason
+            "UNION ALL "  # records repaired or skipped by a reader, reads retried: extra counters named kind:reason
             "SELECT stage, shard, split_part(e.key, ':', 1) AS kind, substr(e.key, strpos(e.key, ':') + 1) AS reason, "
             "CAST(e.value AS BIGINT) AS count FROM (SELECT stage, shard, unnest(map_entries(extra)) AS e FROM stats) "
-            "WHERE split_part(e.key, ':', 1) IN ('repaired', 'skipped')"
+            "WHERE split_part(e.key, ':', 1) IN ('repaired', 'skipped', 'retried')"
         )
     return connection, stages
 

@@ -680,6 +680,8 @@ class DocumentsStage(Stage):
                 yield from iter_parquet_batches(handle, policy, self.config.batch_size)
             else:
                 yield from chunked(iter_jsonl_records(handle, path, policy), self.config.batch_size)
+        if retries := fio.retries_of(handle):  # a flaky server, got past: shown, not hidden in worker logs
+            stats.extra[fio.RETRIED_READS] = stats.extra.get(fio.RETRIED_READS, 0.0) + retries
 
     @staticmethod
     def _conform(batch: pa.RecordBatch, schema: pa.Schema | None, stats: ShardStats) -> pa.RecordBatch:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import itertools
 import json
 import re
@@ -14,17 +15,20 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_curate
 
 from curation.core import io as fio
+from curation.core.stage import ShardStats
+from curation.ingest.documents import DocumentsConfig, RecordPolicy, iter_parquet_batches
 
 
 class _FlakyHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a body cut short is a broken response, not a short file
 
-    def __init__(self, *args, files: dict[str, bytes], fault: Callable[[int], str | None], log: list, **kwargs):
+    def __init__(self, *args, files: dict[str, bytes], fault: Callable[[int, tuple], str | None], log: list, **kwargs):
         self.files, self.fault, self.log = files, fault, log
         super().__init__(*args, **kwargs)
 
@@ -38,9 +42,9 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
         self._serve(head=False)
 
     def _serve(self, head: bool) -> None:
-        number = len(self.log)
-        fault = self.fault(number)
-        self.log.append((self.command, self.path, self.headers.get("Range"), fault))
+        request = (self.command, self.path, self.headers.get("Range"))
+        fault = self.fault(len(self.log), request)
+        self.log.append((*request, fault))
         data = self.files.get(self.path.lstrip("/"))
         if fault in ("503", "429") or data is None:
             self.send_response(404 if data is None else int(fault))
@@ -70,7 +74,10 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def flaky_server(files: dict[str, bytes], fault: Callable[[int], str | None]) -> Iterator[tuple[str, list]]:
+def flaky_server(files: dict[str, bytes], fault: Callable[[int, tuple], str | None]) -> Iterator[tuple[str, list]]:
+    """A range-serving HTTP server on loopback; ``fault(number, (method, path, range))`` says how the
+    request numbered ``number`` fails: "503", "429", "cut" (half the body, then the connection
+    closes), or None."""
     log: list = []
     handler = functools.partial(_FlakyHandler, files=files, fault=fault, log=log)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -83,7 +90,7 @@ def flaky_server(files: dict[str, bytes], fault: Callable[[int], str | None]) ->
         server.server_close()
 
 
-def every_third(number: int) -> str | None:
+def every_third(number: int, request: tuple) -> str | None:
     """Requests 1, 4, 7, ... fail in turn with 503, 429 and a cut body: never twice running."""
     return ("503", "429", "cut")[(number // 3) % 3] if number % 3 == 1 else None
 
@@ -96,26 +103,44 @@ def test_a_remote_file_is_read_whole_through_passing_failures(shared_data):
     with flaky_server({"crawl.warc.gz": data}, every_third) as (base, log):
         handle, size = fio.open_input(base + "crawl.warc.gz", FAST, block_size=8192)  # ~17 range requests
         with handle:
-            assert size == len(data)
+            assert size == len(data) and fio.retries_of(handle) == 0
             assert handle.read() == data
             handle.seek(1000)
             assert handle.read(500) == data[1000:1500]  # seeking back works on a reopened file too
+            assert fio.retries_of(handle) >= 5
     faults = [entry[3] for entry in log if entry[3]]
     assert {"503", "429", "cut"} <= set(faults) and len(faults) >= 6, log
 
 
+def test_parquet_read_remotely_goes_through_passing_failures_and_stops_on_lasting_ones():
+    """pyarrow reads the footer, then row groups, through the reader; the errors come back out of it
+    as they went in: a lasting failure stops the file, it is not a damaged row group."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"text": [f"document {i} " * 40 for i in range(3000)]}), buffer, row_group_size=500)
+    policy = RecordPolicy(DocumentsConfig(), "docs.parquet", ShardStats("part-0"))
+    with flaky_server({"docs.parquet": buffer.getvalue()}, every_third) as (base, log):
+        handle, _ = fio.open_input(base + "docs.parquet", FAST, block_size=4096)
+        with handle:
+            rows = sum(batch.num_rows for batch in iter_parquet_batches(handle, policy, 1000))
+        assert rows == 3000 and fio.retries_of(handle) >= 2 and not policy.stats.dropped
+    with flaky_server({"docs.parquet": buffer.getvalue()}, lambda number, request: "503" if number >= 2 else None) as (base, log):
+        handle, _ = fio.open_input(base + "docs.parquet", FAST, block_size=4096)
+        with pytest.raises(fio.RemoteReadError, match="still failed after 4 retries"), handle:
+            list(iter_parquet_batches(handle, policy, 1000))
+
+
 def test_a_missing_remote_file_is_not_retried():
-    with flaky_server({}, lambda number: None) as (base, log), pytest.raises(FileNotFoundError):
+    with flaky_server({}, lambda number, request: None) as (base, log), pytest.raises(FileNotFoundError):
         fio.open_input(base + "gone.warc.gz", FAST)
     assert len(log) <= 3, log  # fsspec's HEAD and GET for the size; no retry rounds
 
 
 def test_a_remote_file_that_keeps_failing_stops_with_its_url():
     opening = r"busy\.warc\.gz: opening at byte 0 still failed after 4 retries \(ClientResponseError: 503"
-    with flaky_server({"busy.warc.gz": b"x" * 10_000}, lambda number: "503") as (base, log), \
+    with flaky_server({"busy.warc.gz": b"x" * 10_000}, lambda number, request: "503") as (base, log), \
             pytest.raises(fio.RemoteReadError, match=opening):
         fio.open_input(base + "busy.warc.gz", FAST)
-    with flaky_server({"busy.warc.gz": b"x" * 100_000}, lambda number: "503" if number >= 2 else None) as (base, log):
+    with flaky_server({"busy.warc.gz": b"x" * 100_000}, lambda number, request: "503" if number >= 2 else None) as (base, log):
         handle, _ = fio.open_input(base + "busy.warc.gz", FAST, block_size=1024)  # request 1: the first range
         with pytest.raises(fio.RemoteReadError, match=r"reading at byte [\d,]+ still failed after 4 retries"), handle:
             handle.read()
@@ -123,7 +148,8 @@ def test_a_remote_file_that_keeps_failing_stops_with_its_url():
 
 
 def test_extract_over_a_flaky_server_gives_the_output_of_the_local_files(shared_data, tmp_path):
-    """``curate extract`` over HTTP, a WARC and a JSONL file, the server failing every third request:
+    """``curate extract`` over HTTP, a WARC and a JSONL file, the server failing every request for data
+    once:
     the same documents as from the files on disk, and nothing counted as lost."""
     warc = shared_data / "warc" / "cc-main-2020-34_resiliparse-excerpt.warc.gz"
     docs = tmp_path / "docs.jsonl"
@@ -131,7 +157,15 @@ def test_extract_over_a_flaky_server_gives_the_output_of_the_local_files(shared_
                             for i in range(400)))
     run_curate(["extract", "--input", str(warc), str(docs), "--output", str(tmp_path / "local")])
     files = {"crawl.warc.gz": warc.read_bytes(), "docs.jsonl": docs.read_bytes()}
-    with flaky_server(files, every_third) as (base, log):
+    failed: set[tuple] = set()
+
+    def first_read_of_each_range_fails(number: int, request: tuple) -> str | None:
+        if request[0] != "GET" or request in failed:
+            return None
+        failed.add(request)
+        return ("503", "429", "cut")[len(failed) % 3]
+
+    with flaky_server(files, first_read_of_each_range_fails) as (base, log):
         run_curate(["extract", "--input", base + "crawl.warc.gz", base + "docs.jsonl", "--output",
                     str(tmp_path / "remote"), "--set", "storage.retry_wait_s=0.01"])
     assert any(entry[3] for entry in log)
@@ -144,3 +178,6 @@ def test_extract_over_a_flaky_server_gives_the_output_of_the_local_files(shared_
     stats = run_curate(["stats", str(tmp_path / "remote"), "SELECT kind, reason FROM reasons WHERE kind = 'dropped'",
                         "--format", "csv"]).stdout
     assert "unreadable" not in stats and "truncated" not in stats, stats
+    retries = run_curate(["stats", str(tmp_path / "remote"), "SELECT sum(count) FROM reasons WHERE kind = 'retried'",
+                          "--format", "csv"]).stdout
+    assert int(float(retries.split()[-1])) >= 2, retries  # counted in the shards' stats: one a file at least
