@@ -359,11 +359,13 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
+    """``body`` with its content coding undone; a body cut short (a crawler's length limit,
+    ``WARC-Truncated``) gives what it decodes to so far, every coding alike."""
     try:
         if encoding == "br":
             import brotli
 
-            return brotli.decompress(body)
+            return brotli.Decompressor().process(body)  # a stream's one-shot call refuses a cut one
         if encoding == "zstd":
             import zstandard
 

@@ -211,6 +211,26 @@ def test_every_content_coding_is_undone(coding, encode):
     assert parse_http_response(block + encode(body)) == ("text/html", "utf-8", body, 200)
 
 
+@pytest.mark.parametrize(("coding", "encode"), [
+    ("gzip", lambda b: gzip.compress(b, mtime=0)),
+    ("deflate", _raw_deflate),
+    ("br", lambda b: __import__("brotli").compress(b)),
+    ("zstd", lambda b: zstandard.ZstdCompressor().compress(b)),
+], ids=["gzip", "deflate-raw", "br", "zstd"])
+def test_a_compressed_body_cut_short_gives_the_text_before_the_cut(coding, encode):
+    """Crawlers cut long payloads (``WARC-Truncated: length``) and keep the HTTP message as it came,
+    compressed: what the cut stream decodes to is the page's start, never the compressed bytes read
+    as text (brotli's one-shot call refused a cut stream)."""
+    from curation.ingest.readers import parse_http_response
+
+    paragraphs = [f"<p>Paragraph {i} of a long article about rivers, stones and the weather.</p>" for i in range(4000)]
+    body = ("<html><body>" + "".join(paragraphs) + "</body></html>").encode()
+    wire = encode(body)
+    block = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: {coding}\r\n\r\n".encode()
+    decoded = parse_http_response(block + wire[: len(wire) // 2]).body
+    assert len(decoded) > 1000 and body.startswith(decoded)
+
+
 @pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
 def test_a_cut_file_of_such_a_writer_keeps_the_records_before_the_cut(tmp_path, writer):
     records = [writer(record) for _, record, _ in archive_shapes()]
