@@ -227,6 +227,13 @@ def retries_of(handle: BinaryIO) -> int:
     return getattr(getattr(handle, "raw", None), "retries", 0)
 
 
+def count_retries(handle: BinaryIO, counters: dict[str, float]) -> None:
+    """Add the reads ``handle`` made again to a shard's counters (``RETRIED_READS``): a flaky server
+    got past is shown in the stats, not only in worker logs."""
+    if retries := retries_of(handle):
+        counters[RETRIED_READS] = counters.get(RETRIED_READS, 0.0) + retries
+
+
 def exists(path: str, storage: Storage | None = None) -> bool:
     fs, p = filesystem(path, storage)
     return fs.exists(p)

@@ -410,7 +410,7 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         lines: Iterator[bytes] = reader
         if reader.peek(64).lstrip(_BOM_AND_SPACE)[:1] == b"[":
             blank = 0
-            while not (first := reader.readline(_FIRST_LINE_PROBE)).strip(_BOM_AND_SPACE):
+            while (first := reader.readline(_FIRST_LINE_PROBE)) and not first.strip(_BOM_AND_SPACE):
                 blank += 1
             if not _json_lines_after_all(first, reader):
                 yield from _array_records(first, reader, policy)
@@ -680,8 +680,7 @@ class DocumentsStage(Stage):
                 yield from iter_parquet_batches(handle, policy, self.config.batch_size)
             else:
                 yield from chunked(iter_jsonl_records(handle, path, policy), self.config.batch_size)
-        if retries := fio.retries_of(handle):  # a flaky server, got past: shown, not hidden in worker logs
-            stats.extra[fio.RETRIED_READS] = stats.extra.get(fio.RETRIED_READS, 0.0) + retries
+        fio.count_retries(handle, stats.extra)
 
     @staticmethod
     def _conform(batch: pa.RecordBatch, schema: pa.Schema | None, stats: ShardStats) -> pa.RecordBatch:

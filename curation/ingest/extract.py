@@ -206,8 +206,7 @@ class ExtractStage(Stage):
                         continue
                     yield self._from_document(row, source_name, position, path, crawl)
                 stats.docs_in += sum(stats.dropped.values()) - rejected_before - empty  # the policy's rejections
-        if retries := fio.retries_of(handle):  # a flaky server, got past: shown, not hidden in worker logs
-            stats.extra[fio.RETRIED_READS] = stats.extra.get(fio.RETRIED_READS, 0.0) + retries
+        fio.count_retries(handle, stats.extra)
         for reason, count in errors.items():
             if reason.startswith(SKIPPED):  # records that are not documents (requests, metadata, ...)
                 stats.extra[reason] = stats.extra.get(reason, 0.0) + count
