@@ -530,8 +530,8 @@ def test_a_json_array_is_read_element_by_element_in_bounded_pieces(tmp_path, mon
     whole = len(elements)
     if cut is not None:  # the elements whose closing brace is before the cut
         whole = next((k for k in range(len(elements)) if len(json.dumps(elements[: k + 1], indent=indent,
-                                                                         ensure_ascii=ascii_only)) - 1
-                      - (1 if indent is not None else 0) > cut), len(elements))
+                                                                         ensure_ascii=ascii_only).encode()) - 1
+                      - (1 if indent is not None else 0) > cut), len(elements))  # bytes, not characters
     assert [r["text"] for r in rows] == [e["text"] for e in elements[:whole]]
     assert [r.get("n") for r in rows] == [float(e["n"]) if "n" in e and abs(e["n"]) >= 2**64 else e.get("n")
                                           for e in elements[:whole]]
