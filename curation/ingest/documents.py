@@ -127,15 +127,16 @@ class RecordPolicy:
         self.config, self.path, self.stats = config, path, stats
         self.source_name = path.rsplit("/", 1)[-1]
         self.seen_ids: set[str] = set()
+        self.unit = "line"  # what a numbered position counts, for strict mode's message: a JSON array's "element"
 
     def reject(self, position: Any, reason: str, records: int = 1) -> None:
         if self.config.strict:
-            raise BadRecord(f"{self.path}: {'line' if isinstance(position, int) else 'record'} {position}: {reason}")
+            raise BadRecord(f"{self.path}: {self.unit if isinstance(position, int) else 'record'} {position}: {reason}")
         self.stats.dropped[reason] += records
 
     def repair(self, position: Any, reason: str) -> None:
         if self.config.strict and reason == "invalid_utf8":
-            raise BadRecord(f"{self.path}: line {position}: {reason}")
+            raise BadRecord(f"{self.path}: {self.unit} {position}: {reason}")
         key = REPAIRED + reason
         self.stats.extra[key] = self.stats.extra.get(key, 0.0) + 1
 
@@ -596,7 +597,7 @@ def _string_end(buffer: bytes, position: int) -> int:
 def _array_records(first: bytes, stream: Any, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
     """A file that is one JSON array (an export that is not JSON Lines): its elements through the
     policy, numbered from 1, one at a time. A file cut short keeps the elements before the cut."""
-    number = 0
+    number, policy.unit = 0, "element"
     try:
         for number, (raw, value) in enumerate(_ArrayElements(first, stream), start=1):  # noqa: B007 (read after)
             obj = _parse_json(raw, number, policy) if value is _INVALID else value

@@ -543,6 +543,10 @@ def test_a_json_array_with_a_damaged_element_loses_only_that_element(tmp_path):
     rows, dropped = _array_rows(data, tmp_path)
     assert [r["text"] for r in rows] == ["one", "th\ufffdree", "four"]
     assert dict(dropped) == {"invalid_json": 2}  # the damaged object and the number
+    path = tmp_path / "export.json"
+    with open(path, "rb") as handle, pytest.raises(BadRecord, match=r"export\.json: element 2: invalid_json$"):
+        list(iter_jsonl_records(handle, str(path), RecordPolicy(DocumentsConfig(strict=True), str(path),
+                                                                 ShardStats("part-00000"))))
 
 
 def test_a_large_json_array_is_read_in_bounded_memory(tmp_path):
