@@ -32,8 +32,10 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
         fault = self.fault(len(self.log), request)
         self.log.append((*request, fault))
         data = self.files.get(self.path.lstrip("/"))
-        if fault in ("503", "429") or data is None:
-            self.send_response(404 if data is None else int(fault))
+        if fault in ("503", "429", "slow") or data is None:
+            self.send_response(404 if data is None else 429 if fault == "slow" else int(fault))
+            if fault == "slow":
+                self.send_header("Retry-After", "1")  # as busy servers say how long to back off
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -62,8 +64,8 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def flaky_server(files: dict[str, bytes], fault: Callable[[int, tuple], str | None]) -> Iterator[tuple[str, list]]:
     """A range-serving HTTP server on loopback; ``fault(number, (method, path, range))`` says how the
-    request numbered ``number`` fails: "503", "429", "cut" (half the body, then the connection
-    closes), or None."""
+    request numbered ``number`` fails: "503", "429", "slow" (429 with ``Retry-After: 1``), "cut"
+    (half the body, then the connection closes), or None."""
     log: list = []
     handler = functools.partial(_FlakyHandler, files=files, fault=fault, log=log)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

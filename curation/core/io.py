@@ -132,11 +132,34 @@ def retry_passing(attempt: Callable[[], T], storage: Storage, describe: Callable
             if tries >= storage.retries:
                 raise RemoteReadError(f"{describe()} still failed after {tries} retries "
                                       f"({type(cause).__name__}: {cause}); rerun to resume") from exc
-            logger.warning("%s failed (%s: %s); retrying in %.1fs", describe(), type(cause).__name__, cause, wait)
-            time.sleep(wait)
+            pause = max(wait, asked_to_wait(cause))
+            logger.warning("%s failed (%s: %s); retrying in %.1fs", describe(), type(cause).__name__, cause, pause)
+            time.sleep(pause)
             wait *= 2
             after_failure()
     raise AssertionError("unreachable")
+
+
+_LONGEST_ASKED_WAIT = 600.0
+
+
+def asked_to_wait(cause: BaseException) -> float:
+    """The seconds a server's ``Retry-After`` asks for (a number, or an HTTP date), at most ten
+    minutes; 0 when it asks for nothing."""
+    headers = getattr(cause, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        import email.utils
+
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), _LONGEST_ASKED_WAIT)
 
 
 class RetryingReader(io.RawIOBase):

@@ -59,6 +59,23 @@ def test_parquet_read_remotely_goes_through_passing_failures_and_stops_on_lastin
             list(iter_parquet_batches(handle, policy, 1000))
 
 
+def test_a_server_that_says_how_long_to_wait_is_waited_for():
+    """A 429 with ``Retry-After: 1`` is retried after a second, not after ``retry_wait_s``."""
+    import time
+
+    def first_data_request(number: int, request: tuple) -> str | None:
+        return "slow" if request[2] and not any(entry[2] for entry in log) else None
+
+    with flaky_server({"busy.warc.gz": b"x" * 100_000}, first_data_request) as (base, log):
+        handle, _ = fio.open_input(base + "busy.warc.gz", FAST, block_size=1024)
+        started = time.monotonic()
+        with handle:
+            assert handle.read() == b"x" * 100_000 and fio.retries_of(handle) == 1
+    assert time.monotonic() - started >= 1.0
+    assert fio.asked_to_wait(type("E", (), {"headers": {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}})()) == 0.0
+    assert fio.asked_to_wait(type("E", (), {"headers": {"Retry-After": "86400"}})()) == 600.0
+
+
 def test_a_missing_remote_file_is_not_retried():
     with flaky_server({}, lambda number, request: None) as (base, log), pytest.raises(FileNotFoundError):
         fio.open_input(base + "gone.warc.gz", FAST)
