@@ -38,8 +38,8 @@ def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value with a dotted key, e.g. filter.steps.page_length.min_words=80 "
                              "or ray.num_cpus=2; repeatable")
-    parser.add_argument("--text-field", help="the text field of JSONL / Parquet documents (default: text)")
-    parser.add_argument("--id-field", help="the id field of JSONL / Parquet documents (default: id; missing ids are derived)")
+    parser.add_argument("--text-field", help="the text field of JSONL / Parquet / Arrow documents (default: text)")
+    parser.add_argument("--id-field", help="the id field of JSONL / Parquet / Arrow documents (default: id; missing ids are derived)")
     parser.add_argument("--strict", action="store_true",
                         help="the first bad record is an error (file, line, reason) instead of a counted rejection")
     parser.add_argument("--address", default=None,

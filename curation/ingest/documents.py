@@ -1,5 +1,6 @@
-"""Documents that are already text (JSONL(.gz/.zst/.bz2/.xz) or Parquet in any schema: Dolma, FineWeb,
-DCLM's JSONL, a curate stage), read with one bad-record policy, as the source stage ``documents``.
+"""Documents that are already text (JSONL(.gz/.zst/.bz2/.xz), Parquet or Arrow IPC in any schema: Dolma,
+FineWeb, DCLM's JSONL, Hugging Face ``datasets`` files, a curate stage), read with one bad-record
+policy, as the source stage ``documents``.
 
 The policy, for every record (a JSONL line, a Parquet row):
 
@@ -20,6 +21,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | a value that does not fit its column, or would change in it (0.5 in an integer column, an object with a key its column lacks; types set by the shard's first batch) | null, document kept | ``repaired:schema_mismatch`` (extra) |
 | a file that cannot be opened, or a stream that ends early | the records read so far are kept | ``unreadable_file:*``, ``truncated_stream`` |
 | a Parquet row group that cannot be read (a damaged page) | its rows are lost (counted, one per row), the next row groups are read | ``corrupt_row_group:*`` |
+| an Arrow stream cut short; an Arrow file without its footer | the whole batches before the cut are kept; the file is read as the stream inside it | ``truncated_stream`` |
 | a gzip member that does not inflate (``cat``-joined ``.gz`` files, one damaged) | the next member that inflates is read on; the cut line is one bad line | ``corrupt_gzip_member`` |
 
 With ``strict: true`` the first bad record stops the stage with one line naming the file, the
@@ -609,6 +611,21 @@ def _array_records(first: bytes, stream: Any, policy: RecordPolicy) -> Iterator[
         policy.reject(number + 1 if cut.args[0] else "end of file", "truncated_stream")
 
 
+def _accepted_batch(batch: pa.RecordBatch, first_row: int, policy: RecordPolicy) -> pa.RecordBatch | list[dict]:
+    """One batch of a columnar file through the policy: the batch (vectorised), or the list of its
+    accepted rows where it takes the per-row path. ``first_row``: rows before it in the file."""
+    accepted = policy.accept_batch(batch, first_row + 1)
+    if accepted is not None:
+        return accepted
+    rows = []
+    for row, obj in enumerate(batch.to_pylist(), start=first_row + 1):
+        text = obj.get(policy.text_field_of(obj))
+        size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
+        if (kept := policy.accept(obj, f"row {row}", size)) is not None:
+            rows.append(kept)
+    return rows
+
+
 def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
     """Accepted rows of a Parquet file: Arrow batches (vectorised), or lists of rows where a batch
     takes the per-row path. Row groups are read one at a time: a damaged one (a page that does not
@@ -623,34 +640,61 @@ def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> 
         group_end = row + parquet.metadata.row_group(group).num_rows
         try:
             for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group]):
-                accepted = policy.accept_batch(batch, row + 1)
-                if accepted is not None:
-                    row += batch.num_rows
-                    yield accepted
-                    continue
-                rows = []
-                for obj in batch.to_pylist():
-                    row += 1
-                    text = obj.get(policy.text_field_of(obj))
-                    size = len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
-                    if (kept := policy.accept(obj, f"row {row}", size)) is not None:
-                        rows.append(kept)
-                yield rows
+                accepted = _accepted_batch(batch, row, policy)
+                row += batch.num_rows
+                yield accepted
         except (OSError, pa.ArrowInvalid) as exc:
             policy.reject(f"row group {group} (rows {row + 1}-{group_end})", f"corrupt_row_group:{type(exc).__name__}",
                           records=group_end - row)
         row = group_end  # derived ids of later rows stay those of the intact file
 
 
-def iter_parquet_records(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[dict[str, Any]]:
-    """Accepted rows of a Parquet file, one by one (for readers that work row by row)."""
-    for accepted in iter_parquet_batches(handle, policy, batch_size):
+ARROW_FILE_MAGIC = b"ARROW1"
+
+
+def iter_arrow_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
+    """Accepted rows of an Arrow IPC stream (what Hugging Face ``datasets`` keeps as ``.arrow``) or
+    file (Feather v2), batch by batch as for Parquet. A file without its footer (cut short) is read
+    as the stream inside it; a stream cut short keeps the batches before the cut."""
+    try:
+        if handle.read(len(ARROW_FILE_MAGIC)) == ARROW_FILE_MAGIC:
+            try:
+                handle.seek(0)
+                file = pa.ipc.open_file(handle)
+                batches: Iterator[pa.RecordBatch] = (file.get_batch(i) for i in range(file.num_record_batches))
+            except (OSError, pa.ArrowInvalid):
+                handle.seek(8)  # the magic and its padding; the stream follows, then the footer
+                batches = iter(pa.ipc.open_stream(handle))
+        else:
+            handle.seek(0)
+            batches = iter(pa.ipc.open_stream(handle))
+    except (OSError, pa.ArrowInvalid) as exc:
+        policy.reject("file", f"corrupt_arrow:{type(exc).__name__}")
+        return
+    row = 0
+    try:
+        for whole in batches:
+            for start in range(0, whole.num_rows, batch_size):  # the writer's batches can be large
+                batch = whole.slice(start, batch_size)
+                accepted = _accepted_batch(batch, row, policy)
+                row += batch.num_rows
+                yield accepted
+    except (OSError, pa.ArrowInvalid):
+        policy.reject("end of file", "truncated_stream")
+
+
+COLUMNAR_READERS = {"parquet": iter_parquet_batches, "arrow": iter_arrow_batches}
+
+
+def iter_columnar_records(handle: Any, fmt: str, policy: RecordPolicy, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Accepted rows of a Parquet or Arrow file, one by one (for readers that work row by row)."""
+    for accepted in COLUMNAR_READERS[fmt](handle, policy, batch_size):
         yield from accepted.to_pylist() if isinstance(accepted, pa.RecordBatch) else accepted
 
 
 @register("documents")
 class DocumentsStage(Stage):
-    """Source stage: JSONL / Parquet documents, one output shard per input file."""
+    """Source stage: JSONL / Parquet / Arrow documents, one output shard per input file."""
 
     Config = DocumentsConfig
     is_source: ClassVar[bool] = True
@@ -677,8 +721,8 @@ class DocumentsStage(Stage):
             policy.reject("file", f"unreadable_file:{type(exc).__name__}")
             return
         with handle:
-            if detect_format(path, handle) == "parquet":
-                yield from iter_parquet_batches(handle, policy, self.config.batch_size)
+            if (fmt := detect_format(path, handle)) in COLUMNAR_READERS:
+                yield from COLUMNAR_READERS[fmt](handle, policy, self.config.batch_size)
             else:
                 yield from chunked(iter_jsonl_records(handle, path, policy), self.config.batch_size)
         fio.count_retries(handle, stats.extra)

@@ -33,8 +33,8 @@ from curation.ingest.documents import (
     DocumentsConfig,
     RecordPolicy,
     document_id,
+    iter_columnar_records,
     iter_jsonl_records,
-    iter_parquet_records,
 )
 from curation.ingest.langid import LanguageIdConfig, LanguageIdentifier
 from curation.ingest.readers import (
@@ -196,7 +196,7 @@ class ExtractStage(Stage):
             else:  # JSONL or Parquet documents, through the one bad-record policy
                 rejected_before = sum(stats.dropped.values())
                 records = (iter_jsonl_records(handle, path, policy) if fmt == "jsonl"
-                           else iter_parquet_records(handle, policy, self.config.batch_size))
+                           else iter_columnar_records(handle, fmt, policy, self.config.batch_size))
                 empty = 0
                 for position, row in enumerate(records):
                     stats.docs_in += 1

@@ -2,17 +2,19 @@
 
 ``resolve_inputs`` expands local paths, globs, folders, ``s3://`` and ``https://`` URLs; ``demo``
 writes the bundled demo crawl; a finished stage folder stands for its committed shards, a run
-folder for those of its last finished stage; ``@LISTING`` reads one input per line from a file
+folder for those of its last finished stage, a Hugging Face dataset saved to disk for its Arrow
+files; ``@LISTING`` reads one input per line from a file
 (plain, gzip or zstd, local or remote: Common Crawl's ``warc.paths.gz``), relative entries taken
 from ``base`` (``--input-base https://data.commoncrawl.org/``) or else from the listing's folder.
 Stages that read documents get a ``documents`` stage in front of them for inputs that are not
 a finished stage's shards (``with_documents_stage``): one reader and one bad-record policy
-(``curation.ingest.documents``) for JSONL(.gz/.zst/.bz2/.xz) and Parquet in any schema.
+(``curation.ingest.documents``) for JSONL(.gz/.zst/.bz2/.xz), Parquet and Arrow in any schema.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from typing import Any
 
@@ -61,6 +63,9 @@ def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage, bas
             resolved += DemoCrawl().write(fio.join(run_root, "_input"))
             continue
         root = fio.normalize_root(pattern)
+        if "*" not in pattern and (saved := saved_dataset_files(root, storage)) is not None:
+            resolved += saved  # a Hugging Face dataset saved to disk: its data, not its JSON state files
+            continue
         if "*" not in pattern and (layout.read_manifest(root, storage) is not None
                                    or fio.exists(fio.join(root, layout.RUN_FILE), storage)):
             # a stage folder, or a run folder (its last finished stage): the committed shards
@@ -69,6 +74,26 @@ def resolve_inputs(patterns: list[str], run_root: str, storage: fio.Storage, bas
             continue
         resolved += fio.expand_inputs([pattern], storage)
     return resolved
+
+
+def saved_dataset_files(root: str, storage: fio.Storage) -> list[str] | None:
+    """The Arrow files of a Hugging Face dataset saved with ``save_to_disk`` (``state.json`` names
+    them in ``_data_files``; a ``DatasetDict``'s ``dataset_dict.json`` names its split folders), or
+    None when ``root`` is not one."""
+    def read_json(name: str) -> Any:
+        try:
+            return json.loads(fio.read_bytes(fio.join(root, name), storage))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
+            return None
+
+    if isinstance(splits := read_json("dataset_dict.json"), dict) and isinstance(splits.get("splits"), list):
+        files = [saved_dataset_files(fio.join(root, str(split)), storage) for split in splits["splits"]]
+        return [path for split_files in files if split_files for path in split_files]
+    state = read_json("state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("_data_files"), list):
+        return None
+    return [fio.join(root, entry["filename"]) for entry in state["_data_files"]
+            if isinstance(entry, dict) and isinstance(entry.get("filename"), str)]
 
 
 def from_finished_stages(paths: list[str], storage: fio.Storage) -> bool:

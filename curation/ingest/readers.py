@@ -520,10 +520,13 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
 
 
 def detect_format(path: str, handle: BinaryIO | None = None) -> str:
-    """``parquet``, ``jsonl`` or ``warc`` (WARC, WET or ARC) by the file's name, or, when the name
-    does not say (no suffix, ``.txt``, ``.data``...), by its first bytes: Parquet's magic, or JSON
-    after any compression; anything else is read as a WARC, whose reader reports it."""
+    """``parquet``, ``arrow`` (Arrow IPC: Hugging Face ``datasets``' ``.arrow`` streams, Feather
+    v2 files), ``jsonl`` or ``warc`` (WARC, WET or ARC) by the file's name, or, when the name does
+    not say (no suffix, ``.txt``, ``.data``...), by its first bytes: Parquet's or Arrow's magic, or
+    JSON after any compression; anything else is read as a WARC, whose reader reports it."""
     name = path.lower().rsplit("/", 1)[-1]
+    if name.endswith((".arrow", ".arrows", ".feather", ".ipc")):
+        return "arrow"
     for suffix in (".gz", ".zst", ".lz4", ".bz2", ".xz"):
         name = name.removesuffix(suffix)
     if name.endswith(".parquet"):
@@ -537,6 +540,8 @@ def detect_format(path: str, handle: BinaryIO | None = None) -> str:
     handle.seek(0)
     if magic == b"PAR1":
         return "parquet"
+    if magic == b"ARRO" or magic == b"\xff\xff\xff\xff":  # Arrow's file magic; a stream's first message
+        return "arrow"
     if _decompressed_head(handle, 64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "jsonl"
     return "warc"

@@ -567,6 +567,73 @@ def test_a_large_json_array_is_read_in_bounded_memory(tmp_path):
     assert peak < 10e6, peak  # a fixed ~7 MB of pieces and buffers, whatever the file
 
 
+def _write_arrow(table: pa.Table, path: Path, form: str, batch_rows: int = 2) -> Path:
+    """``table`` as an Arrow IPC stream (Hugging Face ``datasets``' ``.arrow``) or file (Feather v2)."""
+    with pa.OSFile(str(path), "wb") as sink:
+        writer = pa.ipc.new_stream(sink, table.schema) if form == "stream" else pa.ipc.new_file(sink, table.schema)
+        with writer:
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                writer.write_batch(batch)
+    return path
+
+
+ARROW_ROWS = [*GOOD, {"id": "m", "text": None, "lang": "en"}, {"id": "d0", "text": "again", "lang": None},
+              {"id": None, "text": "no id, a derived one", "lang": "de"}]
+
+
+@pytest.mark.parametrize(("form", "name"), [("stream", "data-00000-of-00001.arrow"), ("file", "docs.feather"),
+                                            ("stream", "part-0"), ("file", "part-1")])
+def test_arrow_ipc_is_read_as_parquet_is(tmp_path, form, name):
+    """Hugging Face ``datasets`` keep their data as Arrow streams; Feather v2 is the file form: the
+    same rows, ids and reasons as the same table in Parquet, named or known by its first bytes."""
+    table = pa.Table.from_pylist(ARROW_ROWS)
+    pq.write_table(table, tmp_path / "same.parquet")
+    expected, expected_stats = read(tmp_path / "same.parquet", tmp_path / "p")
+    rows, stats = read(_write_arrow(table, tmp_path / name, form), tmp_path / "a")
+    assert [r["text"] for r in rows] == [r["text"] for r in expected] and len(rows) == len(GOOD) + 1
+    assert stats.dropped == expected_stats.dropped == {"missing_text": 1, "duplicate_id": 1}
+    assert stats.extra == {"repaired:derived_id": 1}
+
+
+@pytest.mark.parametrize(("form", "cut", "kept"), [("stream", 900, 30), ("file", 20, 40), ("file", 300, 30)],
+                         ids=["stream-in-last-batch", "file-footer-only", "file-into-last-batch"])
+def test_an_arrow_file_cut_short_keeps_its_whole_batches(tmp_path, form, cut, kept):
+    """A stream cut inside its last batch keeps the batches before; a file whose footer is cut off
+    is read as the stream inside it: every row when only the footer went (~280 bytes here)."""
+    table = pa.Table.from_pylist([{"id": f"d{i}", "text": f"document number {i} " * 20} for i in range(40)])
+    data = _write_arrow(table, tmp_path / f"whole.{form}.arrow", form, batch_rows=10).read_bytes()
+    (tmp_path / "cut.arrow").write_bytes(data[: len(data) - cut])
+    rows, stats = read(tmp_path / "cut.arrow", tmp_path / "a")
+    assert [r["id"] for r in rows] == [f"d{i}" for i in range(kept)]
+    assert stats.dropped == ({"truncated_stream": 1} if kept < 40 else {})
+
+
+@pytest.mark.parametrize("splits", [None, ["train", "test"]])
+def test_a_hugging_face_dataset_saved_to_disk_is_its_arrow_files(tmp_path, splits):
+    """``Dataset.save_to_disk`` writes Arrow streams and two JSON files of state; ``DatasetDict``
+    a folder per split and ``dataset_dict.json``. The input is the Arrow files alone."""
+    from curation.core.io import Storage
+    from curation.ingest.inputs import resolve_inputs
+
+    root = tmp_path / "saved"
+    expected = []
+    for split in splits or [""]:
+        folder = root / split
+        folder.mkdir(parents=True)
+        names = [f"data-0000{i}-of-00002.arrow" for i in range(2)]
+        for i, name in enumerate(names):
+            _write_arrow(pa.Table.from_pylist([{"text": f"{split} shard {i}"}]), folder / name, "stream")
+            expected.append(str(folder / name))
+        (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": n} for n in names],
+                                                       "_fingerprint": "f", "_format_type": None}))
+        (folder / "dataset_info.json").write_text(json.dumps({"features": {"text": {"dtype": "string"}}}))
+    if splits:
+        (root / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+    assert resolve_inputs([str(root)], str(tmp_path / "run"), Storage()) == expected
+    rows, _ = read(Path(expected[-1]), tmp_path / "read")
+    assert [r["text"] for r in rows] == [f"{(splits or [''])[-1]} shard 1"]
+
+
 @pytest.mark.parametrize("packing", ["plain", "gzip", "zstd", "parquet"])
 def test_files_whose_names_do_not_say_what_they_are_are_read_by_their_bytes(tmp_path, packing):
     """No suffix, or one that names no format (``part-0``, ``docs.txt``): Parquet by its magic,
