@@ -634,6 +634,24 @@ def test_a_hugging_face_dataset_saved_to_disk_is_its_arrow_files(tmp_path, split
     assert [r["text"] for r in rows] == [f"{(splits or [''])[-1]} shard 1"]
 
 
+def test_curate_reads_a_saved_hugging_face_dataset(tmp_path):
+    """A command given a ``save_to_disk`` folder reads its Arrow files and nothing else (its JSON
+    state files are not documents with no text)."""
+    root = tmp_path / "saved"
+    root.mkdir()
+    names = ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
+    for i, name in enumerate(names):
+        _write_arrow(pa.Table.from_pylist(GOOD[i::2]), root / name, "stream")
+    (root / "state.json").write_text(json.dumps({"_data_files": [{"filename": n} for n in names]}))
+    (root / "dataset_info.json").write_text(json.dumps({"features": {}}))
+    run_curate(["dedup", "--input", str(root), "--output", str(tmp_path / "out")])
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out").glob("part-*.parquet"))])
+    assert sorted(table.column("text").to_pylist()) == sorted(g["text"] for g in GOOD)
+    reasons = run_curate(["stats", str(tmp_path / "out"), "SELECT count(*) FROM reasons WHERE kind = 'dropped'",
+                          "--format", "csv"]).stdout
+    assert reasons.split()[-1] == "0", reasons
+
+
 @pytest.mark.parametrize("packing", ["plain", "gzip", "zstd", "parquet"])
 def test_files_whose_names_do_not_say_what_they_are_are_read_by_their_bytes(tmp_path, packing):
     """No suffix, or one that names no format (``part-0``, ``docs.txt``): Parquet by its magic,
