@@ -34,6 +34,10 @@ EPILOG = ("Run `curate COMMAND --help` for the options of each command. `--verbo
           "Ray's own log lines (worker output, backend notices) through.")
 
 
+DOCUMENT_INPUTS = ("JSONL(.gz/.zst/.bz2/.xz), Parquet or Arrow documents (files, globs, folders, s3://, https://, "
+                   "@LISTING), a Hugging Face dataset folder (save_to_disk), or a curate output folder")
+
+
 def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value with a dotted key, e.g. filter.steps.page_length.min_words=80 "
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run", help="run directory (local or s3://)")
     status.add_argument("--endpoint-url", default=None)
 
-    extract = sub.add_parser("extract", help="extract text and language from WARC/WET/JSONL/Parquet",
+    extract = sub.add_parser("extract", help="extract text and language from WARC/WET/ARC/JSONL/Parquet/Arrow",
                              description="Write Parquet shards (id, url, text, language, language_score, ...) to DIR, "
                                          "one per input file.")
     extract.add_argument("--input", nargs="+", required=True,
@@ -97,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     filt = sub.add_parser("filter", help="add DCLM-Baseline heuristic filter columns",
                           description="Read documents (Parquet, e.g. from `curate extract`) and write them with "
                                       "<step>_keep / score columns, filter_keep and filter_reason.")
-    filt.add_argument("--input", nargs="+", required=True, help="JSONL(.gz/.zst) or Parquet documents, or a curate output folder")
+    filt.add_argument("--input", nargs="+", required=True, help=DOCUMENT_INPUTS)
     filt.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(filt)
 
     tok = sub.add_parser("tokenize", help="tokenize documents into memory-mapped token shards",
                          description="Write <shard>.npy token files (headerless, EOS after each document) and a "
                                      "Parquet index (id, file, start, end, num_tokens, attributes).")
-    tok.add_argument("--input", nargs="+", required=True, help="JSONL(.gz/.zst) or Parquet documents, or a curate output folder")
+    tok.add_argument("--input", nargs="+", required=True, help=DOCUMENT_INPUTS)
     tok.add_argument("--tokenizer", required=True, help="path to a tokenizer.json")
     tok.add_argument("--output", required=True, help="output directory")
     _add_common_run_options(tok)
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "is_duplicate (one keeper per cluster). --method bff does DCLM-Baseline's "
                                        "paragraph + document dedup instead: text without the paragraphs seen before, "
                                        "bff_keep, bff_removed_paragraphs, bff_contained_ngrams.")
-    dedup.add_argument("--input", nargs="+", required=True, help="JSONL(.gz) or Parquet files, or a curate output directory")
+    dedup.add_argument("--input", nargs="+", required=True, help=DOCUMENT_INPUTS)
     dedup.add_argument("--output", required=True, help="output directory")
     dedup.add_argument("--method", choices=["minhash", "bff"], default="minhash",
                        help="minhash (default): global clusters; bff: DCLM's Bloom-filter paragraph + document dedup")
@@ -146,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--endpoint-url", default=None, help="S3 endpoint when --output is in a bucket")
     score = classify_sub.add_parser("score", help="score documents: Parquet with id and score",
                                     description="Adds `score` (and quality_<kind>) to every document of DOCS "
-                                                "(JSONL or Parquet with id and text).")
+                                                "(JSONL, Parquet or Arrow with id and text).")
     score.add_argument("--model", required=True, help="model directory from `classify train` (local or s3://), or a local HF checkpoint")
-    score.add_argument("--input", nargs="+", required=True)
+    score.add_argument("--input", nargs="+", required=True, help=DOCUMENT_INPUTS)
     score.add_argument("--output", required=True)
     _add_common_run_options(score)
     evaluate = classify_sub.add_parser(
