@@ -555,30 +555,30 @@ def cmd_classify(args: argparse.Namespace) -> int:
         model = fio.local_copy(args.model, storage)  # a remote model is read from the local cache
         threshold = read_card(model).get("threshold", 0.5) if os.path.isfile(os.path.join(model, "card.json")) else 0.5
         classifier = load_classifier(model)
-        for labels_path in files:
-            texts, grades = read_grades(labels_path, args.text_field, args.label_field)
-            labels, cut = binary_labels(grades, args.label_threshold, labels_path)
-            scores = classifier.score(texts)
-            metrics = human_label_metrics(scores, labels, threshold, grades=None if cut is None else grades,
-                                          label_threshold=cut)
-            print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
-            if fio.is_local(args.model):
-                where = str(record_evaluation(model, labels_path, labels_digest(texts, labels), metrics))
-            else:  # the card (and its README) updated beside the cache, then written back whole
-                with tempfile.TemporaryDirectory() as staging:
-                    for name in ("card.json", "human_eval.json"):
-                        if os.path.isfile(os.path.join(model, name)):
-                            shutil.copyfile(os.path.join(model, name), os.path.join(staging, name))
-                    written = record_evaluation(staging, labels_path, labels_digest(texts, labels), metrics)
+        remote = not fio.is_local(args.model)
+        with tempfile.TemporaryDirectory() as staging:
+            card_dir = staging if remote else model
+            if remote:  # the card (and its README) updated beside the cache for every labels file
+                for name in ("card.json", "human_eval.json"):
+                    if os.path.isfile(os.path.join(model, name)):
+                        shutil.copyfile(os.path.join(model, name), os.path.join(staging, name))
+            for labels_path in files:
+                texts, grades = read_grades(labels_path, args.text_field, args.label_field)
+                labels, cut = binary_labels(grades, args.label_threshold, labels_path)
+                scores = classifier.score(texts)
+                metrics = human_label_metrics(scores, labels, threshold, grades=None if cut is None else grades,
+                                              label_threshold=cut)
+                print(f"{args.model} on {labels_path}\n{format_metrics(metrics)}")
+                written = record_evaluation(card_dir, labels_path, labels_digest(texts, labels), metrics)
+                if remote:  # written back whole, holding every labels file recorded so far
                     fio.put_directory(staging, args.model, storage)
-                    where = fio.join(args.model, written.name)
-            print(f"recorded in {where}")
-            if args.plot:  # one plot a labels file: PLOT-<labels>.png when there are several
-                stem = os.path.splitext(os.path.basename(labels_path))[0]
-                plot = args.plot if len(files) == 1 else f"{os.path.splitext(args.plot)[0]}-{stem}.png"
-                plot_evaluation(scores, labels, plot, f"{os.path.basename(os.path.normpath(args.model))} on "
-                                                      f"{os.path.basename(labels_path)}")
-                print(f"plot: {plot}")
+                print(f"recorded in {fio.join(args.model, written.name) if remote else written}")
+                if args.plot:  # one plot a labels file: PLOT-<labels>.png when there are several
+                    stem = os.path.splitext(os.path.basename(labels_path))[0]
+                    plot = args.plot if len(files) == 1 else f"{os.path.splitext(args.plot)[0]}-{stem}.png"
+                    plot_evaluation(scores, labels, plot, f"{os.path.basename(os.path.normpath(args.model))} on "
+                                                          f"{os.path.basename(labels_path)}")
+                    print(f"plot: {plot}")
         return 0
     raise CurationError("curate classify needs an action: train, score or eval (see curate classify --help)")
 

@@ -133,3 +133,11 @@ def test_classifier_in_a_bucket_trains_scores_and_records_its_evaluation(s3_endp
     evaluation = card["human_eval"][labels.name]
     assert evaluation["documents"] == 218 and 0.5 < evaluation["roc_auc"] < 1.0
     assert labels.name in fs.cat_file("bucket-models/ft/README.md").decode()
+
+    # several labels files at once: each is recorded in the card in the bucket, none overwrites another
+    other = tmp_path / "other_labels.jsonl"
+    other.write_text("".join(labels.read_text().splitlines(keepends=True)[:60]))
+    run_curate(["classify", "eval", "--model", "s3://bucket-models/ft", "--labels", str(labels), str(other),
+                "--endpoint-url", endpoint], env=env)
+    fs.invalidate_cache()
+    assert {labels.name, other.name} <= set(json.loads(fs.cat_file("bucket-models/ft/card.json"))["human_eval"])
