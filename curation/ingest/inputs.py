@@ -80,10 +80,14 @@ def saved_dataset_files(root: str, storage: fio.Storage) -> list[str] | None:
     """The Arrow files of a Hugging Face dataset saved with ``save_to_disk`` (``state.json`` names
     them in ``_data_files``; a ``DatasetDict``'s ``dataset_dict.json`` names its split folders), or
     None when ``root`` is not one."""
+    fs, fs_path = fio.filesystem(root, storage)
+    if fio.protocol_of(root) in ("http", "https") or not fs.isdir(fs_path):  # a file (or a URL) is not a saved dataset
+        return None
+
     def read_json(name: str) -> Any:
         try:
             return json.loads(fio.read_bytes(fio.join(root, name), storage))
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
+        except (FileNotFoundError, IsADirectoryError, ValueError):
             return None
 
     if isinstance(splits := read_json("dataset_dict.json"), dict) and isinstance(splits.get("splits"), list):
