@@ -11,6 +11,9 @@ every 13-gram is new), plus planted copies: exact (5%), near (2% of words change
 that end with another page's paragraph (10%, the boilerplate BFF cuts).
 
     .venv/bin/python benchmarks/bench_bff.py --docs 20000 --repeats 3
+
+``--filter-saves 1e8 4e8`` times instead what the ordered pass's checkpoint costs: saving and
+loading the filter for that many n-grams (at 1% false positives) in a work folder on local disk.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from bench_dedup import base_documents, mutate  # noqa: E402
 from common import median_seconds, print_table, shared_data  # noqa: E402
 
 from curation.core import io as fio  # noqa: E402
-from curation.dedup.bff import BffConfig, decide_shards, hash_shard  # noqa: E402
+from curation.dedup.bff import BffConfig, BloomFilter, _resume_pass, _save_pass, decide_shards, hash_shard  # noqa: E402
 
 
 def corpus(docs: int, seed: int = 0) -> list[str]:
@@ -123,12 +126,31 @@ def datatrove(texts: list[str], work: Path, ngrams: int) -> int:
     return len(texts) - kept
 
 
+def filter_saves(ngram_counts: list[float], repeats: int) -> None:
+    """Seconds to save and to load the ordered pass's filter, median of ``repeats``."""
+    for count in ngram_counts:
+        bloom = BloomFilter(int(count), 0.01)
+        bloom.words[::7] = 0x5A5A5A5A  # not all zeros: the bytes are written, not skipped
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = str(Path(tmp) / "slice-0000")
+            save, _ = median_seconds(lambda: _save_pass(checkpoint, bloom, ["s"], 1, {}, fio.Storage()), repeats)  # noqa: B023
+            loaded = BloomFilter(int(count), 0.01)
+            load, taken = median_seconds(lambda: _resume_pass(checkpoint, loaded, ["s"], fio.Storage()), repeats)  # noqa: B023
+            assert taken[0] == 1 and (loaded.words == bloom.words).all()
+        print(f"{count:,.0f} n-grams: filter {bloom.words.nbytes / 2**20:,.0f} MiB, save {save:.2f} s, load {load:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dolma-wheel", help="a downloaded dolma wheel (default: pip download dolma)")
+    parser.add_argument("--filter-saves", type=float, nargs="+", metavar="NGRAMS",
+                        help="time saving and loading the ordered pass's filter for these n-gram counts instead")
     args = parser.parse_args()
+    if args.filter_saves:
+        filter_saves(args.filter_saves, args.repeats)
+        return
     texts = corpus(args.docs)
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
     print(f"corpus: {len(texts):,} documents, {megabytes:.1f} MB, "
