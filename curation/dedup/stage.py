@@ -46,6 +46,7 @@ from curation.core.stage import BatchStage, ShardStats, ShardTask, StageContext,
 from curation.dedup.components import connected_components, partition_of, read_labels, write_edges
 from curation.dedup.lsh import band_keys, bbit, verify_group
 from curation.dedup.minhash import EMPTY, ShingleSpec, normalize, optimal_bands, shingle_hashes, signatures
+from curation.dedup.urls import canonical_url
 from curation.dedup.work_tables import read_parts, write_split
 
 CLUSTERS_DIR = "_clusters"
@@ -66,6 +67,7 @@ class DedupConfig:
     false_negative_weight: float = 0.5
     exact: bool = True  # exact duplicates of the normalised content
     url: bool = True  # same URL
+    url_key: str = "canonical"  # canonical: http/https, www., default port, trackers folded (curation.dedup.urls) | exact
     score_column: str | None = None  # keep the highest score in a cluster (e.g. quality_fasttext)
     require: list[str] = dataclasses.field(default_factory=list)  # only rows where these bool columns are true take part
     text_column: str = "text"
@@ -84,6 +86,8 @@ class DedupConfig:
             raise ValueError("threshold must be in (0, 1]")
         if self.shingle not in ("word", "char"):
             raise ValueError("shingle must be word or char")
+        if self.url_key not in ("canonical", "exact"):
+            raise ValueError(f"url_key must be canonical or exact, not {self.url_key!r}")
         if (self.bands is None) != (self.rows is None):
             raise ValueError("give both bands and rows, or neither")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
@@ -143,10 +147,10 @@ def signature_task(path: str, shard: int, config: dict[str, Any], storage: dict[
         band_parts.append(np.full(len(doc_index), _EXACT_BAND, dtype=np.uint16))
         node_parts.append(nodes[doc_index])
     if c.url:
-        urls = table.column(c.url_column).to_pylist()
+        key_of = canonical_url if c.url_key == "canonical" else str.strip
+        urls = [key_of(u) if u else "" for u in table.column(c.url_column).to_pylist()]
         with_url = np.array([bool(u) for u in urls], dtype=bool) & eligible
-        url_keys = np.fromiter((xxhash.xxh3_64_intdigest((u or "").strip().lower().encode()) for u in urls),
-                               dtype=np.uint64, count=len(urls))
+        url_keys = np.fromiter((xxhash.xxh3_64_intdigest(u.encode()) for u in urls), dtype=np.uint64, count=len(urls))
         key_parts.append(url_keys[with_url])
         band_parts.append(np.full(int(with_url.sum()), _URL_BAND, dtype=np.uint16))
         node_parts.append(nodes[with_url])

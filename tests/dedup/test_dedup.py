@@ -140,3 +140,20 @@ def test_curate_dedup_cli_on_jsonl(tmp_path):
     result = {r["id"]: r for r in table.to_pylist()}
     assert len(result) == len(rows)
     assert sum(r["is_duplicate"] for r in result.values()) == len(truth)
+
+
+def test_url_variants_of_one_page_are_one_cluster(ray_local, tmp_path):
+    """Two crawls of a page under http and https, with and without www. and a tracking argument,
+    are one cluster by URL (their texts differ, as a page's do between crawls); `url_key: exact`
+    keeps the written URLs apart, and another path stays apart under both."""
+    rows = [{"id": "a", "text": "first crawl of the story " * 20, "url": "http://www.news.example/story?id=7"},
+            {"id": "b", "text": "second crawl, comments grew " * 20,
+             "url": "https://news.example/story?id=7&utm_source=rss#comments"},
+            {"id": "c", "text": "dolma keeps no scheme " * 20, "url": "news.example/story?id=7"},
+            {"id": "d", "text": "another story altogether " * 20, "url": "https://news.example/Story?id=7"}]
+    canonical = _run_dedup(rows, tmp_path / "canonical", 1, 1)
+    assert {canonical[i]["cluster_id"] for i in "abc"} == {canonical["a"]["cluster_id"]}
+    assert canonical["a"]["cluster_size"] == 3 and canonical["d"]["cluster_size"] == 1
+    assert sum(not canonical[i]["is_duplicate"] for i in "abc") == 1
+    exact = _run_dedup(rows, tmp_path / "exact", 1, 1, url_key="exact")
+    assert all(r["cluster_size"] == 1 for r in exact.values())
