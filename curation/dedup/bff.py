@@ -25,7 +25,8 @@ count. As everywhere in this project nothing is deleted here: the kept paragraph
 ``text``, and ``bff_keep`` is false for a page removed whole (or left empty); ``select`` drops it.
 
 ``resolve`` hashes every shard's paragraphs in parallel Ray tasks (tokenizing is the cost), then
-one task walks the documents in order through the filter (one lookup per page) and writes each
+one task walks the documents in order through the filter (``pages_through_filter``: a compiled loop
+over each batch of pages, held bit for bit to the numpy ``decide`` of one page) and writes each
 shard's decisions; the per-shard pass applies them.
 """
 
@@ -227,6 +228,129 @@ def decide(hashes: np.ndarray, offsets: np.ndarray, bloom: BloomFilter, threshol
     return np.flatnonzero(removed).tolist(), contained / len(hashes) > threshold, contained
 
 
+# -- the ordered pass, compiled: one call per batch of pages, the same decisions as ``decide`` ------
+# Pages go one after another by nature (each page's lookups see the n-grams of every page kept
+# before it), so numpy can vectorise only within a page: ~40 array calls a page whose overhead was
+# most of the pass. numba runs the loop over a whole batch as machine code, bit for bit as above
+# (a test holds it to ``decide`` and to the filter's bits).
+_SPLITMIX_ADD, _SPLITMIX_M1, _SPLITMIX_M2 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9),
+                                             np.uint64(0x94D049BB133111EB))
+_S30, _S27, _S31, _S6, _LOW6, _ONE = (np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(6), np.uint64(63),
+                                      np.uint64(1))
+
+
+def _compiled(function):
+    from numba import njit
+
+    try:  # machine code cached beside the module (or in the user's cache folder) for later processes
+        return njit(cache=True, nogil=True, error_model="numpy")(function)
+    except RuntimeError:  # neither is writable: compile in every process (~1.5 s)
+        return njit(nogil=True, error_model="numpy")(function)
+
+
+def _pages_through_filter(hashes: np.ndarray, hash_bounds: np.ndarray, offsets: np.ndarray, offset_bounds: np.ndarray,
+                          words: np.ndarray, size: np.uint64, hashers: int, salt: np.uint64,
+                          threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pages ``k`` = hashes[hash_bounds[k]:hash_bounds[k + 1]], paragraph offsets
+    offsets[offset_bounds[k]:offset_bounds[k + 1]], in order through the filter ``words``:
+    (removed, indexed as ``offsets`` is, paragraph p of page k at offset_bounds[k] + p; whole; contained)."""
+    pages = len(hash_bounds) - 1
+    whole = np.zeros(pages, dtype=np.bool_)
+    contained = np.zeros(pages, dtype=np.int64)
+    removed = np.zeros(len(offsets), dtype=np.bool_)
+    slot_key, slot_id = np.empty(1024, dtype=np.uint64), np.empty(1024, dtype=np.int64)
+    for k in range(pages):
+        h0, n = hash_bounds[k], hash_bounds[k + 1] - hash_bounds[k]
+        if n == 0:
+            continue
+        o0, paragraph_count = offset_bounds[k], offset_bounds[k + 1] - offset_bounds[k] - 1
+        page = hashes[h0 : h0 + n]
+        before = np.empty(n, dtype=np.bool_)
+        for i in range(n):  # every lookup against the filter as it was before this page
+            h = page[i]
+            x = (h ^ salt) + _SPLITMIX_ADD
+            x = (x ^ (x >> _S30)) * _SPLITMIX_M1
+            x = (x ^ (x >> _S27)) * _SPLITMIX_M2
+            step = (x ^ (x >> _S31)) | _ONE
+            hit = True
+            for j in range(hashers):
+                position = (h + np.uint64(j) * step) % size
+                if words[np.int64(position >> _S6)] & (_ONE << (position & _LOW6)) == 0:
+                    hit = False
+                    break
+            before[i] = hit
+        capacity = 1
+        while capacity < 2 * n:
+            capacity *= 2
+        if len(slot_id) < capacity:
+            slot_key, slot_id = np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.int64)
+        slot_id[:capacity] = -1
+        ids = np.empty(n, dtype=np.int64)  # each n-gram's number among the page's distinct ones (a hash table:
+        distinct = 0                      # the hashes are mixed already, so their low bits are the slot)
+        for i in range(n):
+            slot = np.int64(page[i] & np.uint64(capacity - 1))
+            while slot_id[slot] >= 0 and slot_key[slot] != page[i]:
+                slot = (slot + 1) & (capacity - 1)
+            if slot_id[slot] < 0:
+                slot_key[slot], slot_id[slot] = page[i], distinct
+                distinct += 1
+            ids[i] = slot_id[slot]
+        kept_here = np.zeros(distinct, dtype=np.bool_)  # held by a paragraph of this page kept earlier
+        found_total = 0
+        for p in range(paragraph_count):
+            start, end = offsets[o0 + p], offsets[o0 + p + 1]
+            if end == start:
+                continue
+            found = 0
+            for i in range(start, end):
+                if before[i] or kept_here[ids[i]]:
+                    found += 1
+            found_total += found
+            if found / (end - start) > threshold:
+                removed[o0 + p] = True
+            else:
+                for i in range(start, end):
+                    kept_here[ids[i]] = True
+        for p in range(paragraph_count):  # the kept paragraphs' n-grams go in once the page is decided
+            if removed[o0 + p]:
+                continue
+            for i in range(offsets[o0 + p], offsets[o0 + p + 1]):
+                h = page[i]
+                x = (h ^ salt) + _SPLITMIX_ADD
+                x = (x ^ (x >> _S30)) * _SPLITMIX_M1
+                x = (x ^ (x >> _S27)) * _SPLITMIX_M2
+                step = (x ^ (x >> _S31)) | _ONE
+                for j in range(hashers):
+                    position = (h + np.uint64(j) * step) % size
+                    words[np.int64(position >> _S6)] |= _ONE << (position & _LOW6)
+        contained[k] = found_total
+        whole[k] = found_total / n > threshold
+    return removed, whole, contained
+
+
+_pages_through_filter_compiled = None
+
+
+def pages_through_filter(hashes: np.ndarray, hash_bounds: np.ndarray, offsets: np.ndarray, offset_bounds: np.ndarray,
+                         bloom: BloomFilter, threshold: float) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """A batch of pages (as ``_list_values`` gives the hashed file's columns) through ``bloom``, in
+    order: per page (removed paragraphs, removed whole, n-grams found), as ``decide`` one at a time."""
+    global _pages_through_filter_compiled
+    if _pages_through_filter_compiled is None:  # compiled on first use
+        _pages_through_filter_compiled = _compiled(_pages_through_filter)
+    removed, whole, contained = _pages_through_filter_compiled(
+        hashes.astype(np.uint64, copy=False), hash_bounds.astype(np.int64, copy=False),
+        offsets.astype(np.int64, copy=False), offset_bounds.astype(np.int64, copy=False), bloom.words, bloom.size,
+        bloom.hashers, bloom._salt, float(threshold))
+    flagged = np.flatnonzero(removed)
+    page_of = np.searchsorted(offset_bounds, flagged, side="right") - 1
+    paragraph = flagged - offset_bounds[page_of]
+    per_page: list[list[int]] = [[] for _ in range(len(hash_bounds) - 1)]
+    for page, index in zip(page_of.tolist(), paragraph.tolist(), strict=True):
+        per_page[page].append(index)
+    return per_page, whole, contained
+
+
 _HASHED = pa.schema([("row", pa.int64()), ("hashes", pa.list_(pa.uint64())), ("offsets", pa.list_(pa.int64()))])
 _DECIDED = pa.schema([("row", pa.int64()), ("removed", pa.list_(pa.int32())), ("document", pa.bool_()),
                       ("contained", pa.int32())])
@@ -289,12 +413,12 @@ def decide_shards(hashed: list[str], decided: list[str], ngrams: int, config: di
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
                 hashes, hash_bounds = _list_values(batch.column("hashes"))
                 offsets, offset_bounds = _list_values(batch.column("offsets"))
-                for k, row in enumerate(batch.column("row").to_numpy()):
-                    removed, whole, contained = decide(hashes[hash_bounds[k] : hash_bounds[k + 1]],
-                                                       offsets[offset_bounds[k] : offset_bounds[k + 1]], bloom,
-                                                       c.threshold)
+                per_page, wholes, found = pages_through_filter(hashes, hash_bounds, offsets, offset_bounds, bloom,
+                                                               c.threshold)
+                for row, removed, whole, contained in zip(batch.column("row").to_numpy().tolist(), per_page,
+                                                          wholes.tolist(), found.tolist(), strict=True):
                     if removed or whole or contained:
-                        for name, value in zip(out, (int(row), removed, whole, contained), strict=True):
+                        for name, value in zip(out, (row, removed, whole, contained), strict=True):
                             out[name].append(value)
                         totals["documents_removed"] += whole
                         if removed and not whole:  # paragraphs cut from pages that stay

@@ -17,7 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curation.core.errors import ConfigError
-from curation.dedup.bff import BffConfig, BloomFilter, decide, ngram_hashes, paragraphs, tokens
+from curation.dedup.bff import (
+    BffConfig,
+    BloomFilter,
+    decide,
+    ngram_hashes,
+    pages_through_filter,
+    paragraphs,
+    tokens,
+)
 
 
 def oracle(texts: list[str], ngram: int, min_ngram: int, threshold: float) -> list[tuple[list[int], bool, int, str]]:
@@ -84,6 +92,30 @@ def corpora(draw) -> list[str]:
 def test_decisions_are_bffs_old_both(corpus, sizes, threshold):
     ngram, min_ngram = sizes
     assert ours(corpus, ngram, min_ngram, threshold) == oracle(corpus, ngram, min_ngram, threshold)
+
+
+@given(corpus=corpora(), sizes=st.sampled_from([(13, 13), (3, 3), (2, 1)]), threshold=st.sampled_from([0.8, 0.5, 0.0]),
+       undersized=st.sampled_from([1, 4, 50]), batch=st.integers(1, 5))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_compiled_pass_makes_decides_decisions_and_sets_the_same_bits(corpus, sizes, threshold, undersized, batch):
+    """The ordered pass's compiled loop against ``decide`` page by page, in batches of any size, with
+    filters sized for a fraction of the n-grams so that false positives (bits earlier pages set)
+    steer decisions too: the same decisions and, after every batch, the same filter."""
+    ngram, min_ngram = sizes
+    hashed = [ngram_hashes(t, ngram, min_ngram) for t in corpus]
+    hashed = [(h, o) for h, o in hashed if len(h)]
+    expected = max(1, sum(len(h) for h, _ in hashed) // undersized)
+    one_by_one, batched = BloomFilter(expected, 0.05, seed=2), BloomFilter(expected, 0.05, seed=2)
+    for first in range(0, len(hashed), batch):
+        pages = hashed[first : first + batch]
+        wanted = [decide(h, o, one_by_one, threshold) for h, o in pages]
+        hash_bounds = np.cumsum([0] + [len(h) for h, _ in pages])
+        offset_bounds = np.cumsum([0] + [len(o) for _, o in pages])
+        removed, whole, contained = pages_through_filter(
+            np.concatenate([h for h, _ in pages]), hash_bounds, np.concatenate([o for _, o in pages]), offset_bounds,
+            batched, threshold)
+        assert list(zip(removed, whole.tolist(), contained.tolist(), strict=True)) == wanted
+        assert np.array_equal(batched.words, one_by_one.words)
 
 
 def test_a_repeated_paragraph_goes_and_a_repeated_page_goes_whole():
