@@ -45,8 +45,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import regex
 import xxhash
+from unicode_segmentation_rs import split_word_bounds
 
 from curation.core import io as fio
 from curation.core.errors import ConfigError
@@ -63,8 +63,12 @@ PASS_DIR = "ordered"  # in WORK_DIR: each slice's saved filter and the shards it
 # saving its filter with this many shards taken in, as a lost worker would stop
 KILL_AT_SHARD = "CURATION_BFF_KILL_AT_SHARD"
 
-# default word boundaries (UAX #29), as BFF's unicode-segmentation ``split_word_bounds``
-_WORD_BOUNDARY = regex.compile(r"\b", flags=regex.WORD | regex.V1)
+# Words are BFF's: the segments between default word boundaries (UAX #29) of the Rust crate BFF uses
+# (unicode-segmentation's ``split_word_bounds``, bound to Python), less those all of Rust's ``char::is_whitespace``
+# (Unicode White_Space: unlike ``str.isspace``, U+001C-U+001F are not whitespace)
+_WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+               "\u2028\u2029\u202f\u205f\u3000"
+_ALL_WHITE_SPACE = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _WHITE_SPACE) + "]*$"  # RE2, for Arrow
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial over token hashes stays a bijection per step
 
 
@@ -108,25 +112,30 @@ def paragraphs(text: str) -> list[str]:
     return [first, *("\n" + p for p in rest)]
 
 
+def _is_word(segment: str) -> bool:
+    return segment.strip(_WHITE_SPACE) != ""
+
+
 def tokens(paragraph: str) -> list[str]:
-    return [s for s in _WORD_BOUNDARY.split(paragraph) if s and not s.isspace()]
+    return [s for s in split_word_bounds(paragraph) if _is_word(s)]
 
 
 def paragraph_tokens(text: str) -> list[list[str]]:
     """``tokens`` of each of ``paragraphs(text)``, from one pass over the text: word boundaries
     fall on both sides of every line break, so a segment holding a newline is ``\\n`` or ``\\r\\n``."""
     out: list[list[str]] = [[]]
-    for segment in _WORD_BOUNDARY.split(text):
+    for segment in split_word_bounds(text):
         if "\n" in segment:
             out.extend([] for _ in range(segment.count("\n")))
-        elif segment and not segment.isspace():
+        elif _is_word(segment):
             out[-1].append(segment)
     return out
 
 
 def ngram_hashes(text: str, ngram: int, min_ngram: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The 64-bit hashes of every paragraph's n-grams, concatenated, and ``offsets`` (one more than
-    there are paragraphs): paragraph ``p``'s hashes are ``hashes[offsets[p]:offsets[p + 1]]``."""
+    there are paragraphs): paragraph ``p``'s hashes are ``hashes[offsets[p]:offsets[p + 1]]``. Page by
+    page, plainly: the reference ``batch_ngram_hashes`` (what the stage runs) is tested against."""
     counts: list[int] = []
     token_hashes: list[int] = []
     lengths: list[int] = []
@@ -169,6 +178,64 @@ def ngram_hashes(text: str, ngram: int, min_ngram: int, seed: int = 0) -> tuple[
                 h_short = (h_short * int(_MULTIPLIER) + value) % 2**64
             parts.append(np.array([h_short], dtype=np.uint64))
     return splitmix64(np.concatenate(parts)), offsets
+
+
+def batch_ngram_hashes(texts: list[str], ngram: int, min_ngram: int,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``ngram_hashes`` of every text at once: (hashes, hash_bounds, offsets, offset_bounds), text
+    ``k``'s being hashes[hash_bounds[k]:hash_bounds[k + 1]] and offsets[offset_bounds[k]:offset_bounds[k + 1]].
+
+    One word-boundary split of the texts joined by newlines (a boundary always falls on both sides
+    of a newline, and nothing attaches across one, so each text splits as it would alone); each
+    distinct segment is classified and hashed once in Python, every occurrence gets its hash by a
+    gather, and the n-gram polynomial runs over all paragraphs of all texts together."""
+    newlines_per_text = np.array([t.count("\n") for t in texts], dtype=np.int64)
+    segments = pa.array(split_word_bounds("\n".join(texts)), pa.large_string())
+    encoded = pc.dictionary_encode(segments)
+    distinct = encoded.dictionary
+    distinct_newlines = pc.count_substring(distinct, "\n").to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct_token = ~pc.match_substring_regex(distinct, _ALL_WHITE_SPACE).to_numpy(zero_copy_only=False)
+    distinct_hash = np.zeros(len(distinct), dtype=np.uint64)
+    distinct_hash[distinct_token] = [xxhash.xxh3_64_intdigest(d, seed)
+                                     for d in distinct.filter(pa.array(distinct_token)).to_pylist()]
+    ids = encoded.indices.to_numpy(zero_copy_only=False)
+    paragraph_of_segment = np.cumsum(distinct_newlines[ids]) - distinct_newlines[ids]  # newlines before it
+    is_token = distinct_token[ids]
+    t = distinct_hash[ids[is_token]]
+    paragraphs_total = int(newlines_per_text.sum()) + len(texts)
+    lengths = np.bincount(paragraph_of_segment[is_token], minlength=paragraphs_total)[:paragraphs_total]
+    starts = np.cumsum(lengths) - lengths
+    counts = np.where(lengths < min_ngram, 0, np.where(lengths >= ngram, lengths - ngram + 1, 1))
+    out_start = np.cumsum(counts) - counts
+    out = np.zeros(int(counts.sum()), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        long = lengths >= ngram
+        if long.any():  # h_i = sum_j t[i + j] * M^(ngram - 1 - j) over every window, kept where inside a paragraph
+            width = len(t) - ngram + 1
+            h = np.zeros(width, dtype=np.uint64)
+            for j in range(ngram):
+                h = h * _MULTIPLIER + t[j : j + width]
+            window_counts = np.where(long, counts, 0)
+            within = np.arange(int(window_counts.sum())) - np.repeat(np.cumsum(window_counts) - window_counts,
+                                                                     window_counts)
+            out[np.repeat(out_start, window_counts) + within] = h[np.repeat(starts, window_counts) + within]
+        short = np.flatnonzero((counts == 1) & ~long)
+        if len(short):  # one n-gram of the whole short paragraph, its length in the hash
+            h_short = lengths[short].astype(np.uint64)
+            for j in range(ngram - 1):
+                active = lengths[short] > j
+                h_short[active] = h_short[active] * _MULTIPLIER + t[starts[short[active]] + j]
+            out[out_start[short]] = h_short
+    out = splitmix64(out)
+    first_paragraph = np.cumsum(newlines_per_text + 1) - (newlines_per_text + 1)
+    bounds = np.append(out_start, len(out))
+    hash_bounds = np.append(bounds[first_paragraph], len(out))
+    # text k's offsets: bounds of its paragraphs (and the end of its last), less its first hash's index
+    sizes = newlines_per_text + 2
+    offset_bounds = np.append(0, np.cumsum(sizes))
+    own = np.arange(int(offset_bounds[-1])) - np.repeat(offset_bounds[:-1], sizes)
+    offsets = bounds[np.repeat(first_paragraph, sizes) + own] - np.repeat(hash_bounds[:-1], sizes)
+    return out, hash_bounds, offsets, offset_bounds
 
 
 class BloomFilter:
@@ -368,18 +435,20 @@ def hash_shard(path: str, out: str, config: dict[str, Any], storage: dict[str, A
     with fs.open(p, "rb") as handle, out_fs.open(out_path, "wb") as sink, pq.ParquetWriter(sink, _HASHED) as writer:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=c.batch_size):
             taking_part = all_true(batch, c.require, "bff")
-            rows, hashes, offsets = [], [], []
-            for i, text in enumerate(batch.column(c.text_column).to_pylist()):
-                if taking_part[i] and text:
-                    h, o = ngram_hashes(text, c.ngram, c.min_ngram, c.seed)
-                    if len(h):
-                        rows.append(start + i)
-                        hashes.append(h)
-                        offsets.append(o)
-                        total += len(h)
+            texts = batch.column(c.text_column).to_pylist()
+            candidates = [i for i, text in enumerate(texts) if taking_part[i] and text]
+            hashes, hash_bounds, offsets, offset_bounds = batch_ngram_hashes(
+                [texts[i] for i in candidates], c.ngram, c.min_ngram, c.seed)
+            hashed = np.flatnonzero(np.diff(hash_bounds) > 0)  # a page with no n-gram takes no part
+            # the pages left out hold no hashes, so the kept pages' hashes stay one contiguous run
+            hash_lists = pa.ListArray.from_arrays(pa.array(np.append(hash_bounds[hashed], len(hashes)), pa.int32()),
+                                                  pa.array(hashes, pa.uint64()))
+            offset_lists = pa.ListArray.from_arrays(pa.array(offset_bounds, pa.int32()),
+                                                    pa.array(offsets, pa.int64())).take(pa.array(hashed))
+            rows = start + np.asarray(candidates, dtype=np.int64)[hashed]
+            total += len(hashes)
             start += batch.num_rows
-            writer.write_table(pa.table([pa.array(rows, pa.int64()), pa.array(hashes, pa.list_(pa.uint64())),
-                                         pa.array(offsets, pa.list_(pa.int64()))], schema=_HASHED))
+            writer.write_table(pa.table([pa.array(rows, pa.int64()), hash_lists, offset_lists], schema=_HASHED))
     fio.write_atomic(out + DONE_SUFFIX, str(total).encode(), store)  # last: ``out`` is whole
     return total
 

@@ -20,6 +20,7 @@ from curation.core.errors import ConfigError
 from curation.dedup.bff import (
     BffConfig,
     BloomFilter,
+    batch_ngram_hashes,
     decide,
     ngram_hashes,
     pages_through_filter,
@@ -136,6 +137,18 @@ def test_paragraphs_join_back_to_the_text(text):
     assert all(p.startswith("\n") for p in parts[1:]) and "\n" not in parts[0]
 
 
+def test_words_are_bffs_split_word_bounds_less_rusts_whitespace():
+    """BFF keeps a segment unless every character is Rust's ``char::is_whitespace`` (Unicode
+    White_Space), which, unlike ``str.isspace``, leaves out the information separators U+001C-U+001F."""
+    import regex
+
+    white_space = regex.compile(r"\p{White_Space}")
+    for code_point in range(0x3100):
+        character = chr(code_point)
+        assert (tokens(f"a {character} b") == ["a", "b"]) == bool(white_space.fullmatch(character)), hex(code_point)
+    assert tokens("can't stop 3.14 \x1c e.g. 日本") == ["can't", "stop", "3.14", "\x1c", "e.g", ".", "日", "本"]
+
+
 def test_bloom_filter_has_no_false_negatives_and_about_its_false_positive_rate():
     rng = np.random.default_rng(0)
     members = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(np.uint64)
@@ -216,6 +229,23 @@ def test_one_pass_tokens_are_each_paragraphs_tokens(text):
     from curation.dedup.bff import paragraph_tokens
 
     assert paragraph_tokens(text) == [tokens(p) for p in paragraphs(text)]
+
+
+_PIECES = ["a", "b1", " ", "\n", "\r", "\r\n", ".", "'", "\u2028", "\x85", "語", "\t", "\u00a0", "\u0301", "a"]
+
+
+@given(texts=st.lists(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join), max_size=6),
+       sizes=st.sampled_from([(3, 3), (2, 1), (4, 2), (1, 1), (13, 13)]), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=400, deadline=None)
+def test_batch_hashes_are_each_texts_own(texts, sizes, seed):
+    """One split of the texts joined by newlines hashes each text as it hashes alone: no token or
+    paragraph runs across the join, and the offsets count from each text's first hash."""
+    hashes, hash_bounds, offsets, offset_bounds = batch_ngram_hashes(texts, *sizes, seed=seed)
+    assert len(hash_bounds) == len(offset_bounds) == len(texts) + 1
+    for k, text in enumerate(texts):
+        alone, alone_offsets = ngram_hashes(text, *sizes, seed=seed)
+        assert hashes[hash_bounds[k] : hash_bounds[k + 1]].tolist() == alone.tolist()
+        assert offsets[offset_bounds[k] : offset_bounds[k + 1]].tolist() == alone_offsets.tolist()
 
 
 def test_partitions_deduplicate_slices_of_shards_apart(ray_local, tmp_path):
