@@ -396,38 +396,150 @@ _UNICODE_WORD_BREAK = regex.compile(r"\b", flags=regex.WORD | regex.V1)
 _LINE_SPLIT = re.compile(r"\n+")
 
 
+def _dclm_words(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DCLM's words (``split_words(ignore_punctuation=True)``: UAX #29 segments that start with a letter
+    or digit) of every text: (word id, characters, text index) per word, in order. One split of the
+    texts joined by newlines (a word boundary falls on both sides of every line break, so no segment
+    runs across the join); each distinct segment is looked at once."""
+    segments = pc.dictionary_encode(pa.array(_UNICODE_WORD_BREAK.split("\n".join(texts)), pa.large_string()))
+    distinct = segments.dictionary.to_pylist()
+    is_word = np.array([bool(d) and d[0].isalnum() for d in distinct], dtype=bool)
+    newlines = np.array([d.count("\n") for d in distinct], dtype=np.int64)
+    chars = np.array([len(d) for d in distinct], dtype=np.int64)
+    ids = segments.indices.to_numpy(zero_copy_only=False)
+    line_of_segment = np.cumsum(newlines[ids]) - newlines[ids]  # line breaks before it, the joins counted
+    lines_per_text = np.array([t.count("\n") + 1 for t in texts], dtype=np.int64)
+    first_line = np.cumsum(lines_per_text) - lines_per_text
+    words = ids[is_word[ids]]
+    doc = np.searchsorted(first_line, line_of_segment[is_word[ids]], side="right") - 1
+    return words, chars[words], doc
+
+
+def _ngram_ids(word_ids: np.ndarray, doc_of_word: np.ndarray, lengths: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each n in ``lengths``: (start word of every n-gram inside one text, its id). Ids are dense
+    from 0 and exact (no hashing): equal iff the n words and the text are; an (n+1)-gram's id is
+    the rank of (its n-gram's id, its last word)."""
+    width = int(word_ids.max(initial=0)) + 1
+    starts = np.arange(len(word_ids))
+    ids = np.unique(doc_of_word * width + word_ids, return_inverse=True)[1]  # 1-grams: (text, word)
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for n in range(1, max(lengths, default=0) + 1):
+        if n > 1:
+            last = starts + n - 1  # the word that makes each (n-1)-gram an n-gram
+            inside = last < len(word_ids)
+            inside[inside] = doc_of_word[last[inside]] == doc_of_word[starts[inside]]
+            keys = ids[inside].astype(np.int64) * width + word_ids[last[inside]]
+            starts = starts[inside]
+            ids = np.unique(keys, return_inverse=True)[1] if len(keys) else keys
+        if n in lengths:
+            out[n] = (starts, ids)
+    return out
+
+
 @step_type("repetition")
 class RepetitionFilter(Filter):
-    """Per document (n-gram counting has no vectorised form); datatrove's Gopher helpers."""
+    """DCLM's counting over the whole batch (``dclm``: word n-grams as dense ids, numpy); or
+    datatrove's Gopher helpers per document (``datatrove``)."""
 
     Config = RepetitionConfig
 
     def evaluate(self, view, batch, state):
         if self.config.method not in ("dclm", "datatrove"):
             raise ConfigError(f"repetition: method must be dclm or datatrove, not {self.config.method!r}")
+        lengths = [*self.config.top_n_grams, *self.config.dup_n_grams]
+        if any(not isinstance(n, int) or n < 1 for n in lengths):
+            raise ConfigError(f"repetition: n-gram lengths are whole numbers >= 1, got {sorted(map(str, lengths))}")
         texts = view.text.to_pylist()
-        measure = self._dclm_worst if self.config.method == "dclm" else self._datatrove_worst
-        worst = np.array([measure(text) for text in texts], dtype=np.float64)  # largest value / threshold
-        return worst <= 1.0, {"worst_ratio": worst}
+        if self.config.method == "dclm":
+            worst = self._dclm_worst_batch(texts)
+        else:
+            worst = np.array([self._datatrove_worst(text) for text in texts], dtype=np.float64)
+        return worst <= 1.0, {"worst_ratio": worst}  # largest value / threshold
 
-    def _dclm_worst(self, text: str) -> float:
-        """DCLM's checks in its order, stopping at the first that fails (as its filter does)."""
+    def _dclm_lines_and_paragraphs(self, text: str) -> tuple[float | None, float]:
+        """DCLM's line and paragraph checks: (the page's value if they decide it, else None; their largest ratio)."""
         c = self.config
         if text == "":
-            return np.inf
+            return np.inf, 0.0
         ratios: list[float] = []
         for sep, count_limit, char_limit in (("\n", c.dup_line_frac, c.dup_line_char_frac),
                                              ("\n\n", c.dup_para_frac, c.dup_para_char_frac)):
             segments = [p for part in re.split(sep, text) if (p := part.strip())]
             if len(segments) == 0:
-                return np.inf
+                return np.inf, 0.0
             if len(segments) > 1:
                 counts = Counter(segments)
                 ratios.append(sum(n for n in counts.values() if n > 1) / len(segments) / count_limit)
                 ratios.append(sum(len(seg) * n for seg, n in counts.items() if n > 1)
                               / sum(len(seg) for seg in segments) / char_limit)
                 if max(ratios) > 1.0:
-                    return max(ratios)
+                    return max(ratios), max(ratios)
+        return None, max(ratios, default=0.0)
+
+    def _dclm_worst_batch(self, texts: list[str]) -> np.ndarray:
+        """``_dclm_worst`` of every text, the word n-gram checks over the batch at once: an n-gram is
+        a dense id built from its (n-1)-gram's id and its last word's (exact, no hashing), so
+        DCLM's counts, largest repeated n-grams and covered characters are bincounts and cumsums."""
+        c = self.config
+        worst = np.zeros(len(texts), dtype=np.float64)
+        prior = np.zeros(len(texts), dtype=np.float64)
+        undecided: list[int] = []
+        for k, text in enumerate(texts):
+            decided, prior[k] = self._dclm_lines_and_paragraphs(text)
+            if decided is None:
+                undecided.append(k)
+            else:
+                worst[k] = decided
+        checks = [(n, limit, True) for n, limit in sorted(c.top_n_grams.items())]
+        checks += [(n, limit, False) for n, limit in sorted(c.dup_n_grams.items())]
+        if not checks:
+            worst[undecided] = prior[undecided]
+        if not undecided or not checks:
+            return worst
+        word_ids, word_chars, doc_of_word = _dclm_words([texts[k] for k in undecided])
+        docs = len(undecided)
+        total = np.bincount(doc_of_word, weights=word_chars, minlength=docs)
+        chars_before = np.concatenate([[0], np.cumsum(word_chars)])
+        ratios = np.zeros((docs, len(checks)), dtype=np.float64)
+        grams = _ngram_ids(word_ids, doc_of_word, {n for n, _, _ in checks})
+        for column, (n, limit, top_check) in enumerate(checks):
+            starts, gram_ids = grams[n]
+            if len(starts) == 0:
+                continue
+            count = np.bincount(gram_ids)[gram_ids]
+            doc = doc_of_word[starts]
+            if top_check:  # the most frequent n-gram's count times the characters of the longest with that count
+                top = np.zeros(docs, dtype=np.int64)
+                np.maximum.at(top, doc, count)
+                at_top = count == top[doc]
+                longest = np.zeros(docs, dtype=np.int64)
+                np.maximum.at(longest, doc[at_top], (chars_before[starts + n] - chars_before[starts])[at_top])
+                value = (longest * top).astype(np.float64)
+                counted = top > 1
+            else:  # the characters of the words inside any n-gram that occurs more than once
+                repeated = starts[count > 1]
+                edges = np.zeros(len(word_ids) + 1, dtype=np.int64)
+                np.add.at(edges, repeated, 1)
+                np.add.at(edges, repeated + n, -1)
+                covered = np.cumsum(edges[:-1]) > 0
+                value = np.bincount(doc_of_word, weights=np.where(covered, word_chars, 0), minlength=docs)
+                counted = value > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios[:, column] = np.where(counted, value / total / limit, 0.0)
+        exceeds = ratios > 1.0
+        first = exceeds.argmax(axis=1)
+        worst[undecided] = np.where(exceeds.any(axis=1), ratios[np.arange(docs), first],
+                                    np.maximum(prior[undecided], ratios.max(axis=1, initial=0.0)))
+        return worst
+
+    def _dclm_worst(self, text: str) -> float:
+        """DCLM's checks in its order, stopping at the first that fails (as its filter does): page by
+        page, plainly, the reference ``_dclm_worst_batch`` (what the step runs) is tested against."""
+        c = self.config
+        decided, largest = self._dclm_lines_and_paragraphs(text)
+        if decided is not None:
+            return decided
+        ratios: list[float] = [largest] if largest else []
         words = [w for w in _UNICODE_WORD_BREAK.split(text) if w and w[0].isalnum()]
         total = sum(len(w) for w in words)
         for n, limit in sorted(c.top_n_grams.items()):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curation.core.stage import ShardStats, StageContext
 from curation.filters.heuristics import HeuristicFilterStage, dclm_baseline_filter_config
@@ -101,3 +103,20 @@ def test_counts_land_in_flagged(stage):
                                          "language_score": 0.9} for i, t in enumerate([GOOD, SENTENCE, GOOD.split("\n")[0]])])
     stage.process_batch(batch, None, stats)
     assert stats.flagged == {"page_length": 2}
+
+
+_REPETITION_PIECES = ["the", "cat", "sat", "the cat", " ", "\n", "\n\n", "\r\n", ".", "3.14", "don't", "\u0301",
+                      "東京", "é", "--", "\t", "x_y", "\xa0", "\u2028"]
+
+
+@given(texts=st.lists(st.lists(st.sampled_from(_REPETITION_PIECES), max_size=80).map("".join), max_size=8),
+       top=st.dictionaries(st.integers(1, 5), st.floats(0.01, 0.5), max_size=3),
+       dup=st.dictionaries(st.integers(1, 11), st.floats(0.01, 0.5), max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_dclm_repetition_over_a_batch_is_each_pages_own(texts, top, dup):
+    """The batch's n-gram ids (one split of the joined texts, ids per text) give each page exactly
+    the value DCLM's per-page counting gives, whatever n-gram lengths the thresholds name."""
+    from curation.filters.heuristics import RepetitionConfig, RepetitionFilter
+
+    step = RepetitionFilter("repetition", RepetitionConfig("dclm", 0.3, 0.3, 0.2, 0.2, top, dup))
+    assert step._dclm_worst_batch(texts).tolist() == [step._dclm_worst(text) for text in texts]
