@@ -28,7 +28,7 @@ import regex
 from curation.core.config import build_config
 from curation.core.errors import ConfigError
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
-from curation.filters.text_view import TextView, per_document_sum, token_counts
+from curation.filters.text_view import TextView, per_document_sum
 
 _STEP_TYPES: dict[str, type[Step]] = {}
 
@@ -82,7 +82,8 @@ class LineModifier(Step):
         """Boolean mask over ``view.flat_lines``: True where the line is removed."""
         raise NotImplementedError
 
-    def rewrite_lines(self, lines: pa.Array) -> pa.Array:
+    def rewrite_lines(self, lines: pa.Array, words_per_line: np.ndarray) -> pa.Array:
+        """The kept ``lines`` rewritten; ``words_per_line``: their whitespace token counts."""
         return lines
 
 
@@ -663,7 +664,7 @@ class ShortLinesModifier(LineModifier):
     def remove_lines(self, view):
         # DCLM keeps empty lines and removes whitespace-only ones (they have no words)
         empty = pc.equal(pc.utf8_length(view.flat_lines), 0).to_numpy(zero_copy_only=False)
-        return (token_counts(view.flat_lines) < self.config.min_words) & ~empty
+        return (view.line_token_counts < self.config.min_words) & ~empty
 
 
 @dataclass
@@ -689,14 +690,14 @@ class SubstringLinesModifier(LineModifier):
         joined = f"(?:{'|'.join(s.lower() for s in c.substrings)})"
         self.pattern = "(?i)" + {"prefix": rf"^{joined}\s?", "suffix": rf"\s?{joined}$", "any": rf"\s?{joined}"}[c.location]
 
-    def _eligible(self, lines: pa.Array) -> np.ndarray:
+    def _eligible(self, words_per_line: np.ndarray) -> np.ndarray:
         if self.config.max_words is None:
-            return np.ones(len(lines), dtype=bool)
-        return token_counts(lines) <= self.config.max_words
+            return np.ones(len(words_per_line), dtype=bool)
+        return words_per_line <= self.config.max_words
 
     def remove_lines(self, view):
         lines = view.flat_lines
-        eligible = self._eligible(lines)
+        eligible = self._eligible(view.line_token_counts)
         if not self.config.remove_substring_only:
             return eligible & pc.match_substring_regex(lines, self.pattern).to_numpy(zero_copy_only=False)
         cut = pc.replace_substring_regex(lines, self.pattern, "")
@@ -704,11 +705,11 @@ class SubstringLinesModifier(LineModifier):
         nonempty = pc.greater(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
         return eligible & nonempty & blank  # a line that was only the phrase goes
 
-    def rewrite_lines(self, lines):
+    def rewrite_lines(self, lines, words_per_line):
         if not self.config.remove_substring_only:
             return lines
         cut = pc.replace_substring_regex(lines, self.pattern, "")
-        return pc.if_else(pa.array(self._eligible(lines)), cut, lines)
+        return pc.if_else(pa.array(self._eligible(words_per_line)), cut, lines)
 
 
 @dataclass
@@ -826,11 +827,11 @@ class HeuristicFilterStage(BatchStage):
     @staticmethod
     def _modify(step: LineModifier, view: TextView, state: StepState, added: dict[str, pa.Array]) -> TextView:
         removed = np.asarray(step.remove_lines(view), dtype=bool)
-        removed_words = per_document_sum(token_counts(view.flat_lines) * removed, view.line_offsets)
+        removed_words = per_document_sum(view.line_token_counts * removed, view.line_offsets)
         if state.words_before_modifiers is None:
             state.words_before_modifiers = view.alnum_word_count.copy()
         added[f"{step.name}_removed_words"] = pa.array(removed_words.astype(np.int32))
-        kept_lines = step.rewrite_lines(pc.filter(view.flat_lines, pa.array(~removed)))
+        kept_lines = step.rewrite_lines(pc.filter(view.flat_lines, pa.array(~removed)), view.line_token_counts[~removed])
         kept_per_doc = per_document_sum((~removed).astype(np.int64), view.line_offsets).astype(np.int32)
         offsets = np.concatenate([[0], np.cumsum(kept_per_doc)]).astype(np.int32)
         rebuilt = pa.ListArray.from_arrays(pa.array(offsets), kept_lines)

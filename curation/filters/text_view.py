@@ -116,6 +116,11 @@ class TextView:
         return self.lines.flatten()
 
     @cached_property
+    def line_token_counts(self) -> np.ndarray:
+        """Whitespace tokens of each of ``flat_lines`` (the line modifiers' word counts, shared)."""
+        return token_counts(self.flat_lines)
+
+    @cached_property
     def line_count(self) -> np.ndarray:
         return np.diff(self.line_offsets).astype(np.float64)
 
