@@ -77,6 +77,7 @@ class TextModifier(Step):
 
 class LineModifier(Step):
     is_modifier = True
+    strips_text: ClassVar[bool] = False  # the text left is stripped, as DCLM's modifier returns it
 
     def remove_lines(self, view: TextView) -> np.ndarray:
         """Boolean mask over ``view.flat_lines``: True where the line is removed."""
@@ -682,6 +683,7 @@ class SubstringLinesConfig:
 @step_type("substring_lines")
 class SubstringLinesModifier(LineModifier):
     Config = SubstringLinesConfig
+    strips_text = True  # DCLM joins the lines kept and strips: the next step's first line loses its indent
 
     def setup(self) -> None:
         c = self.config
@@ -836,6 +838,6 @@ class HeuristicFilterStage(BatchStage):
         offsets = np.concatenate([[0], np.cumsum(kept_per_doc)]).astype(np.int32)
         rebuilt = pa.ListArray.from_arrays(pa.array(offsets), kept_lines)
         text = pc.binary_join(rebuilt, "\n")
-        return TextView(text)
+        return TextView(pc.utf8_trim_whitespace(text) if step.strips_text else text)
 
 
