@@ -53,6 +53,7 @@ from curation.core.errors import ConfigError
 from curation.core.layout import WORK_DIR
 from curation.core.phases import PhaseClock
 from curation.core.schema import all_true
+from curation.core.segments import split_joined
 from curation.core.stage import BatchStage, ShardStats, StageContext, register, write_parquet_bytes
 from curation.dedup.minhash import splitmix64
 
@@ -185,21 +186,15 @@ def batch_ngram_hashes(texts: list[str], ngram: int, min_ngram: int,
     """``ngram_hashes`` of every text at once: (hashes, hash_bounds, offsets, offset_bounds), text
     ``k``'s being hashes[hash_bounds[k]:hash_bounds[k + 1]] and offsets[offset_bounds[k]:offset_bounds[k + 1]].
 
-    One word-boundary split of the texts joined by newlines (a boundary always falls on both sides
-    of a newline, and nothing attaches across one, so each text splits as it would alone); each
-    distinct segment is classified and hashed once in Python, every occurrence gets its hash by a
-    gather, and the n-gram polynomial runs over all paragraphs of all texts together."""
+    One split of the joined texts (``split_joined``); each distinct segment is classified and hashed
+    once, every occurrence gets its hash by a gather, and the n-gram polynomial runs over all
+    paragraphs of all texts together."""
     newlines_per_text = np.array([t.count("\n") for t in texts], dtype=np.int64)
-    segments = pa.array(split_word_bounds("\n".join(texts)), pa.large_string())
-    encoded = pc.dictionary_encode(segments)
-    distinct = encoded.dictionary
-    distinct_newlines = pc.count_substring(distinct, "\n").to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct, ids, paragraph_of_segment = split_joined(texts, split_word_bounds)
     distinct_token = ~pc.match_substring_regex(distinct, _ALL_WHITE_SPACE).to_numpy(zero_copy_only=False)
     distinct_hash = np.zeros(len(distinct), dtype=np.uint64)
     distinct_hash[distinct_token] = [xxhash.xxh3_64_intdigest(d, seed)
                                      for d in distinct.filter(pa.array(distinct_token)).to_pylist()]
-    ids = encoded.indices.to_numpy(zero_copy_only=False)
-    paragraph_of_segment = np.cumsum(distinct_newlines[ids]) - distinct_newlines[ids]  # newlines before it
     is_token = distinct_token[ids]
     t = distinct_hash[ids[is_token]]
     paragraphs_total = int(newlines_per_text.sum()) + len(texts)

@@ -27,6 +27,7 @@ import regex
 
 from curation.core.config import build_config
 from curation.core.errors import ConfigError
+from curation.core.segments import split_joined
 from curation.core.stage import BatchStage, ShardStats, StageContext, register
 from curation.filters.text_view import TextView, per_document_sum
 
@@ -400,16 +401,12 @@ _LINE_SPLIT = re.compile(r"\n+")
 
 def _dclm_words(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DCLM's words (``split_words(ignore_punctuation=True)``: UAX #29 segments that start with a letter
-    or digit) of every text: (word id, characters, text index) per word, in order. One split of the
-    texts joined by newlines (a word boundary falls on both sides of every line break, so no segment
-    runs across the join); each distinct segment is looked at once."""
-    segments = pc.dictionary_encode(pa.array(_UNICODE_WORD_BREAK.split("\n".join(texts)), pa.large_string()))
-    distinct = segments.dictionary.to_pylist()
+    or digit) of every text: (word id, characters, text index) per word, in order, from one split of
+    the joined texts (``split_joined``)."""
+    segments, ids, line_of_segment = split_joined(texts, _UNICODE_WORD_BREAK.split)
+    distinct = segments.to_pylist()
     is_word = np.array([bool(d) and d[0].isalnum() for d in distinct], dtype=bool)
-    newlines = np.array([d.count("\n") for d in distinct], dtype=np.int64)
     chars = np.array([len(d) for d in distinct], dtype=np.int64)
-    ids = segments.indices.to_numpy(zero_copy_only=False)
-    line_of_segment = np.cumsum(newlines[ids]) - newlines[ids]  # line breaks before it, the joins counted
     lines_per_text = np.array([t.count("\n") + 1 for t in texts], dtype=np.int64)
     first_line = np.cumsum(lines_per_text) - lines_per_text
     words = ids[is_word[ids]]
