@@ -21,6 +21,8 @@ The policy, for every record (a JSONL line, a Parquet row):
 | a value that does not fit its column, or would change in it (0.5 in an integer column, an object with a key its column lacks; types set by the shard's first batch) | null, document kept | ``repaired:schema_mismatch`` (extra) |
 | a file that cannot be opened, or a stream that ends early | the records read so far are kept | ``unreadable_file:*``, ``truncated_stream`` |
 | a Parquet row group that cannot be read (a damaged page) | its rows are lost (counted, one per row), the next row groups are read | ``corrupt_row_group:*`` |
+| a Parquet or Arrow batch that decodes to unsound arrays (every batch is validated in full first) | a string column whose only fault is bytes that are not UTF-8 is decoded with U+FFFD; any other fault loses the batch (counted, one per row) | ``repaired:invalid_utf8`` (extra), ``corrupt_batch:*`` |
+| an Arrow message that does not decode (a damaged batch) | skipped to the next message that decodes; the rest of the file is read | ``corrupt_batch:*`` (one: its rows are unknown) |
 | an Arrow stream cut short; an Arrow file without its footer | the whole batches before the cut are kept; the file is read as the stream inside it | ``truncated_stream`` |
 | a gzip member that does not inflate (``cat``-joined ``.gz`` files, one damaged) | the next member that inflates is read on; the cut line is one bad line | ``corrupt_gzip_member`` |
 
@@ -626,10 +628,57 @@ def _accepted_batch(batch: pa.RecordBatch, first_row: int, policy: RecordPolicy)
     return rows
 
 
+def checked_batch(batch: pa.RecordBatch, where: str, policy: RecordPolicy) -> pa.RecordBatch | None:
+    """``batch`` validated in full before any kernel reads it: a damaged file can decode to arrays
+    whose offsets point outside their data (a crash in the first kernel that follows them) or to
+    strings that are not UTF-8. A string column that is sound but for its UTF-8 is decoded with
+    U+FFFD (``repaired:invalid_utf8`` per value); a batch with any other damage is rejected whole
+    (``corrupt_batch``, its rows counted) and None returned."""
+    try:
+        batch.validate(full=True)
+        return batch
+    except pa.ArrowInvalid:
+        pass
+    columns = []
+    for column in batch.columns:
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            column = _with_utf8_replaced(column, where, policy)
+            if column is None:
+                policy.reject(where, f"corrupt_batch:{type(exc).__name__}", records=batch.num_rows)
+                return None
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _with_utf8_replaced(column: pa.Array, where: str, policy: RecordPolicy) -> pa.Array | None:
+    """A string column whose only fault is bytes that are not UTF-8, decoded with U+FFFD; None for
+    any other fault (the same column read as bytes fails too) or another type."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return None
+    raw = column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    try:
+        raw.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    values = []
+    for value in raw.to_pylist():
+        if value is not None:
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                value = value.decode("utf-8", errors="replace")
+                policy.repair(where, "invalid_utf8")
+        values.append(value)
+    return pa.array(values, column.type)
+
+
 def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
     """Accepted rows of a Parquet file: Arrow batches (vectorised), or lists of rows where a batch
     takes the per-row path. Row groups are read one at a time: a damaged one (a page that does not
-    decompress) loses its own rows, counted from the footer, and the file goes on with the next."""
+    decompress) loses its own rows, counted from the footer, and the file goes on with the next; a
+    batch that decodes to unsound arrays goes through ``checked_batch``."""
     try:
         parquet = pq.ParquetFile(handle)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -640,9 +689,10 @@ def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> 
         group_end = row + parquet.metadata.row_group(group).num_rows
         try:
             for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group]):
-                accepted = _accepted_batch(batch, row, policy)
+                checked = checked_batch(batch, f"row group {group} (rows {row + 1}-{row + batch.num_rows})", policy)
+                if checked is not None:
+                    yield _accepted_batch(checked, row, policy)
                 row += batch.num_rows
-                yield accepted
         except (OSError, pa.ArrowInvalid) as exc:
             policy.reject(f"row group {group} (rows {row + 1}-{group_end})", f"corrupt_row_group:{type(exc).__name__}",
                           records=group_end - row)
@@ -650,37 +700,84 @@ def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> 
 
 
 ARROW_FILE_MAGIC = b"ARROW1"
+_IPC_CONTINUATION = b"\xff\xff\xff\xff"  # opens every message of an IPC stream (format 0.15 on)
+_RESYNC_CHUNK = 1 << 20
 
 
 def iter_arrow_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
     """Accepted rows of an Arrow IPC stream (what Hugging Face ``datasets`` keeps as ``.arrow``) or
-    file (Feather v2), batch by batch as for Parquet. A file without its footer (cut short) is read
-    as the stream inside it; a stream cut short keeps the batches before the cut."""
+    file (Feather v2), batch by batch as for Parquet. A file is read as the stream inside it (the
+    format is that stream plus a footer), so one without its footer loses nothing. The stream is
+    read a message at a time: a message that does not decode is skipped to the next one that does
+    (``corrupt_batch``, one count: its rows are unknown); a batch that decodes to unsound arrays
+    goes through ``checked_batch``; a stream cut short keeps the batches before the cut."""
+    row = 0
+    for number, batch in enumerate(_arrow_stream_batches(handle, policy)):
+        if (checked := checked_batch(batch, f"batch {number}", policy)) is not None:
+            for start in range(0, batch.num_rows, batch_size):  # the writer's batches can be large
+                yield _accepted_batch(checked.slice(start, batch_size), row + start, policy)
+        row += batch.num_rows
+
+
+def _arrow_stream_batches(handle: Any, policy: RecordPolicy) -> Iterator[pa.RecordBatch]:
+    source = handle if isinstance(handle, pa.NativeFile) else pa.PythonFile(handle, mode="r")
+    start = 8 if source.read(len(ARROW_FILE_MAGIC)) == ARROW_FILE_MAGIC else 0  # the magic and its padding
     try:
-        if handle.read(len(ARROW_FILE_MAGIC)) == ARROW_FILE_MAGIC:
-            try:
-                handle.seek(0)
-                file = pa.ipc.open_file(handle)
-                batches: Iterator[pa.RecordBatch] = (file.get_batch(i) for i in range(file.num_record_batches))
-            except (OSError, pa.ArrowInvalid):
-                handle.seek(8)  # the magic and its padding; the stream follows, then the footer
-                batches = iter(pa.ipc.open_stream(handle))
-        else:
-            handle.seek(0)
-            batches = iter(pa.ipc.open_stream(handle))
-    except (OSError, pa.ArrowInvalid) as exc:
+        source.seek(start)
+        schema = pa.ipc.read_schema(pa.ipc.read_message(source))
+    except (OSError, EOFError, pa.ArrowInvalid) as exc:
         policy.reject("file", f"corrupt_arrow:{type(exc).__name__}")
         return
-    row = 0
-    try:
-        for whole in batches:
-            for start in range(0, whole.num_rows, batch_size):  # the writer's batches can be large
-                batch = whole.slice(start, batch_size)
-                accepted = _accepted_batch(batch, row, policy)
-                row += batch.num_rows
-                yield accepted
-    except (OSError, pa.ArrowInvalid):
-        policy.reject("end of file", "truncated_stream")
+    if any(pa.types.is_dictionary(f.type) for f in schema):  # dictionary messages: pyarrow's own reader
+        source.seek(start)
+        try:
+            yield from pa.ipc.open_stream(source)
+        except (OSError, pa.ArrowInvalid):
+            policy.reject("end of file", "truncated_stream")
+        return
+    while True:
+        position = source.tell()
+        try:
+            message = pa.ipc.read_message(source)
+            if message.type != "record batch":
+                raise pa.ArrowInvalid(f"a {message.type} message inside the stream")
+            batch = pa.ipc.read_record_batch(message, schema)
+        except EOFError:  # the end-of-stream marker
+            return
+        except (OSError, pa.ArrowInvalid) as exc:
+            following = _next_batch_message(source, position + 1, schema)
+            if following is None:
+                policy.reject("end of file", "truncated_stream")
+                return
+            policy.reject(f"bytes {position}-{following}", f"corrupt_batch:{type(exc).__name__}")
+            source.seek(following)
+            continue
+        yield batch
+
+
+def _next_batch_message(source: Any, position: int, schema: pa.Schema) -> int | None:
+    """Where the next message that decodes as a batch of ``schema`` (or the end-of-stream marker)
+    starts, from ``position`` on; None when none does."""
+    while True:
+        source.seek(position)
+        chunk = source.read(_RESYNC_CHUNK + len(_IPC_CONTINUATION) - 1)
+        offset = chunk.find(_IPC_CONTINUATION)
+        while offset >= 0:
+            candidate = position + offset
+            source.seek(candidate)
+            try:
+                message = pa.ipc.read_message(source)
+                if message.type == "record batch":
+                    pa.ipc.read_record_batch(message, schema)
+                    return candidate
+            except EOFError:
+                return candidate
+            except (OSError, pa.ArrowInvalid):
+                pass
+            offset = chunk.find(_IPC_CONTINUATION, offset + 1)
+        if len(chunk) <= _RESYNC_CHUNK:
+            return None
+        position += _RESYNC_CHUNK
 
 
 COLUMNAR_READERS = {"parquet": iter_parquet_batches, "arrow": iter_arrow_batches}
