@@ -820,6 +820,8 @@ class DocumentsStage(Stage):
         with handle:
             if (fmt := detect_format(path, handle)) in COLUMNAR_READERS:
                 yield from COLUMNAR_READERS[fmt](handle, policy, self.config.batch_size)
+            elif fmt == "zip":  # crawl files (a WACZ) are the extract stage's input, not documents
+                policy.reject("file", "not_documents:zip")
             else:
                 yield from chunked(iter_jsonl_records(handle, path, policy), self.config.batch_size)
         fio.count_retries(handle, stats.extra)

@@ -44,6 +44,7 @@ from curation.ingest.readers import (
     is_arc,
     iter_arc,
     iter_warc,
+    iter_zip_crawl_files,
 )
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
@@ -190,9 +191,11 @@ class ExtractStage(Stage):
         with handle:
             fmt = detect_format(path, handle)
             if fmt == "warc":
-                reader = iter_arc if is_arc(handle) else iter_warc
-                records = reader(handle, errors, self.config.max_payload_bytes)
-                yield from self._from_warc(records, source_name, path, crawl, stats)
+                yield from self._from_crawl_file(handle, source_name, path, crawl, errors, stats)
+            elif fmt == "zip":  # a WACZ: its WARCs, each with ids and a source of its own
+                for member, member_handle in iter_zip_crawl_files(handle, errors):
+                    yield from self._from_crawl_file(member_handle, f"{source_name}#{member}", f"{path}#{member}",
+                                                     crawl, errors, stats)
             else:  # JSONL or Parquet documents, through the one bad-record policy
                 rejected_before = sum(stats.dropped.values())
                 records = (iter_jsonl_records(handle, path, policy) if fmt == "jsonl"
@@ -213,6 +216,11 @@ class ExtractStage(Stage):
                 continue
             stats.dropped[reason] += count
             stats.docs_in += count
+
+    def _from_crawl_file(self, handle, source_name: str, source: str, crawl: str | None, errors: Counter,
+                         stats: ShardStats):
+        reader = iter_arc if is_arc(handle) else iter_warc
+        yield from self._from_warc(reader(handle, errors, self.config.max_payload_bytes), source_name, source, crawl, stats)
 
     def _from_warc(self, records, source_name: str, path: str, crawl: str | None, stats: ShardStats):
         for record in records:

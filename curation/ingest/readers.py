@@ -9,6 +9,7 @@ the extract stage to keep 2xx only); any other ``response`` or ``resource`` reco
 record's own content type and charset (archiving tools and wget write those). ``conversion``
 records (WET) are text. ``request``, ``metadata``, ``revisit`` and ``warcinfo`` records are
 skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) go through warcio.
+A WACZ, or any ZIP of crawl files, is the files inside it (``iter_zip_crawl_files``).
 
 Compression: per-record gzip members (Common Crawl, the specification's recommendation), a whole
 file gzipped as one stream, and zstd (per-record frames or one frame) are read; records of one
@@ -42,6 +43,7 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
 _VERSION_LINE = re.compile(rb"WARC/\d\.\d+\r?\n")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZIP_MAGIC = b"PK\x03\x04"  # a ZIP: a WACZ, or any package of crawl files
 # the compressions a file's first bytes name, by the suffix that would have named them
 COMPRESSION_MAGIC = {".gz": b"\x1f\x8b", ".zst": _ZSTD_MAGIC, ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
 _SCAN_CHUNK = 1 << 20
@@ -521,12 +523,14 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
 
 def detect_format(path: str, handle: BinaryIO | None = None) -> str:
     """``parquet``, ``arrow`` (Arrow IPC: Hugging Face ``datasets``' ``.arrow`` streams, Feather
-    v2 files), ``jsonl`` or ``warc`` (WARC, WET or ARC) by the file's name, or, when the name does
+    v2 files), ``jsonl``, ``zip`` (a WACZ or ZIP of crawl files) or ``warc`` (WARC, WET or ARC) by the file's name, or, when the name does
     not say (no suffix, ``.txt``, ``.data``...), by its first bytes: Parquet's or Arrow's magic, or
     JSON after any compression; anything else is read as a WARC, whose reader reports it."""
     name = path.lower().rsplit("/", 1)[-1]
     if name.endswith((".arrow", ".arrows", ".feather", ".ipc")):
         return "arrow"
+    if name.endswith((".wacz", ".zip")):
+        return "zip"
     for suffix in (".gz", ".zst", ".lz4", ".bz2", ".xz"):
         name = name.removesuffix(suffix)
     if name.endswith(".parquet"):
@@ -542,6 +546,89 @@ def detect_format(path: str, handle: BinaryIO | None = None) -> str:
         return "parquet"
     if magic == b"ARRO" or magic == b"\xff\xff\xff\xff":  # Arrow's file magic; a stream's first message
         return "arrow"
+    if magic == ZIP_MAGIC:
+        return "zip"
     if _decompressed_head(handle, 64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "jsonl"
     return "warc"
+
+
+# -- WACZ and ZIP packages of crawl files --------------------------------------------------------
+
+_CRAWL_MEMBER = re.compile(r"\.(warc|arc|wet)(\.gz|\.zst)?$", re.IGNORECASE)
+_LOCAL_HEADER_SIZE = 30  # a ZIP local file header before its name and extra field (APPNOTE 4.3.7)
+
+
+class _ByteRange(io.RawIOBase):
+    """Bytes ``start`` to ``start + length`` of a seekable handle, as a seekable file of their own:
+    a member stored uncompressed in a ZIP, read in place (ranged reads on a remote file)."""
+
+    def __init__(self, handle: BinaryIO, start: int, length: int):
+        super().__init__()
+        self._handle, self._start, self._length, self._position = handle, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        size = max(0, min(len(buffer), self._length - self._position))
+        if size == 0:
+            return 0
+        self._handle.seek(self._start + self._position)
+        data = self._handle.read(size)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def _stored_member(handle: BinaryIO, info: Any) -> BinaryIO:
+    handle.seek(info.header_offset)
+    header = handle.read(_LOCAL_HEADER_SIZE)
+    if len(header) < _LOCAL_HEADER_SIZE or not header.startswith(ZIP_MAGIC):
+        raise OSError(f"no local header at byte {info.header_offset}")
+    name_length, extra_length = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+    start = info.header_offset + _LOCAL_HEADER_SIZE + name_length + extra_length
+    return io.BufferedReader(_ByteRange(handle, start, info.compress_size), buffer_size=1 << 16)
+
+
+def iter_zip_crawl_files(handle: BinaryIO, errors: Counter) -> Iterator[tuple[str, BinaryIO]]:
+    """The WARC, ARC and WET files inside a WACZ (Webrecorder's package, what Browsertrix writes:
+    ``archive/*.warc.gz`` beside page lists, CDXJ indexes and ``datapackage.json``) or any ZIP of
+    crawl files, as (member name, seekable handle). A member stored uncompressed, as WACZ asks, is
+    read in place; a deflated one through ``zipfile``. Other members are counted as
+    ``skipped:zip_member``; a ZIP whose directory cannot be read as ``corrupt_zip``, a member
+    that cannot be opened (encrypted, an unknown compression, no local header) as
+    ``corrupt_zip_member``."""
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        errors["corrupt_zip"] += 1
+        return
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        if not _CRAWL_MEMBER.search(info.filename):
+            errors[SKIPPED + "zip_member"] += 1
+            continue
+        try:
+            if info.flag_bits & 0x1:
+                raise RuntimeError("encrypted")
+            member = _stored_member(handle, info) if info.compress_type == zipfile.ZIP_STORED else archive.open(info)
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):
+            errors["corrupt_zip_member"] += 1
+            continue
+        with member:
+            yield info.filename, member
