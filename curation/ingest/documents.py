@@ -24,7 +24,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | a Parquet or Arrow batch that decodes to unsound arrays (every batch is validated in full first) | a string column whose only fault is bytes that are not UTF-8 is decoded with U+FFFD; any other fault loses the batch (counted, one per row) | ``repaired:invalid_utf8`` (extra), ``corrupt_batch:*`` |
 | an Arrow message that does not decode (a damaged batch) | skipped to the next message that decodes; the rest of the file is read | ``corrupt_batch:*`` (one: its rows are unknown) |
 | an Arrow stream cut short; an Arrow file without its footer | the whole batches before the cut are kept; the file is read as the stream inside it | ``truncated_stream`` |
-| a gzip member that does not inflate (``cat``-joined ``.gz`` files, one damaged) | the next member that inflates is read on; the cut line is one bad line | ``corrupt_gzip_member`` |
+| a gzip member, zstd frame, bzip2 or xz stream that does not decode (``cat``-joined files, pzstd's or pbzip2's frames, one damaged) | the next one that decodes is read on; the cut line is one bad line | ``corrupt_gzip_member``, ``corrupt_<zst|bz2|xz>_frame`` |
 
 With ``strict: true`` the first bad record stops the stage with one line naming the file, the
 line (or row) and the reason. The text and id fields are renamed to ``text`` and ``id``; every
@@ -64,7 +64,13 @@ from curation.core.stage import (
     chunked,
     register,
 )
-from curation.ingest.readers import COMPRESSION_MAGIC, GZIP_MAGIC, compression_by_magic, detect_format
+from curation.ingest.readers import (
+    COMPRESSION_MAGIC,
+    GZIP_MAGIC,
+    ZSTD_MAGIC,
+    compression_by_magic,
+    detect_format,
+)
 
 REPAIRED = "repaired:"
 
@@ -289,33 +295,77 @@ class _DecodedStream(io.RawIOBase):
         raise NotImplementedError
 
 
-class ZstdFrames(_DecodedStream):
-    """A zstd stream of one or more frames, read as bytes; a stream that ends inside a frame raises
-    EOFError (zstandard's own reader just ends there, so a cut file would read as complete)."""
+class CompressedFrames(_DecodedStream):
+    """A zstd, bzip2 or xz file of one or more frames (streams, in bzip2's and xz's words), read as
+    bytes; a file that ends inside a frame raises EOFError (zstandard's own reader just ends there,
+    so a cut file would read as complete). A frame that does not decode (a damaged block) ends where
+    the damage is, as for ``GzipMembers``: the reader goes on at the next frame that decodes (files
+    of many frames: pzstd's, pbzip2's, seekable zstd, ``cat``-joined files), with a line end at the
+    cut, and counts the damage in ``damaged``."""
 
-    def __init__(self, handle: Any, chunk: int = 1 << 20):
-        import zstandard
-
+    def __init__(self, handle: Any, suffix: str, chunk: int = 1 << 16):
         super().__init__()
-        self.handle, self.chunk, self.zstandard = handle, chunk, zstandard
-        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self.in_frame = False
+        self.magic, self.new_decompressor, self.errors = _FRAMED_CODECS[suffix]()
+        self.handle, self.chunk, self.decompressor = handle, chunk, self.new_decompressor()
+        self.frame_start = self.read_to = handle.tell()
+        self.in_frame, self.ended, self.damaged = False, False, 0
 
     def _decode(self) -> bytes | None:
-        data = self.handle.read(self.chunk)
+        # small pieces: what a frame gave before its damage is kept (a decoder raising loses its call's output)
+        data = b"" if self.ended else self.handle.read(self.chunk)
+        self.read_to += len(data)
         if not data:
-            if self.in_frame:
-                raise EOFError("the zstd stream ends inside a frame")
+            if self.in_frame and not self.ended:
+                raise EOFError("the stream ends inside a frame")
             return None
         parts = []
-        while data:
-            self.in_frame = True
-            parts.append(self.decompressor.decompress(data))
-            data = b""
-            if self.decompressor.eof:  # a frame ended; what follows starts the next one
-                data, self.in_frame = self.decompressor.unused_data, False
-                self.decompressor = self.zstandard.ZstdDecompressor().decompressobj()
+        try:
+            while data:
+                if not self.in_frame:  # zeros between or after frames are padding (xz's); no frame opens with one
+                    data = data.lstrip(b"\x00")
+                    self.frame_start = self.read_to - len(data)
+                    if not data:
+                        break
+                self.in_frame = True
+                parts.append(self.decompressor.decompress(data))
+                data = b""
+                if self.decompressor.eof:  # a frame ended; what follows starts the next one
+                    data, self.in_frame = self.decompressor.unused_data, False
+                    self.decompressor = self.new_decompressor()
+        except self.errors:
+            parts.append(b"\n")
+            following, only_zeros = _next_decodable(self.handle, self.frame_start, self.chunk, self.magic,
+                                                    lambda head: self.new_decompressor().decompress(head))
+            self.damaged += 0 if following is None and only_zeros else 1
+            if following is None:
+                self.ended = True
+            else:
+                self.handle.seek(following)
+                self.frame_start = self.read_to = following
+                self.decompressor, self.in_frame = self.new_decompressor(), False
         return b"".join(parts)
+
+
+def _zstd_codec() -> tuple[bytes, Any, Any]:
+    import zstandard
+
+    return ZSTD_MAGIC, lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError
+
+
+def _bz2_codec() -> tuple[bytes, Any, Any]:
+    import bz2
+
+    return COMPRESSION_MAGIC[".bz2"], bz2.BZ2Decompressor, (OSError, ValueError, EOFError)
+
+
+def _xz_codec() -> tuple[bytes, Any, Any]:
+    import lzma
+
+    return COMPRESSION_MAGIC[".xz"], lzma.LZMADecompressor, (lzma.LZMAError, EOFError)
+
+
+# a frame's magic, a new decoder (``decompress``, ``eof``, ``unused_data``), what it raises for damage
+_FRAMED_CODECS = {".zst": _zstd_codec, ".bz2": _bz2_codec, ".xz": _xz_codec}
 
 
 class GzipMembers(_DecodedStream):
@@ -357,32 +407,43 @@ class GzipMembers(_DecodedStream):
     def _resynchronise(self) -> None:
         """Go on at the next member after the damaged one that inflates; end when there is none
         (zeros after the last member are padding, not damage)."""
-        position, skip = self.member_start, 1  # the damaged member's own magic is not a way on
-        only_zeros = True
-        self.handle.seek(position)
-        while window := self.handle.read(self.chunk + 2):
-            only_zeros = only_zeros and not window.strip(b"\x00")
-            found = window.find(GZIP_MAGIC, skip)
-            if found < 0:
-                position += max(1, len(window) - 2)
-                skip = 0
-                self.handle.seek(position)
-                continue
-            candidate = position + found
-            self.handle.seek(candidate)
-            try:
-                zlib.decompressobj(wbits=31).decompress(self.handle.read(1 << 16))
-            except zlib.error:
-                position, skip = candidate, 1
-                self.handle.seek(position)
-                continue
-            self.handle.seek(candidate)
-            self.member_start = self.read_to = candidate
-            self.decompressor, self.in_member = zlib.decompressobj(wbits=31), False
-            self.damaged += 1
+        following, only_zeros = _next_decodable(self.handle, self.member_start, self.chunk, GZIP_MAGIC,
+                                                lambda data: zlib.decompressobj(wbits=31).decompress(data))
+        if following is None:
+            self.ended = True
+            self.damaged += 0 if only_zeros else 1
             return
-        self.ended = True
-        self.damaged += 0 if only_zeros else 1
+        self.handle.seek(following)
+        self.member_start = self.read_to = following
+        self.decompressor, self.in_member = zlib.decompressobj(wbits=31), False
+        self.damaged += 1
+
+
+def _next_decodable(handle: Any, position: int, chunk: int, magic: bytes, probe: Any) -> tuple[int | None, bool]:
+    """Where the next member (gzip) or frame (zstd) after the damaged one at ``position`` starts:
+    its ``magic``, and its first 64 KiB decode (``probe`` raises where they do not); None when no
+    later one does, with whether only zeros (padding) followed the damage."""
+    skip = 1  # the damaged member's own magic is not a way on
+    only_zeros = True
+    handle.seek(position)
+    while window := handle.read(chunk + len(magic) - 1):
+        only_zeros = only_zeros and not window.strip(b"\x00")
+        found = window.find(magic, skip)
+        if found < 0:
+            position += max(1, len(window) - len(magic) + 1)
+            skip = 0
+            handle.seek(position)
+            continue
+        candidate = position + found
+        handle.seek(candidate)
+        try:
+            probe(handle.read(1 << 16))
+        except Exception:  # noqa: BLE001 (each codec raises its own error type for data that is not its own)
+            position, skip = candidate, 1
+            handle.seek(position)
+            continue
+        return candidate, only_zeros
+    return None, only_zeros
 
 
 def _compression(handle: Any, path: str) -> str | None:
@@ -400,16 +461,8 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
     compression = _compression(handle, path)
     if compression == ".gz":
         stream = GzipMembers(handle)
-    elif compression == ".zst":
-        stream = ZstdFrames(handle)
-    elif compression == ".bz2":
-        import bz2
-
-        stream = bz2.BZ2File(handle)
-    elif compression == ".xz":
-        import lzma
-
-        stream = lzma.LZMAFile(handle)  # noqa: SIM115 (closed with the handle it wraps)
+    elif compression in _FRAMED_CODECS:
+        stream = CompressedFrames(handle, compression)
     try:
         reader: Any = io.BufferedReader(stream)
         lines: Iterator[bytes] = reader
@@ -433,10 +486,12 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
             row = policy.accept(obj, number, len(raw))
             if row is not None:
                 yield row
-    except (OSError, EOFError, zlib.error, ValueError):  # ValueError: a damaged bz2/xz/zstd stream
+    except (OSError, EOFError, zlib.error, ValueError):
         policy.reject("end of file", "truncated_stream")
     if isinstance(stream, GzipMembers) and stream.damaged:
         policy.reject("gzip member", "corrupt_gzip_member", records=stream.damaged)
+    if isinstance(stream, CompressedFrames) and stream.damaged:
+        policy.reject("frame", f"corrupt_{compression.lstrip('.')}_frame", records=stream.damaged)
 
 
 def _parse_json(raw: bytes, number: int, policy: RecordPolicy) -> Any:

@@ -42,10 +42,10 @@ from curation.core.errors import CurationError
 GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
 _VERSION_LINE = re.compile(rb"WARC/\d\.\d+\r?\n")
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZIP_MAGIC = b"PK\x03\x04"  # a ZIP: a WACZ, or any package of crawl files
 # the compressions a file's first bytes name, by the suffix that would have named them
-COMPRESSION_MAGIC = {".gz": b"\x1f\x8b", ".zst": _ZSTD_MAGIC, ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
+COMPRESSION_MAGIC = {".gz": b"\x1f\x8b", ".zst": ZSTD_MAGIC, ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
 _SCAN_CHUNK = 1 << 20
 
 
@@ -489,7 +489,7 @@ def _decompressed(handle: BinaryIO) -> BinaryIO:
         import gzip
 
         return gzip.GzipFile(fileobj=handle)  # every member, one after another
-    if magic == _ZSTD_MAGIC:
+    if magic == ZSTD_MAGIC:
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)

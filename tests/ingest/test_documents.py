@@ -162,28 +162,37 @@ def test_a_cut_compressed_file_keeps_what_was_read_and_counts_the_cut(tmp_path, 
     assert [row["id"] for row in rows] == [f"d{i}" for i in range(len(rows))]  # a prefix, nothing invented
 
 
-def _members(groups: int = 5, per_group: int = 80) -> tuple[list[bytes], list[list[str]]]:
-    """gzip members of JSON lines, as ``cat a.jsonl.gz b.jsonl.gz`` joins files; the ids in each."""
+COMPRESS = {".gz": lambda data: gzip.compress(data, mtime=0), ".zst": lambda data: zstandard.ZstdCompressor().compress(data),
+            ".bz2": lambda data: __import__("bz2").compress(data), ".xz": lambda data: __import__("lzma").compress(data)}
+REASON = {".gz": "corrupt_gzip_member", ".zst": "corrupt_zst_frame", ".bz2": "corrupt_bz2_frame", ".xz": "corrupt_xz_frame"}
+
+
+def _members(groups: int = 5, per_group: int = 80, suffix: str = ".gz") -> tuple[list[bytes], list[list[str]]]:
+    """gzip members (zstd frames, bzip2 or xz streams) of JSON lines, as ``cat a.jsonl.gz b.jsonl.gz``
+    joins files, or pzstd and pbzip2 write them; the ids in each."""
     members, ids = [], []
     for g in range(groups):
         rows = [{"id": f"g{g}-{i}", "text": f"group {g} line {i} " + "words " * (i % 40)} for i in range(per_group)]
-        members.append(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode(), mtime=0))
+        members.append(COMPRESS[suffix]("".join(json.dumps(r) + "\n" for r in rows).encode()))
         ids.append([r["id"] for r in rows])
     return members, ids
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(damaged=st.integers(0, 4), where=st.floats(0.05, 0.9), length=st.integers(1, 200))
-def test_a_damaged_gzip_member_loses_only_itself(tmp_path, damaged, where, length):
-    """Joined gzip files used to end at the first damaged block; the members after it are read now."""
-    members, ids = _members()
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from(sorted(COMPRESS)), damaged=st.integers(0, 4), where=st.floats(0.05, 0.9),
+       length=st.integers(1, 200))
+def test_a_damaged_member_or_frame_loses_only_itself(tmp_path, suffix, damaged, where, length):
+    """Joined gzip files used to end at the first damaged block; the members after it are read now.
+    The same for zstd frames, bzip2 and xz streams: a damaged one raised (zstd, xz: the stage
+    failed) or ended the file without a count (bzip2)."""
+    members, ids = _members(suffix=suffix)
     start = sum(len(m) for m in members[:damaged]) + int(len(members[damaged]) * where)
     data = bytearray(b"".join(members))
     for k in range(start, min(start + length, sum(len(m) for m in members[: damaged + 1]) - 8)):
         data[k] ^= 0xA5
-    path = tmp_path / f"joined-{damaged}-{start}-{length}.jsonl.gz"
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / f"joined.jsonl{suffix}"
     path.write_bytes(bytes(data))
-    rows, stats = read(path, tmp_path / path.stem)
+    rows, stats = read(path, path.parent)
     got = [row["id"] for row in rows]
     for g, group in enumerate(ids):  # (the damaged member's lines before the damage may come out garbled:
         if g != damaged:             # gzip checks a member's CRC only at its end)
@@ -191,14 +200,15 @@ def test_a_damaged_gzip_member_loses_only_itself(tmp_path, damaged, where, lengt
     assert sum(stats.dropped.values()) >= 1  # the damage is counted, as a bad line, a cut or a lost member
 
 
-def test_joined_gzip_files_and_zero_padding_read_whole(tmp_path):
-    members, ids = _members()
-    (tmp_path / "joined.jsonl.gz").write_bytes(b"".join(members) + b"\x00" * 512)
-    rows, stats = read(tmp_path / "joined.jsonl.gz", tmp_path)
+@pytest.mark.parametrize("suffix", sorted(COMPRESS))
+def test_joined_files_and_zero_padding_read_whole(tmp_path, suffix):
+    members, ids = _members(suffix=suffix)
+    (tmp_path / f"joined.jsonl{suffix}").write_bytes(b"".join(members) + b"\x00" * 512)
+    rows, stats = read(tmp_path / f"joined.jsonl{suffix}", tmp_path)
     assert [row["id"] for row in rows] == [i for group in ids for i in group] and not stats.dropped
-    (tmp_path / "junk.jsonl.gz").write_bytes(b"".join(members) + b"not gzip at all")
-    rows, stats = read(tmp_path / "junk.jsonl.gz", tmp_path / "junk")
-    assert len(rows) == 400 and dict(stats.dropped) == {"corrupt_gzip_member": 1}
+    (tmp_path / f"junk.jsonl{suffix}").write_bytes(b"".join(members) + b"not compressed at all")
+    rows, stats = read(tmp_path / f"junk.jsonl{suffix}", tmp_path / "junk")
+    assert len(rows) == 400 and dict(stats.dropped) == {REASON[suffix]: 1}
 
 
 def test_zstd_frames_one_after_another_are_all_read(tmp_path):
