@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NamedTuple
 
+import zstandard
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from curation.core.errors import CurationError
@@ -75,23 +76,35 @@ class RawRecord:
         return self.offset if not self.index_in_member else f"{self.offset}+{self.index_in_member}"
 
 
-def _looks_like_warc_member(handle: BinaryIO, offset: int) -> bool:
-    """A gzip member that inflates to ``WARC/1.`` (or to a prefix of it, when the file ends)."""
+# per-record compression of a WARC: each record its own gzip member or zstd frame (the WARC-zstd
+# layout), with how much of a member's head to decode to see whether it opens a record (a zstd
+# block, up to 128 KiB, yields nothing until it is whole)
+_MEMBER_MAGIC = {"gzip": (GZIP_MAGIC, 4096), "zstd": (ZSTD_MAGIC, (1 << 17) + 4096)}
+
+
+def _looks_like_warc_member(handle: BinaryIO, offset: int, compression: str = "gzip") -> bool:
+    """A gzip member or zstd frame that decodes to ``WARC/1.`` (or to a prefix of it, when the
+    file ends)."""
+    head_size = _MEMBER_MAGIC[compression][1]
     handle.seek(offset)
-    head = handle.read(4096)
+    head = handle.read(head_size)
     try:
-        inflated = zlib.decompressobj(wbits=31).decompress(head, 16)
-    except zlib.error:
+        if compression == "gzip":
+            inflated = zlib.decompressobj(wbits=31).decompress(head, 16)
+        else:
+            inflated = zstandard.ZstdDecompressor().decompressobj().decompress(head)[:16]
+    except (zlib.error, ValueError, zstandard.ZstdError):
         return False
     if inflated.startswith(_WARC_MAGIC):
         return True
     # Near the end of the file a truncated member may not inflate to anything yet.
-    return len(head) < 4096 and _WARC_MAGIC.startswith(inflated[: len(_WARC_MAGIC)])
+    return len(head) < head_size and _WARC_MAGIC.startswith(inflated[: len(_WARC_MAGIC)])
 
 
-def _find_next_start(handle: BinaryIO, after: int, compressed: bool) -> int | None:
-    """Offset of the next plausible record start at or after ``after``."""
-    magic = GZIP_MAGIC if compressed else _WARC_MAGIC
+def _find_next_start(handle: BinaryIO, after: int, compression: str | None) -> int | None:
+    """Offset of the next plausible record start at or after ``after``: a gzip member or zstd
+    frame that opens a record, or in plain WARC a version line."""
+    magic = _MEMBER_MAGIC[compression][0] if compression else _WARC_MAGIC
     position = after
     while True:
         handle.seek(position)
@@ -101,8 +114,8 @@ def _find_next_start(handle: BinaryIO, after: int, compressed: bool) -> int | No
         search = 0
         while (found := chunk.find(magic, search)) != -1:
             candidate = position + found
-            if compressed:
-                if _looks_like_warc_member(handle, candidate):
+            if compression:
+                if _looks_like_warc_member(handle, candidate, compression):
                     return candidate
             elif _VERSION_LINE.match(_bytes_at(handle, candidate, 16)):
                 # not only at a line start: the byte before may be the damage resynchronised past
@@ -118,15 +131,18 @@ def _bytes_at(handle: BinaryIO, offset: int, size: int) -> bytes:
     return handle.read(size)
 
 
-def _is_gzip(handle: BinaryIO) -> bool:
-    """Gzip-member WARC, also when the first member's header itself is damaged."""
+def _member_compression(handle: BinaryIO) -> str | None:
+    """``gzip`` or ``zstd`` for a WARC of compressed records (also when the first record's header
+    itself is damaged), None for plain WARC."""
     handle.seek(0)
     head = handle.read(len(_WARC_MAGIC))
     if head[:2] == b"\x1f\x8b":
-        return True
+        return "gzip"
+    if head[:4] == ZSTD_MAGIC:
+        return "zstd"
     if head.startswith(_WARC_MAGIC):
-        return False
-    return _find_next_start(handle, 1, compressed=True) is not None
+        return None
+    return next((c for c in _MEMBER_MAGIC if _find_next_start(handle, 1, c) is not None), None)
 
 
 _WANTED = WarcRecordType.response | WarcRecordType.conversion | WarcRecordType.resource
@@ -149,7 +165,7 @@ def iter_warc(
         # positions in the decompressed file
         yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=False)
         return
-    compressed = _is_gzip(handle)
+    compression = _member_compression(handle)
     start = 0
     seen: set[tuple[int, int]] = set()
     # One damaged record, one count. ``pending``: the reason counted for the damage that ended the
@@ -190,7 +206,7 @@ def iter_warc(
             failure = _reason_for(exc)
         except Exception as exc:  # a malformed header can surface as any parse error
             failure = f"corrupt_record:{type(exc).__name__}"
-        next_start = _find_next_start(handle, last_start + 1, compressed)
+        next_start = _find_next_start(handle, last_start + 1, compression)
         if failure is None and next_start is not None:
             # FastWARC ended cleanly but a record start lies ahead: the member it ended on was
             # truncated or unreadable, and FastWARC stopped there silently.

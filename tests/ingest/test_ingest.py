@@ -193,16 +193,29 @@ GZ_WARC, GZ_OFFSETS = build_warc(PAGES, gzip=True)
 RAW_WARC, RAW_OFFSETS = build_warc(PAGES, gzip=False)
 
 
+def _zstd_frames(raw: bytes, offsets: list[int]) -> tuple[bytes, list[int]]:
+    """The WARC-zstd layout: each record of ``raw`` its own zstd frame; the frames' offsets."""
+    import zstandard
+
+    frames = [zstandard.ZstdCompressor().compress(raw[a:b]) for a, b in zip(offsets, [*offsets[1:], len(raw)], strict=True)]
+    return b"".join(frames), [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
+
+
+ZST_WARC, ZST_OFFSETS = _zstd_frames(RAW_WARC, RAW_OFFSETS)
+
+
 def _member_of(position: int, offsets: list[int]) -> int:
     return max(i for i, start in enumerate(offsets) if start <= position)
 
 
-@pytest.mark.parametrize(("data", "offsets"), [(GZ_WARC, GZ_OFFSETS), (RAW_WARC, RAW_OFFSETS)], ids=["gzip", "plain"])
+@pytest.mark.parametrize(("data", "offsets"), [(GZ_WARC, GZ_OFFSETS), (RAW_WARC, RAW_OFFSETS), (ZST_WARC, ZST_OFFSETS)],
+                         ids=["gzip", "plain", "zstd-frames"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_corruption_never_loses_untouched_records(data, offsets, draw):
     """One random edit (flip, insertion, deletion): no exception, and every record whose bytes
-    (or the end of the record before it) were not touched still comes through."""
+    (or the end of the record before it) were not touched still comes through. zstd frames used to
+    end the file at the first damaged one: the search for the next record knew only gzip's magic."""
     blob = bytearray(data)
     kind = draw.draw(st.sampled_from(["flip", "garbage", "delete"]))
     position = draw.draw(st.integers(0, len(blob) - 1))
