@@ -70,6 +70,7 @@ from curation.ingest.readers import (
     ZSTD_MAGIC,
     compression_by_magic,
     detect_format,
+    find_magic,
 )
 
 REPAIRED = "repaired:"
@@ -420,30 +421,26 @@ class GzipMembers(_DecodedStream):
 
 
 def _next_decodable(handle: Any, position: int, chunk: int, magic: bytes, probe: Any) -> tuple[int | None, bool]:
-    """Where the next member (gzip) or frame (zstd) after the damaged one at ``position`` starts:
-    its ``magic``, and its first 64 KiB decode (``probe`` raises where they do not); None when no
-    later one does, with whether only zeros (padding) followed the damage."""
-    skip = 1  # the damaged member's own magic is not a way on
-    only_zeros = True
-    handle.seek(position)
-    while window := handle.read(chunk + len(magic) - 1):
-        only_zeros = only_zeros and not window.strip(b"\x00")
-        found = window.find(magic, skip)
-        if found < 0:
-            position += max(1, len(window) - len(magic) + 1)
-            skip = 0
-            handle.seek(position)
-            continue
-        candidate = position + found
+    """Where the next member (gzip) or frame (zstd, bzip2, xz) after the damaged one at ``position``
+    starts: its ``magic``, and its first 64 KiB decode (``probe`` raises where they do not); None
+    when no later one does, with whether only zeros (padding) followed the damage."""
+
+    def decodes(candidate: int) -> bool:
         handle.seek(candidate)
         try:
             probe(handle.read(1 << 16))
         except Exception:  # noqa: BLE001 (each codec raises its own error type for data that is not its own)
-            position, skip = candidate, 1
-            handle.seek(position)
-            continue
-        return candidate, only_zeros
-    return None, only_zeros
+            return False
+        return True
+
+    following = find_magic(handle, position + 1, magic, decodes)  # the damaged one's own magic is no way on
+    if following is not None:
+        return following, False
+    handle.seek(position)
+    while window := handle.read(chunk):
+        if window.strip(b"\x00"):
+            return None, False
+    return None, True
 
 
 def _compression(handle: Any, path: str) -> str | None:

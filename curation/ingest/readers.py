@@ -31,7 +31,7 @@ import io
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NamedTuple
 
@@ -103,9 +103,17 @@ def _looks_like_warc_member(handle: BinaryIO, offset: int, compression: str = "g
 
 def _find_next_start(handle: BinaryIO, after: int, compression: str | None) -> int | None:
     """Offset of the next plausible record start at or after ``after``: a gzip member or zstd
-    frame that opens a record, or in plain WARC a version line."""
-    magic = _MEMBER_MAGIC[compression][0] if compression else _WARC_MAGIC
-    position = after
+    frame that opens a record, or in plain WARC a version line (not only at a line start: the byte
+    before may be the damage resynchronised past)."""
+    if compression:
+        return find_magic(handle, after, _MEMBER_MAGIC[compression][0],
+                          lambda candidate: _looks_like_warc_member(handle, candidate, compression))
+    return find_magic(handle, after, _WARC_MAGIC, lambda candidate: bool(_VERSION_LINE.match(_bytes_at(handle, candidate, 16))))
+
+
+def find_magic(handle: BinaryIO, position: int, magic: bytes, accept: Callable[[int], bool]) -> int | None:
+    """Offset of the first ``magic`` at or after ``position`` that ``accept(offset)`` takes (it may
+    move the handle), searched a chunk at a time; None when none is."""
     while True:
         handle.seek(position)
         chunk = handle.read(_SCAN_CHUNK + len(magic))
@@ -113,13 +121,8 @@ def _find_next_start(handle: BinaryIO, after: int, compression: str | None) -> i
             return None
         search = 0
         while (found := chunk.find(magic, search)) != -1:
-            candidate = position + found
-            if compression:
-                if _looks_like_warc_member(handle, candidate, compression):
-                    return candidate
-            elif _VERSION_LINE.match(_bytes_at(handle, candidate, 16)):
-                # not only at a line start: the byte before may be the damage resynchronised past
-                return candidate
+            if accept(position + found):
+                return position + found
             search = found + 1
         if len(chunk) < _SCAN_CHUNK + len(magic):
             return None
