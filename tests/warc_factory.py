@@ -111,14 +111,19 @@ def not_documents() -> list[bytes]:
     ]
 
 
-def build_arc(pages: list[tuple[str, bytes]], gzip: bool = False, statuses: dict[str, str] | None = None) -> bytes:
-    """An ARC (version 1) file: a filedesc header record, then one record per (url, HTML body);
-    ``statuses``: the HTTP status line of a URL, when it is not ``200 OK``."""
-
+def arc_records(pages: list[tuple[str, bytes]], statuses: dict[str, str] | None = None) -> list[bytes]:
+    """The records of an ARC (version 1) file: a filedesc header record, then one record per
+    (url, HTML body); ``statuses``: the HTTP status line of a URL, when it is not ``200 OK``."""
     version_block = b"1 0 test\nURL IP-address Archive-date Content-type Archive-length\n"
     records = [f"filedesc://test.arc 0.0.0.0 20260101000000 text/plain {len(version_block)}\n".encode()
                + version_block + b"\n"]
     for url, html in pages:
         http = f"HTTP/1.0 {(statuses or {}).get(url, '200 OK')}\r\nContent-Type: text/html\r\n\r\n".encode() + html
         records.append(f"{url} 192.0.2.1 20260101000000 text/html {len(http)}\n".encode() + http + b"\n")
+    return records
+
+
+def build_arc(pages: list[tuple[str, bytes]], gzip: bool = False, statuses: dict[str, str] | None = None) -> bytes:
+    """An ARC file of ``arc_records``, plain or a gzip member per record (the Internet Archive's layout)."""
+    records = arc_records(pages, statuses)
     return gzip_members(records) if gzip else b"".join(records)

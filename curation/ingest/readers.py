@@ -20,7 +20,8 @@ case: ``needs_lenient_reader``) are split into records by warcio instead, slower
 Bad input never loses the rest of a file. FastWARC stops at the first corrupt gzip member or
 WARC header; the resilient iterator then searches forward for the next record that really
 starts there (a gzip member that inflates to ``WARC/1.``, or a ``WARC/1.`` line in plain WARC),
-counts what it skipped with a reason, and carries on.
+counts what it skipped with a reason, and carries on. ARC is read the same way through warcio
+(``iter_arc``), at the next gzip member that inflates to an ARC header line, or such a line.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import io
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NamedTuple
 
@@ -166,7 +167,9 @@ def iter_warc(
     if needs_lenient_reader(handle):
         # decompressed here: warcio refuses a file gzipped as one stream; offsets are then
         # positions in the decompressed file
-        yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=False)
+        failure, _, _ = yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=False)
+        if failure:
+            errors[failure] += 1
         return
     compression = _member_compression(handle)
     start = 0
@@ -402,8 +405,38 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 
 
 def is_arc(handle: BinaryIO) -> bool:
-    """An ARC file (``filedesc://`` first), plain, gzip- or zstd-compressed."""
-    return _decompressed_head(handle).startswith(b"filedesc://")
+    """An ARC file (``filedesc://`` first), plain, gzip- or zstd-compressed; also when its first
+    record is damaged, if the first record that can be read after it is an ARC record."""
+    head = _decompressed_head(handle)
+    if head.startswith(b"filedesc://"):
+        return True
+    if head.startswith(_WARC_MAGIC):
+        return False
+    first = _first_record_past_damage(handle)
+    return first is not None and first[1] == "arc"
+
+
+def _first_record_past_damage(handle: BinaryIO) -> tuple[int, str, str] | None:
+    """(offset, ``arc`` or ``warc``, ``members`` or ``plain``) of the first record within the
+    file's first MiB that can be read (a gzip member that inflates to one, or one in plain text),
+    for a file whose first bytes are damaged; None when there is none."""
+    handle.seek(0)
+    window = handle.read(_SCAN_CHUNK)
+    handle.seek(0)
+    found = []
+    for candidate in (match.start() for match in re.finditer(re.escape(GZIP_MAGIC), window)):
+        try:
+            inflated = zlib.decompressobj(wbits=31).decompress(window[candidate : candidate + 4096], _ARC_HEADER_MAX)
+        except zlib.error:
+            continue
+        if inflated.startswith(_WARC_MAGIC) or _ARC_HEADER_LINE.match(inflated):
+            found.append((candidate, "warc" if inflated.startswith(_WARC_MAGIC) else "arc", "members"))
+            break
+    if arc := _ARC_HEADER_START.search(window, 1):
+        found.append((arc.start(), "arc", "plain"))
+    if warc := _VERSION_LINE.search(window, 1):
+        found.append((warc.start(), "warc", "plain"))
+    return min(found, default=None)
 
 
 def compression_by_magic(head: bytes) -> str | None:
@@ -438,59 +471,182 @@ def _decompressed_head(handle: BinaryIO, size: int = 2048) -> bytes:
     return head[:size]
 
 
+# An ARC v1 record's header line: URL (a scheme, then anything: warcio splits the line from the
+# right), IP address, 14-digit date, content type, length
+_ARC_HEADER = rb"[A-Za-z][A-Za-z0-9+.\-]*:[^\n]{0,8192}? [^ \n]+ \d{8,17} [^ \n]+ \d{1,15}\r?\n"
+_ARC_HEADER_LINE = re.compile(_ARC_HEADER)
+# where a header line can start when the line break before it is damaged: not inside a scheme
+_ARC_HEADER_START = re.compile(rb"(?<![A-Za-z0-9+.\-])" + _ARC_HEADER)
+_ARC_HEADER_MAX = 8400  # the longest line _ARC_HEADER matches, with room to spare
+
+
+def _arc_layout(handle: BinaryIO) -> str:
+    """``members`` (a gzip member per record, as the Internet Archive writes ARC), ``stream``
+    (gzipped as one stream), ``zstd``, or ``plain``."""
+    handle.seek(0)
+    head = handle.read(1 << 16)
+    handle.seek(0)
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(b"\x1f\x8b"):
+        inflater = zlib.decompressobj(wbits=31)
+        with contextlib.suppress(zlib.error):  # a damaged first member: see what follows it
+            inflater.decompress(head)
+            # the first member (the filedesc record) ends within the head, and more follows it
+            return "members" if inflater.eof and inflater.unused_data else "stream"
+    first = _first_record_past_damage(handle)
+    if first is not None and first[2] == "members":
+        return "members"
+    return "stream" if head.startswith(b"\x1f\x8b") else "plain"
+
+
+def _looks_like_arc_member(handle: BinaryIO, offset: int) -> bool:
+    """A gzip member that inflates to an ARC header line."""
+    try:
+        inflated = zlib.decompressobj(wbits=31).decompress(_bytes_at(handle, offset, 4096), _ARC_HEADER_MAX)
+    except zlib.error:
+        return False
+    return bool(_ARC_HEADER_LINE.match(inflated))
+
+
+def _find_arc_header(handle: BinaryIO, position: int) -> int | None:
+    """Offset of the first ARC header line at or after ``position`` (>= 1): at a line start, or
+    after damage that took the line break (not one letter into the header line a pass failed on)."""
+    while True:
+        handle.seek(position - 1)  # the byte before: the lookbehind reads it
+        chunk = handle.read(_SCAN_CHUNK + _ARC_HEADER_MAX)
+        if match := _ARC_HEADER_START.search(chunk, 1):
+            return position - 1 + match.start()
+        if len(chunk) < _SCAN_CHUNK + _ARC_HEADER_MAX:
+            return None
+        position += _SCAN_CHUNK
+
+
 def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000) -> Iterator[RawRecord]:
     """ARC records (through warcio, which reads ARC as WARC), as ``RawRecord`` responses.
 
-    warcio has no resynchronisation: a corrupt record ends the file, counted as ``corrupt_arc``.
-    The file is decompressed here, so an ARC gzipped as one stream (which warcio refuses after its
-    first record) reads like one gzipped record by record; offsets are positions in the
-    decompressed file.
+    warcio stops at the first damaged record; as for WARC, this reader then searches on for the
+    next record that really starts (a gzip member that inflates to an ARC header line, or such a
+    line in plain ARC), counts the damage (``corrupt_arc:<reason>``) and carries on. Offsets are
+    those of the gzip members in a file of one member per record (the Internet Archive's layout),
+    and positions in the decompressed file when it was gzipped as one stream. An ARC in zstd is
+    read in one pass: a damaged frame ends it.
     """
-    yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=True)
+    layout = _arc_layout(handle)
+    if layout == "zstd":
+        failure, _, _ = yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=True)
+        if failure:
+            errors[failure] += 1
+        return
+    source = gzip.GzipFile(fileobj=handle) if layout == "stream" else handle  # decompressed: warcio refuses one stream
+
+    def next_start(after: int) -> int | None:
+        if layout == "members":
+            return find_magic(handle, after, GZIP_MAGIC, lambda candidate: _looks_like_arc_member(handle, candidate))
+        try:
+            return _find_arc_header(source, after)
+        except (OSError, EOFError, zlib.error):  # the gzip stream itself is damaged: nothing after it can be read
+            return None
+
+    start, pending, seen = 0, False, set()
+    while True:
+        source.seek(start)
+        failure, last, end = yield from _iter_with_warcio(source, errors, max_payload_bytes, arc=True, seen=seen)
+        found = next_start((start if last is None else last) + 1)
+        if failure is None and found is not None:
+            failure = "corrupt_arc:unreadable_member"  # warcio ended quietly at a member it could not inflate
+        elif failure is None and layout == "members" and _bytes_at(handle, end, 1):
+            failure = "truncated_record"  # ... or at one cut short where the file ends
+        if failure and not (pending and last is None):  # a record that fails again is counted once
+            errors[failure] += 1
+        if found is None:
+            return
+        start, pending = found, bool(failure)
 
 
-def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int, arc: bool) -> Iterator[RawRecord]:
+def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int, arc: bool,
+                      seen: set[int] | None = None) -> Generator[RawRecord, None, tuple[str | None, int | None, int]]:
     """ARC records (warcio parses their HTTP message), or WARC records whose blocks are read as
-    ``iter_warc`` reads them (warcio only splits the records)."""
+    ``iter_warc`` reads them (warcio only splits the records), from the handle's position to where
+    warcio stops. Returns the reason it stopped early (None when it ended quietly), the offset of
+    the last record it read (None when none) and where that record ends. ``seen``: offsets of the records an earlier pass
+    read (skipped now; this pass adds its own). An ARC record whose length does not end at a
+    record boundary stops the pass, so that a wrong length loses no record after it."""
     from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
     records = WarcioIterator(handle, arc2warc=True, no_record_parse=not arc)
-    previous_offset, index_in_member = None, 0
+    previous_offset, index_in_member, last = None, 0, None
     try:
         for record in records:
+            if arc and record.rec_type != "warcinfo" and not _plausible_arc_header(record.rec_headers):
+                # a line inside a record, read as a header after a wrong length: not a record
+                return "corrupt_arc:bad_header", last, records.offset
             wanted = record.rec_type in ("response", "resource", "conversion")
             # read before asking for the offset: warcio's get_record_offset reads the record to its end
             stream = record.content_stream() if arc else record.raw_stream  # ARC: dechunked, decoded
             block = stream.read(max_payload_bytes + 1) if wanted else b""
+            cut_short = arc and wanted and len(block) <= max_payload_bytes and _ends_early(record.raw_stream)
+            misplaced = records.err_count
             offset = records.get_record_offset()
+            misplaced = records.err_count > misplaced  # warcio found no blank line after the record
             index_in_member = index_in_member + 1 if offset == previous_offset else 0
-            previous_offset = offset
+            previous_offset = last = offset
+            if seen is not None:
+                if offset in seen:
+                    continue
+                seen.add(offset)
             if not wanted:
                 errors[SKIPPED + str(record.rec_type)] += 1
-                continue
-            headers = record.rec_headers
-            common = {"offset": offset, "index_in_member": index_in_member, "record_type": record.rec_type,
-                      "url": (headers.get_header("WARC-Target-URI") or "").strip("<>"),
-                      "date": headers.get_header("WARC-Date") or "",
-                      "record_id": "" if arc else headers.get_header("WARC-Record-ID") or "",  # ARC: warcio makes one up
-                      "language_hint": headers.get_header("WARC-Identified-Content-Language")}
-            declared = headers.get_header("Content-Type") or ""
-            if len(block) > max_payload_bytes:
-                yield RawRecord(content_type=split_content_type(declared)[0], charset=None, payload=None,
-                                payload_length=len(block), **common)
-            elif arc:
-                http = record.http_headers
-                content_type, charset = split_content_type((http.get_header("Content-Type") if http else None) or declared)
-                status = http.get_statuscode() if http else None
-                yield RawRecord(content_type=content_type, charset=charset, payload=block, payload_length=len(block),
-                                http_status=int(status) if status and status.isdigit() else None, **common)
-            elif len(block) < _declared_length(headers.get_header("Content-Length")):
-                errors["truncated_record"] += 1  # the file ends inside this record
-            elif (raw := _from_block(block, declared, common, errors,
-                                     headers.get_header("WARC-Identified-Payload-Type"))) is not None:
-                yield raw
+            elif cut_short:
+                errors["truncated_record"] += 1  # the file ends (or its gzip member breaks) inside this record
+            else:
+                yield from _warcio_record(record, block, offset, index_in_member, errors, max_payload_bytes, arc)
+            if arc and misplaced:
+                return "corrupt_arc:length_mismatch", last, records.offset
     except Exception as exc:  # warcio raises plain exceptions on malformed headers
-        errors[f"{'corrupt_arc' if arc else 'corrupt_record'}:{type(exc).__name__}"] += 1
+        return f"{'corrupt_arc' if arc else 'corrupt_record'}:{type(exc).__name__}", last, records.offset
+    return None, last, records.offset
+
+
+_URI_SCHEME = re.compile(r"<?[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def _plausible_arc_header(headers: Any) -> bool:
+    """An ARC header line as warcio converted it: a URL with a scheme and a length in digits."""
+    return bool(_URI_SCHEME.match(headers.get_header("WARC-Target-URI") or "")) and (
+        headers.get_header("Content-Length") or "").isdigit()
+
+
+def _ends_early(raw_stream: Any) -> bool:
+    """Whether a warcio record's stream, read to its end, held less than its declared length."""
+    while raw_stream.read(1 << 16):
+        pass
+    return getattr(raw_stream, "limit", 0) > 0  # a LimitReader, when the record declared a length
+
+
+def _warcio_record(record: Any, block: bytes, offset: int, index_in_member: int, errors: Counter,
+                   max_payload_bytes: int, arc: bool) -> Iterator[RawRecord]:
+    headers = record.rec_headers
+    common = {"offset": offset, "index_in_member": index_in_member, "record_type": record.rec_type,
+              "url": (headers.get_header("WARC-Target-URI") or "").strip("<>"),
+              "date": headers.get_header("WARC-Date") or "",
+              "record_id": "" if arc else headers.get_header("WARC-Record-ID") or "",  # ARC: warcio makes one up
+              "language_hint": headers.get_header("WARC-Identified-Content-Language")}
+    declared = headers.get_header("Content-Type") or ""
+    if len(block) > max_payload_bytes:
+        yield RawRecord(content_type=split_content_type(declared)[0], charset=None, payload=None,
+                        payload_length=len(block), **common)
+    elif arc:
+        http = record.http_headers
+        content_type, charset = split_content_type((http.get_header("Content-Type") if http else None) or declared)
+        status = http.get_statuscode() if http else None
+        yield RawRecord(content_type=content_type, charset=charset, payload=block, payload_length=len(block),
+                        http_status=int(status) if status and status.isdigit() else None, **common)
+    elif len(block) < _declared_length(headers.get_header("Content-Length")):
+        errors["truncated_record"] += 1  # the file ends inside this record
+    elif (raw := _from_block(block, declared, common, errors,
+                             headers.get_header("WARC-Identified-Payload-Type"))) is not None:
+        yield raw
 
 
 def _declared_length(value: str | None) -> int:
