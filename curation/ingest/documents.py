@@ -10,6 +10,7 @@ The policy, for every record (a JSONL line, a Parquet row):
 | a file that is one JSON array of objects (opens with ``[``) | each element a record, read a piece at a time (memory holds one element, whatever the file's size); a damaged element loses only itself, a file cut short keeps the elements before the cut | ``invalid_json``, ``truncated_stream`` |
 | a UTF-8 byte-order mark opening the file | removed | |
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
+| a JSONL file in UTF-16 or UTF-32 (a byte-order mark, or the zeros of RFC 4627's rule; what Windows tools write) | read as the same text in UTF-8; bytes that do not decode become U+FFFD | ``repaired:invalid_utf16`` / ``invalid_utf32`` (extra, per 64 KiB piece) |
 | an integer over 64 bits | read as a float (orjson, as JavaScript and Arrow's JSON reader do) | |
 | a ``\\ud800``-style escape of an unpaired surrogate (not writable as UTF-8) | U+FFFD in its place, kept | ``repaired:lone_surrogate`` (extra) |
 | no text field, but one of ``text_fallbacks`` (``raw_content``, ``content``) | text read from it | ``repaired:text_from:<field>`` (extra) |
@@ -37,6 +38,7 @@ ids and counts as the per-row path that JSONL takes (a property test holds the t
 
 from __future__ import annotations
 
+import codecs
 import io
 import itertools
 import json
@@ -71,6 +73,7 @@ from curation.ingest.readers import (
     compression_by_magic,
     detect_format,
     find_magic,
+    json_text_encoding,
 )
 
 REPAIRED = "repaired:"
@@ -146,7 +149,7 @@ class RecordPolicy:
         self.stats.dropped[reason] += records
 
     def repair(self, position: Any, reason: str) -> None:
-        if self.config.strict and reason == "invalid_utf8":
+        if self.config.strict and reason.startswith("invalid_utf"):
             raise BadRecord(f"{self.path}: {self.unit} {position}: {reason}")
         key = REPAIRED + reason
         self.stats.extra[key] = self.stats.extra.get(key, 0.0) + 1
@@ -294,6 +297,32 @@ class _DecodedStream(io.RawIOBase):
 
     def _decode(self) -> bytes | None:
         raise NotImplementedError
+
+
+class RecodedToUtf8(_DecodedStream):
+    """A UTF-16 or UTF-32 byte stream read as UTF-8, a piece at a time; bytes that do not decode
+    (a lone surrogate, an odd byte at the end) become U+FFFD, counted in ``replaced``."""
+
+    def __init__(self, stream: Any, encoding: str, chunk: int = 1 << 16):
+        super().__init__()
+        self.stream, self.chunk, self.replaced = stream, chunk, 0
+        self.decoder = codecs.getincrementaldecoder(encoding)("strict")
+
+    def _decode(self) -> bytes | None:
+        data = self.stream.read(self.chunk)
+        if self.decoder is None:
+            return None
+        state = self.decoder.getstate()
+        try:
+            text = self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError:
+            self.decoder.setstate(state)
+            self.decoder.errors, self.replaced = "replace", self.replaced + 1
+            text = self.decoder.decode(data, final=not data)
+            self.decoder.errors = "strict"
+        if not data:
+            self.decoder = None
+        return text.encode("utf-8", "surrogatepass")
 
 
 class CompressedFrames(_DecodedStream):
@@ -462,6 +491,10 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         stream = CompressedFrames(handle, compression)
     try:
         reader: Any = io.BufferedReader(stream)
+        recoded = None
+        if encoding := json_text_encoding(reader.peek(8)[:8]):
+            recoded = RecodedToUtf8(reader, encoding)
+            reader = io.BufferedReader(recoded)
         lines: Iterator[bytes] = reader
         if reader.peek(64).lstrip(_BOM_AND_SPACE)[:1] == b"[":
             blank = 0
@@ -485,6 +518,8 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
                 yield row
     except (OSError, EOFError, zlib.error, ValueError):
         policy.reject("end of file", "truncated_stream")
+    for _ in range(recoded.replaced if recoded is not None else 0):  # one per piece with bytes that did not decode
+        policy.repair("file", f"invalid_{encoding.replace('-', '')[:5]}")
     if isinstance(stream, GzipMembers) and stream.damaged:
         policy.reject("gzip member", "corrupt_gzip_member", records=stream.damaged)
     if isinstance(stream, CompressedFrames) and stream.damaged:

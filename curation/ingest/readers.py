@@ -26,6 +26,7 @@ counts what it skipped with a reason, and carries on. ARC is read the same way t
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import io
@@ -696,6 +697,28 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
     return bool(known) and all(_NAMED_FIELDS[name.lower()] != name for name in known)
 
 
+def json_text_encoding(head: bytes) -> str | None:
+    """The UTF-16 or UTF-32 codec a JSON text opening with ``head`` (its first 4+ bytes) is written
+    in, by its byte-order mark or, without one, by the zero bytes around its first ASCII
+    characters (RFC 4627, section 3); None for UTF-8. Windows tools (PowerShell's ``>``, Notepad's
+    "Unicode") write UTF-16 with a BOM."""
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if head.startswith(bom):
+            return codec
+    if len(head) < 4:
+        return None
+    if head[0] and not any(head[1:4]):
+        return "utf-32-le"
+    if head[3] and not any(head[:3]):
+        return "utf-32-be"
+    if head[0] and head[2] and not head[1] and not head[3]:
+        return "utf-16-le"
+    if head[1] and head[3] and not head[0] and not head[2]:
+        return "utf-16-be"
+    return None
+
+
 def detect_format(path: str, handle: BinaryIO | None = None) -> str:
     """``parquet``, ``arrow`` (Arrow IPC: Hugging Face ``datasets``' ``.arrow`` streams, Feather
     v2 files), ``jsonl``, ``zip`` (a WACZ or ZIP of crawl files) or ``warc`` (WARC, WET or ARC) by the file's name, or, when the name does
@@ -723,7 +746,10 @@ def detect_format(path: str, handle: BinaryIO | None = None) -> str:
         return "arrow"
     if magic == ZIP_MAGIC:
         return "zip"
-    if _decompressed_head(handle, 64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+    head = _decompressed_head(handle, 64)
+    if encoding := json_text_encoding(head):  # UTF-16 or UTF-32
+        head = head.decode(encoding, "replace").encode()
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "jsonl"
     return "warc"
 

@@ -4,7 +4,9 @@ commands that read documents take JSONL through it."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import json
 import math
 import tempfile
@@ -25,9 +27,11 @@ from curation.ingest.documents import (
     BadRecord,
     DocumentsConfig,
     DocumentsStage,
+    RecodedToUtf8,
     RecordPolicy,
     iter_jsonl_records,
 )
+from curation.ingest.readers import detect_format, json_text_encoding
 
 GOOD = [{"id": f"d{i}", "text": f"good document number {i} about gardens", "lang": "en"} for i in range(5)]
 BAD_LINES = [
@@ -149,6 +153,55 @@ def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
     lines = [b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode(), json.dumps(GOOD[1]).encode()]
     rows, stats = read(jsonl(lines, tmp_path / name), tmp_path)
     assert [row["id"] for row in rows] == ["d0", "d1"] and not stats.dropped
+
+
+WIDE_TEXTS = [{"id": f"w{i}", "text": text} for i, text in enumerate(["plain ASCII about gardens", "Gärten und Bäume",
+                                                                      "庭の木々 🌳 and an emoji outside the BMP"])]
+
+
+@pytest.mark.parametrize("form", ["array", "lines"])
+@pytest.mark.parametrize(("encoding", "bom"), [("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE),
+                                               ("utf-16-le", b""), ("utf-16-be", b""), ("utf-32-le", codecs.BOM_UTF32_LE),
+                                               ("utf-32-be", b"")])
+@pytest.mark.parametrize("name", ["wide.jsonl", "wide.jsonl.gz", "wide-unnamed.data"])
+def test_a_utf16_or_utf32_file_reads_as_its_utf8_twin(tmp_path, encoding, bom, name, form):
+    """What PowerShell's ``>`` and Notepad's "Unicode" write: every line used to be invalid_json (and a file
+    whose name does not say JSON was read as a WARC)."""
+    text = (json.dumps(WIDE_TEXTS, ensure_ascii=False, indent=1) if form == "array"
+            else "\r\n".join(json.dumps(row, ensure_ascii=False) for row in WIDE_TEXTS) + "\r\n")
+    path = tmp_path / name
+    data = bom + text.encode(encoding)
+    path.write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+    rows, stats = read(path, tmp_path)
+    assert [{"id": row["id"], "text": row["text"]} for row in rows] == WIDE_TEXTS
+    assert not stats.dropped and not stats.extra, (stats.dropped, stats.extra)
+
+
+def test_utf8_json_is_not_taken_for_utf16():
+    assert json_text_encoding(b'{"id": 1}') is None and json_text_encoding(b"\xef\xbb\xbf{") is None
+    assert json_text_encoding(b'\x00\x00{"') is None  # zeros of damage, not a pattern of wide characters
+    assert json_text_encoding('{"'.encode("utf-16-le")) == "utf-16-le"
+    for data in (codecs.BOM_UTF16_LE + '{"id": 1}'.encode("utf-16-le"), '[{"id": 1}]'.encode("utf-32-be")):
+        assert detect_format("export.data", io.BytesIO(data)) == "jsonl"  # was read as a WARC: every record lost
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(max_size=300), encoding=st.sampled_from(["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]),
+       chunk=st.integers(1, 9))
+def test_recoding_to_utf8_is_exact_across_piece_boundaries(text, encoding, chunk):
+    """A code unit or surrogate pair split between two pieces decodes whole."""
+    recoded = RecodedToUtf8(io.BytesIO(text.encode(encoding)), encoding, chunk=chunk)
+    assert io.BufferedReader(recoded).read() == text.encode("utf-8") and recoded.replaced == 0
+
+
+def test_bytes_that_are_not_utf16_become_replacement_characters_counted(tmp_path):
+    lines = [json.dumps(row, ensure_ascii=False).encode("utf-16-le") for row in WIDE_TEXTS]
+    lines[1] = lines[1].replace("Bäume".encode("utf-16-le"), b"\x00\xd8B\x00")  # a lone high surrogate
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(codecs.BOM_UTF16_LE + "\n".encode("utf-16-le").join(lines))
+    rows, stats = read(path, tmp_path)
+    assert [row["id"] for row in rows] == ["w0", "w1", "w2"] and "\ufffdB" in rows[1]["text"]
+    assert stats.extra == {"repaired:invalid_utf16": 1} and not stats.dropped
 
 
 @pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.jsonl.zst", "cut.jsonl.bz2", "cut.jsonl.xz"])
