@@ -186,10 +186,12 @@ def iter_warc(
         last_start = start
         failure: str | None = None
         cut_short = False
-        previous_offset, index_in_member = None, 0
+        previous_offset, index_in_member, shift = None, 0, None
         try:
             for record in ArchiveIterator(handle, record_types=WarcRecordType.any_type, parse_http=False):
-                offset = start + record.stream_pos
+                if shift is None:  # FastWARC 2 counts from the file's start, not from where it began reading
+                    shift = start if record.stream_pos < start else 0
+                offset = shift + record.stream_pos
                 index_in_member = index_in_member + 1 if offset == previous_offset else 0
                 previous_offset = last_start = offset
                 recounted, pending = pending if offset == start else None, None
