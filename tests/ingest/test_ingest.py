@@ -335,6 +335,22 @@ def test_arc_corruption_never_loses_untouched_records(parts, draw):
 
 
 @pytest.mark.parametrize("parts", [ARC_RECORDS, ARC_MEMBERS], ids=["plain", "gzip-members"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_arc_records_after_several_damaged_ones_keep_their_offsets(parts, draw):
+    data, offsets = b"".join(parts), _starts(parts) + [len(b"".join(parts))]
+    damaged = sorted(draw.draw(st.sets(st.integers(1, len(parts) - 1), min_size=2, max_size=3)))
+    blob = bytearray(data)
+    for index in damaged:
+        blob[draw.draw(st.integers(offsets[index], offsets[index + 1] - 1))] ^= draw.draw(st.integers(1, 255))
+    records, errors, _ = _read_arc(bytes(blob))
+    by_url = {r.url: r.offset for r in records}
+    for index, (url, _) in enumerate(ARC_PAGES, start=1):
+        if index not in damaged and index - 1 not in damaged:
+            assert by_url.get(url) == offsets[index], (index, damaged, errors)
+
+
+@pytest.mark.parametrize("parts", [ARC_RECORDS, ARC_MEMBERS], ids=["plain", "gzip-members"])
 @pytest.mark.parametrize("delta", [-40, +3000], ids=["too-short", "too-long"])
 def test_a_wrong_arc_length_loses_no_other_record(parts, delta):
     """A length too long swallows the records after it in plain ARC: the reader goes back for them."""
