@@ -572,9 +572,10 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
     """ARC records (warcio parses their HTTP message), or WARC records whose blocks are read as
     ``iter_warc`` reads them (warcio only splits the records), from the handle's position to where
     warcio stops. Returns the reason it stopped early (None when it ended quietly), the offset of
-    the last record it read (None when none) and where that record ends. ``seen``: offsets of the records an earlier pass
-    read (skipped now; this pass adds its own). An ARC record whose length does not end at a
-    record boundary stops the pass, so that a wrong length loses no record after it."""
+    the last record it read (None when none) and where that record ends. ``seen``: offsets of the
+    records an earlier pass read (skipped now; this pass adds its own). An ARC record whose length
+    does not end at a record boundary stops the pass, so that a wrong length loses no record after
+    it."""
     from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
     records = WarcioIterator(handle, arc2warc=True, no_record_parse=not arc)
