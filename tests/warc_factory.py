@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from warcio.statusandheaders import StatusAndHeaders
@@ -111,19 +112,25 @@ def not_documents() -> list[bytes]:
     ]
 
 
-def arc_records(pages: list[tuple[str, bytes]], statuses: dict[str, str] | None = None) -> list[bytes]:
-    """The records of an ARC (version 1) file: a filedesc header record, then one record per
-    (url, HTML body); ``statuses``: the HTTP status line of a URL, when it is not ``200 OK``."""
-    version_block = b"1 0 test\nURL IP-address Archive-date Content-type Archive-length\n"
+def arc_records(pages: list[tuple[str, bytes]], statuses: dict[str, str] | None = None, version: int = 1) -> list[bytes]:
+    """The records of an ARC file: a filedesc header record, then one record per (url, HTML body);
+    ``statuses``: the HTTP status line of a URL, when it is not ``200 OK``. ``version`` 2 is
+    Alexa's, with result code, checksum, location, offset and file name in each header line."""
+    fields = "Archive-length" if version == 1 else "Result-code Checksum Location Offset Filename Archive-length"
+    version_block = f"{version} 0 test\nURL IP-address Archive-date Content-type {fields}\n".encode()
     records = [f"filedesc://test.arc 0.0.0.0 20260101000000 text/plain {len(version_block)}\n".encode()
                + version_block + b"\n"]
-    for url, html in pages:
-        http = f"HTTP/1.0 {(statuses or {}).get(url, '200 OK')}\r\nContent-Type: text/html\r\n\r\n".encode() + html
-        records.append(f"{url} 192.0.2.1 20260101000000 text/html {len(http)}\n".encode() + http + b"\n")
+    for i, (url, html) in enumerate(pages):
+        status = (statuses or {}).get(url, "200 OK")
+        http = f"HTTP/1.0 {status}\r\nContent-Type: text/html\r\n\r\n".encode() + html
+        date = f"202601{i % 28 + 1:02d}000000"
+        extra = "" if version == 1 else f"{status[:3]} {hashlib.md5(http).hexdigest()} - {sum(map(len, records))} test.arc "
+        records.append(f"{url} 192.0.2.1 {date} text/html {extra}{len(http)}\n".encode() + http + b"\n")
     return records
 
 
-def build_arc(pages: list[tuple[str, bytes]], gzip: bool = False, statuses: dict[str, str] | None = None) -> bytes:
+def build_arc(pages: list[tuple[str, bytes]], gzip: bool = False, statuses: dict[str, str] | None = None,
+              version: int = 1) -> bytes:
     """An ARC file of ``arc_records``, plain or a gzip member per record (the Internet Archive's layout)."""
-    records = arc_records(pages, statuses)
+    records = arc_records(pages, statuses, version)
     return gzip_members(records) if gzip else b"".join(records)

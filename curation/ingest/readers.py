@@ -30,6 +30,7 @@ import codecs
 import contextlib
 import gzip
 import io
+import logging
 import re
 import zlib
 from collections import Counter
@@ -474,13 +475,29 @@ def _decompressed_head(handle: BinaryIO, size: int = 2048) -> bytes:
     return head[:size]
 
 
-# An ARC v1 record's header line: URL (a scheme, then anything: warcio splits the line from the
-# right), IP address, 14-digit date, content type, length
-_ARC_HEADER = rb"[A-Za-z][A-Za-z0-9+.\-]*:[^\n]{0,8192}? [^ \n]+ \d{8,17} [^ \n]+ \d{1,15}\r?\n"
+# An ARC record's header line. Version 1: URL (a scheme, then anything: warcio splits the line
+# from the right), IP address, 14-digit date, content type, length. Version 2 (Alexa's) adds the
+# result code, checksum, location, offset and file name before the length.
+_ARC_HEADER = (rb"[A-Za-z][A-Za-z0-9+.\-]*:(?:[^\n]{0,8192}? [^ \n]+ \d{8,17} [^ \n]+"
+               rb"|[^ \n]{0,8192} [^ \n]+ \d{8,17} [^ \n]+ (?:\d{3}|-) [^ \n]+ [^ \n]+ \d+ [^ \n]+) \d{1,15}\r?\n")
+# warcio reads every ARC header line as version 1: a version 2 line's first six fields become
+# its URL, spaces written %20
+_ARC_V2_URL = re.compile(r"(?P<url>\S+?)%20[^%\s]+%20(?P<date>\d{8,17})%20[^%\s]+%20(?:\d{3}|-)%20[^%\s]+")
 _ARC_HEADER_LINE = re.compile(_ARC_HEADER)
 # where a header line can start when the line break before it is damaged: not inside a scheme
 _ARC_HEADER_START = re.compile(rb"(?<![A-Za-z0-9+.\-])" + _ARC_HEADER)
 _ARC_HEADER_MAX = 8400  # the longest line _ARC_HEADER matches, with room to spare
+
+
+class _SpacesInArcUrls(logging.Filter):
+    """Drops warcio's warning for every ARC record whose URL field holds spaces: every record of a
+    version 2 ARC does (its other fields, read as part of the URL, are split off here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Replacing spaces in invalid WARC-Target-URI")
+
+
+_WARCIO_RECORD_LOG = logging.getLogger("warcio.recordloader")
 
 
 def _arc_layout(handle: BinaryIO) -> str:
@@ -535,6 +552,8 @@ def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_
     and positions in the decompressed file when it was gzipped as one stream. An ARC in zstd is
     read in one pass: a damaged frame ends it.
     """
+    if not any(isinstance(f, _SpacesInArcUrls) for f in _WARCIO_RECORD_LOG.filters):
+        _WARCIO_RECORD_LOG.addFilter(_SpacesInArcUrls())
     layout = _arc_layout(handle)
     if layout == "zstd":
         failure, _, _ = yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=True)
@@ -631,9 +650,13 @@ def _ends_early(raw_stream: Any) -> bool:
 def _warcio_record(record: Any, block: bytes, offset: int, index_in_member: int, errors: Counter,
                    max_payload_bytes: int, arc: bool) -> Iterator[RawRecord]:
     headers = record.rec_headers
+    url, date = (headers.get_header("WARC-Target-URI") or "").strip("<>"), headers.get_header("WARC-Date") or ""
+    if arc and (version_2 := _ARC_V2_URL.fullmatch(url)):
+        from warcio.timeutils import timestamp_to_iso_date
+
+        url, date = version_2["url"], timestamp_to_iso_date(version_2["date"])
     common = {"offset": offset, "index_in_member": index_in_member, "record_type": record.rec_type,
-              "url": (headers.get_header("WARC-Target-URI") or "").strip("<>"),
-              "date": headers.get_header("WARC-Date") or "",
+              "url": url, "date": date,
               "record_id": "" if arc else headers.get_header("WARC-Record-ID") or "",  # ARC: warcio makes one up
               "language_hint": headers.get_header("WARC-Identified-Content-Language")}
     declared = headers.get_header("Content-Type") or ""

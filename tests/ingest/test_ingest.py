@@ -294,6 +294,7 @@ def test_wrong_content_length_loses_only_that_record(delta):
 ARC_PAGES = [(url, page(i)) for i, (url, _, _) in enumerate(PAGES)]
 ARC_RECORDS = arc_records(ARC_PAGES)  # the filedesc record, then one per page
 ARC_MEMBERS = [gzip_members([record]) for record in ARC_RECORDS]
+ARC_V2_MEMBERS = [gzip_members([record]) for record in arc_records(ARC_PAGES, version=2)]
 
 
 def _starts(parts: list[bytes]) -> list[int]:
@@ -306,7 +307,8 @@ def _read_arc(data: bytes) -> tuple[list, Counter, bool]:
     return list(iter_arc(handle, errors)), errors, is_arc(handle)
 
 
-@pytest.mark.parametrize("parts", [ARC_RECORDS, ARC_MEMBERS], ids=["plain", "gzip-members"])
+@pytest.mark.parametrize("parts", [ARC_RECORDS, ARC_MEMBERS, arc_records(ARC_PAGES, version=2), ARC_V2_MEMBERS],
+                         ids=["plain", "gzip-members", "v2-plain", "v2-gzip-members"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_arc_corruption_never_loses_untouched_records(parts, draw):

@@ -56,14 +56,20 @@ def test_truncated_last_record_keeps_the_others(tmp_path, compressed):
     assert stats.dropped == {"truncated_record": 1}
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("packing", ["plain", "gzip-members", "gzip-stream"])
-def test_arc_files_are_read(tmp_path, packing):
-    pages = [(f"http://old.example/{i}", page(i)) for i in range(5)]
+def test_arc_files_are_read(tmp_path, packing, version, caplog):
+    """Version 2 (Alexa's ARC, more fields in each header line): warcio reads every line as
+    version 1, and its URLs came out as six fields joined with %20, its dates as the year 2999
+    (and it logged a warning for every record)."""
+    pages = [(f"http://old.example/{i}?q=a%20b", page(i)) for i in range(5)]
     path = tmp_path / ("old.arc" if packing == "plain" else "old.arc.gz")
-    data = build_arc(pages, gzip=packing == "gzip-members")
+    data = build_arc(pages, gzip=packing == "gzip-members", version=version)
     path.write_bytes(gzip.compress(data, mtime=0) if packing == "gzip-stream" else data)  # warcio refused the stream
     rows, stats = extract(path, tmp_path)
     assert [row["url"] for row in rows] == [url for url, _ in pages]
+    assert [row["warc_date"] for row in rows] == [f"2026-01-0{i + 1}T00:00:00Z" for i in range(5)]
+    assert not [r for r in caplog.records if r.name.startswith("warcio")]
     assert all(f"Document number {i}." in row["text"] for i, row in enumerate(rows))
     assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1}
     assert len({row["id"] for row in rows}) == len(rows)
