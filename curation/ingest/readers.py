@@ -665,7 +665,10 @@ def _warcio_record(record: Any, block: bytes, offset: int, index_in_member: int,
                         payload_length=len(block), **common)
     elif arc:
         http = record.http_headers
-        content_type, charset = split_content_type((http.get_header("Content-Type") if http else None) or declared)
+        # without an HTTP message (a dns: record, a file fetched over FTP) warcio's "application/http"
+        # is not the payload's type, and it dropped the ARC line's own: left unknown, the page is sniffed
+        fallback = "text/dns" if url.startswith("dns:") else ""
+        content_type, charset = split_content_type((http.get_header("Content-Type") if http else fallback) or "")
         status = http.get_statuscode() if http else None
         yield RawRecord(content_type=content_type, charset=charset, payload=block, payload_length=len(block),
                         http_status=int(status) if status and status.isdigit() else None, **common)

@@ -13,7 +13,16 @@ import pytest
 import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
-from warc_factory import archive_shapes, build_arc, gzip_members, http_block, not_documents, page, raw_record
+from warc_factory import (
+    arc_records,
+    archive_shapes,
+    build_arc,
+    gzip_members,
+    http_block,
+    not_documents,
+    page,
+    raw_record,
+)
 
 from curation.core.stage import ShardTask, StageContext
 from curation.ingest.extract import ExtractConfig, ExtractStage
@@ -73,6 +82,22 @@ def test_arc_files_are_read(tmp_path, packing, version, caplog):
     assert all(f"Document number {i}." in row["text"] for i, row in enumerate(rows))
     assert not stats.dropped and stats.extra == {"skipped:warcinfo": 1}
     assert len({row["id"] for row in rows}) == len(rows)
+
+
+def test_arc_records_without_an_http_message_are_read_by_what_they_hold(tmp_path):
+    """A dns: record and a page fetched over FTP hold no HTTP message; warcio types every ARC
+    record application/http, so both were dropped as non_html:application. Now the page is
+    sniffed as HTML and the DNS answer is text/dns."""
+    records = arc_records([("http://old.example/0", page(0))])
+    dns = b"20260101000000\nold.example.\t3600\tIN\tA\t192.0.2.7\n"
+    ftp_page = page(1)
+    records += [b"dns:old.example 192.0.2.53 20260101000000 text/dns %d\n" % len(dns) + dns + b"\n",
+                b"ftp://old.example/1.html 192.0.2.1 20260101000000 text/html %d\n" % len(ftp_page) + ftp_page + b"\n"]
+    path = tmp_path / "old.arc"
+    path.write_bytes(b"".join(records))
+    rows, stats = extract(path, tmp_path)
+    assert [row["url"] for row in rows] == ["http://old.example/0", "ftp://old.example/1.html"]
+    assert "Document number 1." in rows[1]["text"] and stats.dropped == {"non_html:text": 1}
 
 
 def test_strict_stops_at_the_first_bad_warc_record(tmp_path):
