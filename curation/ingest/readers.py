@@ -598,6 +598,8 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
     from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
     records = WarcioIterator(handle, arc2warc=True, no_record_parse=not arc)
+    if arc:  # its stderr warning for a record not followed by a blank line: counted here instead
+        records.INC_RECORD = ""
     previous_offset, index_in_member, last = None, 0, None
     try:
         for record in records:
