@@ -134,3 +134,17 @@ def build_arc(pages: list[tuple[str, bytes]], gzip: bool = False, statuses: dict
     """An ARC file of ``arc_records``, plain or a gzip member per record (the Internet Archive's layout)."""
     records = arc_records(pages, statuses, version)
     return gzip_members(records) if gzip else b"".join(records)
+
+
+def bare_lf(record: bytes) -> bytes:
+    """The record as a writer that ends lines with LF alone writes it (the block is unchanged)."""
+    header, _, rest = record.partition(b"\r\n\r\n")
+    return header.replace(b"\r\n", b"\n") + b"\n\n" + rest.removesuffix(b"\r\n\r\n") + b"\n\n"
+
+
+def lower_case_names(record: bytes) -> bytes:
+    """The record with its WARC field names in lower case (the specification: case-insensitive)."""
+    header, _, rest = record.partition(b"\r\n\r\n")
+    first, *fields = header.split(b"\r\n")
+    fields = [name.lower() + b":" + value for name, _, value in (f.partition(b":") for f in fields)]
+    return b"\r\n".join([first, *fields]) + b"\r\n\r\n" + rest

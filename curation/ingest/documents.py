@@ -492,7 +492,7 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
     try:
         reader: Any = io.BufferedReader(stream)
         recoded = None
-        if encoding := json_text_encoding(reader.peek(8)[:8]):
+        if encoding := json_text_encoding(reader.peek(64)[:64]):
             recoded = RecodedToUtf8(reader, encoding)
             reader = io.BufferedReader(recoded)
         lines: Iterator[bytes] = reader

@@ -167,11 +167,7 @@ def iter_warc(
 ) -> Iterator[RawRecord]:
     """Yield response/conversion/resource records; count and skip past corrupt regions."""
     if needs_lenient_reader(handle):
-        # decompressed here: warcio refuses a file gzipped as one stream; offsets are then
-        # positions in the decompressed file
-        failure, _, _ = yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=False)
-        if failure:
-            errors[failure] += 1
+        yield from _resilient_warcio(handle, errors, max_payload_bytes, arc=False)
         return
     compression = _member_compression(handle)
     start = 0
@@ -420,15 +416,15 @@ def is_arc(handle: BinaryIO) -> bool:
     return first is not None and first[1] == "arc"
 
 
-def _first_record_past_damage(handle: BinaryIO) -> tuple[int, str, str] | None:
-    """(offset, ``arc`` or ``warc``, ``members`` or ``plain``) of the first record within the
-    file's first MiB that can be read (a gzip member that inflates to one, or one in plain text),
-    for a file whose first bytes are damaged; None when there is none."""
+def _first_record_past_damage(handle: BinaryIO, after: int = 1) -> tuple[int, str, str] | None:
+    """(offset, ``arc`` or ``warc``, ``members`` or ``plain``) of the first record at or after
+    ``after`` within the file's first MiB that can be read (a gzip member that inflates to one, or
+    one in plain text), for a file whose first bytes are damaged; None when there is none."""
     handle.seek(0)
     window = handle.read(_SCAN_CHUNK)
     handle.seek(0)
     found = []
-    for candidate in (match.start() for match in re.finditer(re.escape(GZIP_MAGIC), window)):
+    for candidate in (match.start() for match in re.compile(re.escape(GZIP_MAGIC)).finditer(window, after)):
         try:
             inflated = zlib.decompressobj(wbits=31).decompress(window[candidate : candidate + 4096], _ARC_HEADER_MAX)
         except zlib.error:
@@ -436,9 +432,9 @@ def _first_record_past_damage(handle: BinaryIO) -> tuple[int, str, str] | None:
         if inflated.startswith(_WARC_MAGIC) or _ARC_HEADER_LINE.match(inflated):
             found.append((candidate, "warc" if inflated.startswith(_WARC_MAGIC) else "arc", "members"))
             break
-    if arc := _ARC_HEADER_START.search(window, 1):
+    if arc := _ARC_HEADER_START.search(window, after):
         found.append((arc.start(), "arc", "plain"))
-    if warc := _VERSION_LINE.search(window, 1):
+    if warc := _VERSION_LINE.search(window, after):
         found.append((warc.start(), "warc", "plain"))
     return min(found, default=None)
 
@@ -500,9 +496,9 @@ class _SpacesInArcUrls(logging.Filter):
 _WARCIO_RECORD_LOG = logging.getLogger("warcio.recordloader")
 
 
-def _arc_layout(handle: BinaryIO) -> str:
-    """``members`` (a gzip member per record, as the Internet Archive writes ARC), ``stream``
-    (gzipped as one stream), ``zstd``, or ``plain``."""
+def _layout_for_warcio(handle: BinaryIO) -> str:
+    """``members`` (a gzip member per record, as the Internet Archive writes ARC and the WARC
+    specification recommends), ``stream`` (gzipped as one stream), ``zstd``, or ``plain``."""
     handle.seek(0)
     head = handle.read(1 << 16)
     handle.seek(0)
@@ -512,7 +508,7 @@ def _arc_layout(handle: BinaryIO) -> str:
         inflater = zlib.decompressobj(wbits=31)
         with contextlib.suppress(zlib.error):  # a damaged first member: see what follows it
             inflater.decompress(head)
-            # the first member (the filedesc record) ends within the head, and more follows it
+            # the first member (an ARC's filedesc record, a WARC's warcinfo) ends within the head, and more follows
             return "members" if inflater.eof and inflater.unused_data else "stream"
     first = _first_record_past_damage(handle)
     if first is not None and first[2] == "members":
@@ -554,9 +550,15 @@ def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_
     """
     if not any(isinstance(f, _SpacesInArcUrls) for f in _WARCIO_RECORD_LOG.filters):
         _WARCIO_RECORD_LOG.addFilter(_SpacesInArcUrls())
-    layout = _arc_layout(handle)
-    if layout == "zstd":
-        failure, _, _ = yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=True)
+    yield from _resilient_warcio(handle, errors, max_payload_bytes, arc=True)
+
+
+def _resilient_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int, arc: bool) -> Iterator[RawRecord]:
+    """warcio's records of an ARC, or of a WARC that FastWARC cannot read, pass after pass: after
+    the damage that stops a pass, the next one starts at the next record that really starts."""
+    layout = _layout_for_warcio(handle)
+    if layout == "zstd":  # warcio reads no zstd; decompressed, one pass
+        failure, _, _ = yield from _iter_with_warcio(_decompressed(handle), errors, max_payload_bytes, arc=arc)
         if failure:
             errors[failure] += 1
         return
@@ -564,19 +566,21 @@ def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_
 
     def next_start(after: int) -> int | None:
         if layout == "members":
-            return find_magic(handle, after, GZIP_MAGIC, lambda candidate: _looks_like_arc_member(handle, candidate))
+            accept = _looks_like_arc_member if arc else _looks_like_warc_member
+            return find_magic(handle, after, GZIP_MAGIC, lambda candidate: accept(handle, candidate))
         try:
-            return _find_arc_header(source, after)
+            return _find_arc_header(source, after) if arc else _find_next_start(source, after, None)
         except (OSError, EOFError, zlib.error):  # the gzip stream itself is damaged: nothing after it can be read
             return None
 
     start, pending, seen = 0, False, set()
     while True:
         source.seek(start)
-        failure, last, end = yield from _iter_with_warcio(source, errors, max_payload_bytes, arc=True, seen=seen)
+        failure, last, end = yield from _iter_with_warcio(source, errors, max_payload_bytes, arc=arc, seen=seen)
         found = next_start((start if last is None else last) + 1)
         if failure is None and found is not None:
-            failure = "corrupt_arc:unreadable_member"  # warcio ended quietly at a member it could not inflate
+            # warcio ended quietly at a member it could not inflate
+            failure = f"{'corrupt_arc' if arc else 'corrupt_record'}:unreadable_member"
         elif failure is None and layout == "members" and _bytes_at(handle, end, 1):
             failure = "truncated_record"  # ... or at one cut short where the file ends
         if failure and not (pending and last is None):  # a record that fails again is counted once
@@ -592,14 +596,13 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
     ``iter_warc`` reads them (warcio only splits the records), from the handle's position to where
     warcio stops. Returns the reason it stopped early (None when it ended quietly), the offset of
     the last record it read (None when none) and where that record ends. ``seen``: offsets of the
-    records an earlier pass read (skipped now; this pass adds its own). An ARC record whose length
+    records an earlier pass read (skipped now; this pass adds its own). A record whose length
     does not end at a record boundary stops the pass, so that a wrong length loses no record after
     it."""
     from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
     records = WarcioIterator(handle, arc2warc=True, no_record_parse=not arc)
-    if arc:  # its stderr warning for a record not followed by a blank line: counted here instead
-        records.INC_RECORD = ""
+    records.INC_RECORD = ""  # its stderr warning for a record not followed by a blank line: counted here instead
     previous_offset, index_in_member, last = None, 0, None
     try:
         for record in records:
@@ -626,8 +629,8 @@ def _iter_with_warcio(handle: BinaryIO, errors: Counter, max_payload_bytes: int,
                 errors["truncated_record"] += 1  # the file ends (or its gzip member breaks) inside this record
             else:
                 yield from _warcio_record(record, block, offset, index_in_member, errors, max_payload_bytes, arc)
-            if arc and misplaced:
-                return "corrupt_arc:length_mismatch", last, records.offset
+            if misplaced:
+                return f"{'corrupt_arc' if arc else 'corrupt_record'}:length_mismatch", last, records.offset
     except Exception as exc:  # warcio raises plain exceptions on malformed headers
         return f"{'corrupt_arc' if arc else 'corrupt_record'}:{type(exc).__name__}", last, records.offset
     return None, last, records.offset
@@ -713,25 +716,59 @@ def needs_lenient_reader(handle: BinaryIO) -> bool:
     """Whether the file's first record is written in a way FastWARC cannot read but warcio can:
     header lines ending in LF alone (the specification says CRLF; some writers and text-mode copies
     drop the CR), or field names spelled in another case (the specification makes them
-    case-insensitive; FastWARC looks them up case-sensitively). A writer writes every record alike."""
+    case-insensitive; FastWARC looks them up case-sensitively). A writer writes every record alike:
+    when the first record is damaged (it does not open the file, or its lines disagree), the next
+    one tells."""
     head = _decompressed_head(handle)
+    start = 0
+    if not head.startswith(_WARC_MAGIC):
+        start, head = _head_past_damage(handle, 1)
+    verdict = _writer_verdict(head)
+    if verdict is None and start is not None:
+        verdict = _writer_verdict(_head_past_damage(handle, start + 1)[1])
+    return bool(verdict)
+
+
+def _writer_verdict(head: bytes) -> bool | None:
+    """For a record's first bytes: True when its header is a lenient writer's (every line ends in
+    LF alone, or every field name FastWARC looks up is in another case), False when it is the
+    specification's, None when it cannot tell (its lines or names disagree: damage)."""
     if not head.startswith(_WARC_MAGIC) or b"\n" not in head:
         return False
     lines = head.split(b"\n")
     header = lines[: next((i for i, line in enumerate(lines) if line in (b"", b"\r")), len(lines) - 1)]
-    # every line, every name: one damaged byte in the first record is not another writer (and
-    # warcio, which cannot resynchronise, would lose the rest of the file to it)
-    if not any(line.endswith(b"\r") for line in header):
+    ends_in_cr = [line.endswith(b"\r") for line in header]
+    if not any(ends_in_cr):
         return True
+    if not all(ends_in_cr):
+        return None
     names = [line.partition(b":")[0].strip().decode("latin-1") for line in header[1:] if b":" in line]
-    known = [name for name in names if name.lower() in _NAMED_FIELDS]
-    return bool(known) and all(_NAMED_FIELDS[name.lower()] != name for name in known)
+    canonical = [_NAMED_FIELDS[name.lower()] == name for name in names if name.lower() in _NAMED_FIELDS]
+    if not canonical:
+        return False
+    return False if all(canonical) else (True if not any(canonical) else None)
+
+
+def _head_past_damage(handle: BinaryIO, after: int, size: int = 2048) -> tuple[int | None, bytes]:
+    """The offset and first ``size`` bytes (decompressed) of the first WARC record at or after
+    ``after`` that can be read; (None, empty) when there is none."""
+    first = _first_record_past_damage(handle, after)
+    if first is None or first[1] != "warc":
+        return None, b""
+    data = _bytes_at(handle, first[0], 4 * size)
+    handle.seek(0)
+    if first[2] == "plain":
+        return first[0], data[:size]
+    try:
+        return first[0], zlib.decompressobj(wbits=31).decompress(data, size)
+    except zlib.error:
+        return None, b""
 
 
 def json_text_encoding(head: bytes) -> str | None:
     """The UTF-16 or UTF-32 codec a JSON text opening with ``head`` (its first 4+ bytes) is written
     in, by its byte-order mark or, without one, by the zero bytes around its first ASCII
-    characters (RFC 4627, section 3); None for UTF-8. Windows tools (PowerShell's ``>``, Notepad's
+    characters (RFC 4627, section 3) when they open a JSON object or array; None for UTF-8. Windows tools (PowerShell's ``>``, Notepad's
     "Unicode") write UTF-16 with a BOM."""
     for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
@@ -739,15 +776,19 @@ def json_text_encoding(head: bytes) -> str | None:
             return codec
     if len(head) < 4:
         return None
+    codec = None
     if head[0] and not any(head[1:4]):
-        return "utf-32-le"
-    if head[3] and not any(head[:3]):
-        return "utf-32-be"
-    if head[0] and head[2] and not head[1] and not head[3]:
-        return "utf-16-le"
-    if head[1] and head[3] and not head[0] and not head[2]:
-        return "utf-16-be"
-    return None
+        codec = "utf-32-le"
+    elif head[3] and not any(head[:3]):
+        codec = "utf-32-be"
+    elif head[0] and head[2] and not head[1] and not head[3]:
+        codec = "utf-16-le"
+    elif head[1] and head[3] and not head[0] and not head[2]:
+        codec = "utf-16-be"
+    # and only when the text opens as JSON does (zero bytes and line ends alone are damage)
+    width = 4 if codec and codec.startswith("utf-32") else 2
+    text = head[: len(head) - len(head) % width].decode(codec, "ignore") if codec else ""
+    return codec if text.lstrip(" \t\r\n")[:1] in ("{", "[") else None
 
 
 def detect_format(path: str, handle: BinaryIO | None = None) -> str:

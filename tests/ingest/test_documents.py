@@ -180,6 +180,7 @@ def test_a_utf16_or_utf32_file_reads_as_its_utf8_twin(tmp_path, encoding, bom, n
 def test_utf8_json_is_not_taken_for_utf16():
     assert json_text_encoding(b'{"id": 1}') is None and json_text_encoding(b"\xef\xbb\xbf{") is None
     assert json_text_encoding(b'\x00\x00{"') is None  # zeros of damage, not a pattern of wide characters
+    assert json_text_encoding(b"\x00\n\x00\n") is None  # two bad lines, not two UTF-16 line ends
     assert json_text_encoding('{"'.encode("utf-16-le")) == "utf-16-le"
     for data in (codecs.BOM_UTF16_LE + '{"id": 1}'.encode("utf-16-le"), '[{"id": 1}]'.encode("utf-32-be")):
         assert detect_format("export.data", io.BytesIO(data)) == "jsonl"  # was read as a WARC: every record lost

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from warc_factory import arc_records, build_warc, gzip_members, page, simple_pages
+from warc_factory import arc_records, bare_lf, build_warc, gzip_members, lower_case_names, page, simple_pages
 
 from curation.core.stage import ShardStats, ShardTask, StageContext
 from curation.ingest.extract import ExtractConfig, ExtractStage, HtmlExtractor, decode_page
@@ -254,6 +254,42 @@ def test_records_after_several_damaged_ones_keep_their_offsets(data, offsets, dr
     for index, (url, _, _) in enumerate(PAGES):
         if index not in damaged and index - 1 not in damaged:
             assert by_url.get(url) == offsets[index], (index, damaged, by_url.get(url), errors)
+
+
+RAW_RECORDS = [RAW_WARC[a:b] for a, b in zip(RAW_OFFSETS, [*RAW_OFFSETS[1:], len(RAW_WARC)], strict=True)]
+
+
+@pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
+@pytest.mark.parametrize("packing", ["plain", "gzip-members"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_writer_fastwarc_cannot_read_loses_only_damaged_records_too(writer, packing, draw):
+    """The files warcio reads for FastWARC (header lines ending in bare LF, field names in lower
+    case): one random edit used to end the file there, and one in the first record made it read
+    as a WARC FastWARC could read, losing every record."""
+    parts = [writer(record) for record in RAW_RECORDS]
+    if packing == "gzip-members":
+        parts = [gzip_members([part]) for part in parts]
+    data = b"".join(parts)
+    offsets = [sum(len(part) for part in parts[:i]) for i in range(len(parts))]
+    blob = bytearray(data)
+    kind = draw.draw(st.sampled_from(["flip", "garbage", "delete"]))
+    position = draw.draw(st.integers(0, len(blob) - 1))
+    end = position
+    if kind == "flip":
+        blob[position] ^= draw.draw(st.integers(1, 255))
+    elif kind == "garbage":
+        blob[position:position] = draw.draw(st.binary(min_size=1, max_size=64))
+    else:
+        end = min(position + draw.draw(st.integers(1, 200)), len(data) - 1)
+        del blob[position : end + 1]
+    touched = set(range(_member_of(position, offsets) - 1, _member_of(end, offsets) + 1))
+    records, errors = _read(bytes(blob))
+    urls = [r.url for r in records]
+    assert len(urls) == len(set(urls)), (urls, errors)
+    for index, (url, _, _) in enumerate(PAGES):
+        if index not in touched:
+            assert url in urls, (kind, position, end, index, errors)
 
 
 @settings(max_examples=40, deadline=None)

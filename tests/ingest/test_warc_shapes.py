@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from warc_factory import (
     arc_records,
     archive_shapes,
+    bare_lf,
     build_arc,
     gzip_members,
     http_block,
+    lower_case_names,
     not_documents,
     page,
     raw_record,
@@ -146,20 +148,6 @@ def test_a_truncated_gzip_stream_keeps_the_records_before_the_cut(tmp_path):
     rows, stats = extract(path, tmp_path)
     assert 0 < len(rows) < len(records)
     assert sum(stats.dropped.values()) == 1 and len(rows) + 1 == stats.docs_in, stats.dropped
-
-
-def bare_lf(record: bytes) -> bytes:
-    """The record as a writer that ends lines with LF alone writes it (the block is unchanged)."""
-    header, _, rest = record.partition(b"\r\n\r\n")
-    return header.replace(b"\r\n", b"\n") + b"\n\n" + rest.removesuffix(b"\r\n\r\n") + b"\n\n"
-
-
-def lower_case_names(record: bytes) -> bytes:
-    """The record with its WARC field names in lower case (the specification: case-insensitive)."""
-    header, _, rest = record.partition(b"\r\n\r\n")
-    first, *fields = header.split(b"\r\n")
-    fields = [name.lower() + b":" + value for name, _, value in (f.partition(b":") for f in fields)]
-    return b"\r\n".join([first, *fields]) + b"\r\n\r\n" + rest
 
 
 @given(body=st.binary(max_size=200), line_end=st.sampled_from([b"\r\n", b"\n"]),
