@@ -480,7 +480,8 @@ _ARC_HEADER = (rb"[A-Za-z][A-Za-z0-9+.\-]*:(?:[^\n]{0,8192}? [^ \n]+ \d{8,17} [^
 # its URL, spaces written %20
 _ARC_V2_URL = re.compile(r"(?P<url>\S+?)%20[^%\s]+%20(?P<date>\d{8,17})%20[^%\s]+%20(?:\d{3}|-)%20[^%\s]+")
 _ARC_HEADER_LINE = re.compile(_ARC_HEADER)
-# where a header line can start when the line break before it is damaged: not inside a scheme
+# where a header line can start in a damaged file's first MiB, when the line break before it is
+# damaged: not inside a scheme (what the file is, not where to read on, is decided on it)
 _ARC_HEADER_START = re.compile(rb"(?<![A-Za-z0-9+.\-])" + _ARC_HEADER)
 _ARC_HEADER_MAX = 8400  # the longest line _ARC_HEADER matches, with room to spare
 
@@ -507,9 +508,13 @@ def _layout_for_warcio(handle: BinaryIO) -> str:
     if head.startswith(b"\x1f\x8b"):
         inflater = zlib.decompressobj(wbits=31)
         with contextlib.suppress(zlib.error):  # a damaged first member: see what follows it
-            inflater.decompress(head)
+            inflated = inflater.decompress(head)
             # the first member (an ARC's filedesc record, a WARC's warcinfo) ends within the head, and more follows
-            return "members" if inflater.eof and inflater.unused_data else "stream"
+            if inflater.eof and inflater.unused_data:
+                return "members"
+            if inflated.startswith((b"filedesc://", _WARC_MAGIC)):
+                return "stream"
+            # else a member whose header is damaged (its flags ask for a name that never ends)
     first = _first_record_past_damage(handle)
     if first is not None and first[2] == "members":
         return "members"
@@ -526,16 +531,35 @@ def _looks_like_arc_member(handle: BinaryIO, offset: int) -> bool:
 
 
 def _find_arc_header(handle: BinaryIO, position: int) -> int | None:
-    """Offset of the first ARC header line at or after ``position`` (>= 1): at a line start, or
-    after damage that took the line break (not one letter into the header line a pass failed on)."""
+    """Offset of the first ARC header line after the line at ``position - 1`` (the record a pass
+    began or failed at: a header found one letter into it would read it again, its URL cut): at a
+    line start, or anywhere in a line, after damage that took the line break (or turned it into
+    another byte)."""
+    handle.seek(position - 1)
+    line_end = handle.read(_ARC_HEADER_MAX).find(b"\n")
+    if line_end != -1:  # (a line longer than any header is no header: nothing to step past)
+        position += line_end  # just after that line's break
     while True:
-        handle.seek(position - 1)  # the byte before: the lookbehind reads it
+        handle.seek(position)
         chunk = handle.read(_SCAN_CHUNK + _ARC_HEADER_MAX)
-        if match := _ARC_HEADER_START.search(chunk, 1):
-            return position - 1 + match.start()
+        if match := _ARC_HEADER_LINE.search(chunk):
+            return position + match.start() + _damage_before_scheme(match.group().partition(b":")[0])
         if len(chunk) < _SCAN_CHUNK + _ARC_HEADER_MAX:
             return None
         position += _SCAN_CHUNK
+
+
+# the schemes of ARC records (Heritrix's and Alexa's crawls)
+_ARC_SCHEMES = (b"https", b"http", b"ftp", b"dns", b"filedesc", b"rtsp", b"mms", b"whois")
+
+
+def _damage_before_scheme(scheme: bytes) -> int:
+    """How many of a found header's first bytes are damage that took its line break ("bhttp"): the
+    letters before a known scheme that the scheme itself is not."""
+    lowered = scheme.lower()
+    if lowered in _ARC_SCHEMES:
+        return 0
+    return next((len(scheme) - len(known) for known in _ARC_SCHEMES if lowered.endswith(known)), 0)
 
 
 def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000) -> Iterator[RawRecord]:
