@@ -516,8 +516,8 @@ def _layout_for_warcio(handle: BinaryIO) -> str:
                 return "stream"
             # else a member whose header is damaged (its flags ask for a name that never ends)
     first = _first_record_past_damage(handle)
-    if first is not None and first[2] == "members":
-        return "members"
+    if first is not None:  # two bytes of gzip's magic opening a plain file are damage too
+        return first[2]
     return "stream" if head.startswith(b"\x1f\x8b") else "plain"
 
 

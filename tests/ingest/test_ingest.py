@@ -426,6 +426,12 @@ def test_an_arc_gz_whose_first_member_header_is_damaged_is_read_member_by_member
     assert arc and [r.url for r in found] == [url for url, _ in ARC_PAGES]
 
 
+def test_gzip_magic_opening_a_plain_file_of_a_lenient_writer_is_damage():
+    """Found by a CI run of the property test: b"\\x1f\\x8b" before a bare-LF WARC made it one gzip stream."""
+    records, errors = _read(b"\x1f\x8b" + b"".join(bare_lf(record) for record in RAW_RECORDS))
+    assert [r.url for r in records][1:] == [url for url, _, _ in PAGES][1:], errors
+
+
 def test_arc_offsets_are_those_of_its_gzip_members():
     """Record offsets in an ARC.gz are where each member starts (what a CDX index points at), as in
     WARC.gz; they used to be positions in the decompressed file."""
