@@ -424,11 +424,8 @@ def _first_record_past_damage(handle: BinaryIO, after: int = 1) -> tuple[int, st
     window = handle.read(_SCAN_CHUNK)
     handle.seek(0)
     found = []
-    for candidate in (match.start() for match in re.compile(re.escape(GZIP_MAGIC)).finditer(window, after)):
-        try:
-            inflated = zlib.decompressobj(wbits=31).decompress(window[candidate : candidate + 4096], _ARC_HEADER_MAX)
-        except zlib.error:
-            continue
+    for candidate in (match.start() for match in _GZIP_MAGIC_ANYWHERE.finditer(window, after)):
+        inflated = _inflated_head(window[candidate : candidate + 4096], _ARC_HEADER_MAX)
         if inflated.startswith(_WARC_MAGIC) or _ARC_HEADER_LINE.match(inflated):
             found.append((candidate, "warc" if inflated.startswith(_WARC_MAGIC) else "arc", "members"))
             break
@@ -437,6 +434,17 @@ def _first_record_past_damage(handle: BinaryIO, after: int = 1) -> tuple[int, st
     if warc := _VERSION_LINE.search(window, after):
         found.append((warc.start(), "warc", "plain"))
     return min(found, default=None)
+
+
+_GZIP_MAGIC_ANYWHERE = re.compile(re.escape(GZIP_MAGIC))
+
+
+def _inflated_head(data: bytes, size: int) -> bytes:
+    """At most ``size`` bytes inflated from the gzip member that ``data`` opens; empty when it does not inflate."""
+    try:
+        return zlib.decompressobj(wbits=31).decompress(data, size)
+    except zlib.error:
+        return b""
 
 
 def compression_by_magic(head: bytes) -> str | None:
@@ -523,11 +531,7 @@ def _layout_for_warcio(handle: BinaryIO) -> str:
 
 def _looks_like_arc_member(handle: BinaryIO, offset: int) -> bool:
     """A gzip member that inflates to an ARC header line."""
-    try:
-        inflated = zlib.decompressobj(wbits=31).decompress(_bytes_at(handle, offset, 4096), _ARC_HEADER_MAX)
-    except zlib.error:
-        return False
-    return bool(_ARC_HEADER_LINE.match(inflated))
+    return bool(_ARC_HEADER_LINE.match(_inflated_head(_bytes_at(handle, offset, 4096), _ARC_HEADER_MAX)))
 
 
 def _find_arc_header(handle: BinaryIO, position: int) -> int | None:
@@ -781,12 +785,7 @@ def _head_past_damage(handle: BinaryIO, after: int, size: int = 2048) -> tuple[i
         return None, b""
     data = _bytes_at(handle, first[0], 4 * size)
     handle.seek(0)
-    if first[2] == "plain":
-        return first[0], data[:size]
-    try:
-        return first[0], zlib.decompressobj(wbits=31).decompress(data, size)
-    except zlib.error:
-        return None, b""
+    return first[0], data[:size] if first[2] == "plain" else _inflated_head(data, size)
 
 
 def json_text_encoding(head: bytes) -> str | None:
