@@ -7,7 +7,8 @@ The policy, for every record (a JSONL line, a Parquet row):
 | record | what happens | counted as |
 | --- | --- | --- |
 | not JSON, or JSON that is not an object | dropped | ``invalid_json`` |
-| a file that is one JSON array of objects (opens with ``[``) | each element a record, read a piece at a time (memory holds one element, whatever the file's size); a damaged element loses only itself, a file cut short keeps the elements before the cut | ``invalid_json``, ``truncated_stream`` |
+| a file that is one JSON array of objects (opens with ``[``) | each element a record, read a piece at a time (memory holds one element, whatever the file's size); a damaged element loses only itself, a file cut short keeps the elements before the cut; lines after the array's end (concatenated exports) are read as JSON Lines | ``invalid_json``, ``truncated_stream`` |
+| a JSONL file whose first line opens with ``[`` but is damaged, or is an array without one object | a bad line; the first 64 lines, read both as JSON Lines and as an array, tell it from a pretty-printed array's ``[`` alone (the reading with more whole objects wins) | ``invalid_json`` |
 | a UTF-8 byte-order mark opening the file | removed | |
 | bytes that are not UTF-8 | decoded with U+FFFD replacement, kept | ``repaired:invalid_utf8`` (extra) |
 | a JSONL file in UTF-16 or UTF-32 (a byte-order mark, or the zeros of RFC 4627's rule; what Windows tools write) | read as the same text in UTF-8; bytes that do not decode become U+FFFD | ``repaired:invalid_utf16`` / ``invalid_utf32`` (extra, per 64 KiB piece) |
@@ -44,7 +45,7 @@ import itertools
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -495,25 +496,33 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         if encoding := json_text_encoding(reader.peek(64)[:64]):
             recoded = RecodedToUtf8(reader, encoding)
             reader = io.BufferedReader(recoded)
-        lines: Iterator[bytes] = reader
+        lines: Iterable[bytes] = reader
+        first_number, after_array = 1, False
         if reader.peek(64).lstrip(_BOM_AND_SPACE)[:1] == b"[":
             blank = 0
             while (first := reader.readline(_FIRST_LINE_PROBE)) and not first.strip(_BOM_AND_SPACE):
                 blank += 1
-            if not _json_lines_after_all(first, reader):
-                yield from _array_records(first, reader, policy)
-                return
-            lines = itertools.chain([b""] * blank, [first], reader)  # JSON Lines whose first line is an array: a bad line
-        for number, raw in enumerate(lines, start=1):
+            below: list[bytes] = []
+            if _json_lines_after_all(first, reader) or _json_lines_below(first, reader, below):
+                lines = itertools.chain([b""] * blank, [first], below, reader)  # JSON Lines, a bad first line
+            else:
+                elements = _ArrayElements(first + b"".join(below), reader)
+                whole = yield from _array_records(elements, policy)
+                # what follows the array's "]" is read as JSON Lines (a concatenation of exports, a
+                # JSON Lines file whose first line was damaged), so no record after it goes unread
+                lines, first_number = (elements.lines_after(), blank + elements.line_of_start()) if whole else ((), 1)
+                after_array = True
+        for number, raw in enumerate(lines, start=first_number):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark (files saved on Windows): not part of the JSON
             if not raw.strip():
                 continue
-            obj = _parse_json(raw, number, policy)
+            where = f"line {number}" if after_array else number  # the array's elements took the numbers (and ids)
+            obj = _parse_json(raw, where, policy)
             if not isinstance(obj, dict):
-                policy.reject(number, "invalid_json")
+                policy.reject(where, "invalid_json")
                 continue
-            row = policy.accept(obj, number, len(raw))
+            row = policy.accept(obj, where, len(raw))
             if row is not None:
                 yield row
     except (OSError, EOFError, zlib.error, ValueError):
@@ -526,7 +535,7 @@ def iter_jsonl_records(handle: Any, path: str, policy: RecordPolicy) -> Iterator
         policy.reject("frame", f"corrupt_{compression.lstrip('.')}_frame", records=stream.damaged)
 
 
-def _parse_json(raw: bytes, number: int, policy: RecordPolicy) -> Any:
+def _parse_json(raw: bytes, number: int | str, policy: RecordPolicy) -> Any:
     """One record's JSON (a line, an array's element), repaired as the policy says; ``_INVALID``
     when it is not JSON at all."""
     try:  # orjson: ~3x json's speed; what it refuses gets json's verdict (see the table above)
@@ -556,14 +565,56 @@ _BOM_AND_SPACE = b"\xef\xbb\xbf \t\r\n"
 _FIRST_LINE_PROBE = 1 << 16
 
 
+_LINES_PROBED = 64
+
+
+def _json_lines_below(first: bytes, reader: Any, below: list[bytes]) -> bool:
+    """Whether a file whose first line opens with ``[`` but is not JSON (a pretty-printed array's
+    "[" alone, or JSON Lines whose first line was damaged) reads as JSON Lines: its next lines,
+    read both ways, hold more whole objects as lines than as the array's elements and the lines
+    after its end, or as many and more than one (an array has one element alone on a line: its
+    last). The lines read to tell are appended to ``below``; a line longer than the probe ends it."""
+    if not first.endswith(b"\n"):
+        return False  # a first line longer than the probe: an export on one line
+    while len(below) < _LINES_PROBED and (line := reader.readline(_FIRST_LINE_PROBE)):
+        below.append(line)
+        if len(line) == _FIRST_LINE_PROBE and not line.endswith(b"\n"):
+            break
+    as_lines = sum(isinstance(_loaded(line), dict) for line in below)
+    as_array, elements = 0, _ArrayElements(first + b"".join(below), io.BytesIO())
+    try:
+        for raw, value in elements:
+            as_array += isinstance(_loaded(raw) if value is _INVALID else value, dict)
+        as_array += sum(isinstance(_loaded(line), dict) for line in elements.lines_after())  # after its "]"
+    except _CutShort:
+        pass
+    if as_lines < as_array or as_lines == as_array < 2:  # an array has one element alone on a line, its last
+        return False
+    if below and not below[-1].endswith(b"\n"):
+        below[-1] += reader.readline()  # the rest of a long line, which JSON Lines reads whole
+    return True
+
+
+def _loaded(raw: bytes) -> Any:
+    """``raw`` parsed by orjson, or ``_INVALID``."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _INVALID
+
+
 def _json_lines_after_all(first: bytes, reader: Any) -> bool:
-    """Whether a file opening with ``[`` is JSON Lines: its first line a whole JSON value followed by
-    more than blank lines, or an array of values without one object (a bad line, not an export)."""
+    """Whether a file whose first line opens with ``[`` is JSON Lines by that line alone: a whole
+    array without one object (a bad line, not an export) that is not empty or has more than blank
+    lines after it. An array holding objects is records, read as an array, and what follows its
+    end as lines."""
     try:
         value = orjson.loads(first.removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError:
         return False  # "[" alone (pretty-printed), an array cut short, or a line longer than the probe
-    if value and not any(isinstance(element, dict) for element in value):
+    if any(isinstance(element, dict) for element in value):
+        return False  # records: an array, and whatever follows its end is read as lines
+    if value:
         return True
     while ahead := reader.peek(1 << 16):
         if ahead.strip(b" \t\r\n"):
@@ -596,6 +647,7 @@ class _ArrayElements:
         self.buffer = buffer.removeprefix(b"\xef\xbb\xbf")
         self.stream = stream
         self.start = self.buffer.index(b"[") + 1  # where the next element, a comma or the array's end is
+        self.newlines_dropped = 0  # line breaks in the pieces already let go, for line numbers
 
     def _read_more(self) -> int | None:
         """Append the next piece, dropping the bytes before ``start`` (positions move back by the
@@ -604,8 +656,20 @@ class _ArrayElements:
         more = self.stream.read(max(_ARRAY_CHUNK, len(self.buffer) - self.start))
         if not more:
             return None
+        self.newlines_dropped += self.buffer.count(b"\n", 0, self.start)
         shift, self.buffer, self.start = self.start, self.buffer[self.start :] + more, 0
         return shift
+
+    def line_of_start(self) -> int:
+        """The line, counted from the one the buffer opened with, that ``start`` is on."""
+        return 1 + self.newlines_dropped + self.buffer.count(b"\n", 0, self.start)
+
+    def lines_after(self) -> Iterator[bytes]:
+        """The lines from ``start`` on (once the array has ended): the rest of the buffer, then the stream's."""
+        lines = io.BytesIO(self.buffer[self.start :]).readlines()
+        if lines and not lines[-1].endswith(b"\n"):
+            lines[-1] += self.stream.readline()
+        return itertools.chain(lines, self.stream)
 
     def __iter__(self) -> Iterator[tuple[bytes, Any]]:
         while True:
@@ -626,6 +690,7 @@ class _ArrayElements:
             if element := self.buffer[self.start : end].strip():
                 yield element, _INVALID
             if after is not None and self.buffer[after - 1] == ord("]"):
+                self.start = after
                 return
             self.start = end if after is None else after
 
@@ -685,12 +750,13 @@ def _string_end(buffer: bytes, position: int) -> int:
     return -1
 
 
-def _array_records(first: bytes, stream: Any, policy: RecordPolicy) -> Iterator[dict[str, Any]]:
+def _array_records(elements: _ArrayElements, policy: RecordPolicy) -> Generator[dict[str, Any], None, bool]:
     """A file that is one JSON array (an export that is not JSON Lines): its elements through the
-    policy, numbered from 1, one at a time. A file cut short keeps the elements before the cut."""
+    policy, numbered from 1, one at a time; returns whether the array ended (a file cut short keeps
+    the elements before the cut, counts the cut, and returns False)."""
     number, policy.unit = 0, "element"
     try:
-        for number, (raw, value) in enumerate(_ArrayElements(first, stream), start=1):  # noqa: B007 (read after)
+        for number, (raw, value) in enumerate(elements, start=1):  # noqa: B007 (read after)
             obj = _parse_json(raw, number, policy) if value is _INVALID else value
             if not isinstance(obj, dict):
                 policy.reject(number, "invalid_json")
@@ -698,6 +764,8 @@ def _array_records(first: bytes, stream: Any, policy: RecordPolicy) -> Iterator[
                 yield row
     except _CutShort as cut:
         policy.reject(number + 1 if cut.args[0] else "end of file", "truncated_stream")
+        return False
+    return True
 
 
 def _accepted_batch(batch: pa.RecordBatch, first_row: int, policy: RecordPolicy) -> pa.RecordBatch | list[dict]:
