@@ -829,6 +829,11 @@ def _with_utf8_replaced(column: pa.Array, where: str, policy: RecordPolicy) -> p
     return pa.array(values, column.type)
 
 
+# What pyarrow raises on damaged Parquet or Arrow bytes; MemoryError (pyarrow's ArrowMemoryError)
+# where a damaged length asks for more memory than there is
+_DAMAGED = (OSError, pa.ArrowInvalid, MemoryError)
+
+
 def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> Iterator[pa.RecordBatch | list[dict]]:
     """Accepted rows of a Parquet file: Arrow batches (vectorised), or lists of rows where a batch
     takes the per-row path. Row groups are read one at a time: a damaged one (a page that does not
@@ -836,7 +841,7 @@ def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> 
     batch that decodes to unsound arrays goes through ``checked_batch``."""
     try:
         parquet = pq.ParquetFile(handle)
-    except (OSError, pa.ArrowInvalid) as exc:
+    except _DAMAGED as exc:
         policy.reject("file", f"corrupt_parquet:{type(exc).__name__}")
         return
     row = 0
@@ -848,7 +853,7 @@ def iter_parquet_batches(handle: Any, policy: RecordPolicy, batch_size: int) -> 
                 if checked is not None:
                     yield _accepted_batch(checked, row, policy)
                 row += batch.num_rows
-        except (OSError, pa.ArrowInvalid) as exc:
+        except _DAMAGED as exc:
             policy.reject(f"row group {group} (rows {row + 1}-{group_end})", f"corrupt_row_group:{type(exc).__name__}",
                           records=group_end - row)
         row = group_end  # derived ids of later rows stay those of the intact file
@@ -880,14 +885,14 @@ def _arrow_stream_batches(handle: Any, policy: RecordPolicy) -> Iterator[pa.Reco
     try:
         source.seek(start)
         schema = pa.ipc.read_schema(pa.ipc.read_message(source))
-    except (OSError, EOFError, pa.ArrowInvalid) as exc:
+    except (EOFError, *_DAMAGED) as exc:
         policy.reject("file", f"corrupt_arrow:{type(exc).__name__}")
         return
     if any(pa.types.is_dictionary(f.type) for f in schema):  # dictionary messages: pyarrow's own reader
         source.seek(start)
         try:
             yield from pa.ipc.open_stream(source)
-        except (OSError, pa.ArrowInvalid):
+        except _DAMAGED:
             policy.reject("end of file", "truncated_stream")
         return
     while True:
@@ -899,7 +904,7 @@ def _arrow_stream_batches(handle: Any, policy: RecordPolicy) -> Iterator[pa.Reco
             batch = pa.ipc.read_record_batch(message, schema)
         except EOFError:  # the end-of-stream marker
             return
-        except (OSError, pa.ArrowInvalid) as exc:
+        except _DAMAGED as exc:
             following = _next_batch_message(source, position + 1, schema)
             if following is None:
                 policy.reject("end of file", "truncated_stream")
@@ -927,7 +932,7 @@ def _next_batch_message(source: Any, position: int, schema: pa.Schema) -> int | 
                     return candidate
             except EOFError:
                 return candidate
-            except (OSError, pa.ArrowInvalid):
+            except _DAMAGED:
                 pass
             offset = chunk.find(_IPC_CONTINUATION, offset + 1)
         if len(chunk) <= _RESYNC_CHUNK:
