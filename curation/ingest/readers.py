@@ -410,9 +410,9 @@ def is_arc(handle: BinaryIO) -> bool:
     head = _decompressed_head(handle)
     if head.startswith(b"filedesc://"):
         return True
-    if head.startswith(_WARC_MAGIC):
+    if _VERSION_LINE.match(head):
         return False
-    first = _first_record_past_damage(handle)
+    first = _first_record_past_damage(handle)  # ("WARC/" alone opening an ARC is damage too)
     return first is not None and first[1] == "arc"
 
 
@@ -688,6 +688,8 @@ def _warcio_record(record: Any, block: bytes, offset: int, index_in_member: int,
         from warcio.timeutils import timestamp_to_iso_date
 
         url, date = version_2["url"], timestamp_to_iso_date(version_2["date"])
+    if arc and ":" in url:  # letters of damage before a known scheme ("fhttps://"), as the search steps past
+        url = url[_damage_before_scheme(url.partition(":")[0].encode()) :]
     common = {"offset": offset, "index_in_member": index_in_member, "record_type": record.rec_type,
               "url": url, "date": date,
               "record_id": "" if arc else headers.get_header("WARC-Record-ID") or "",  # ARC: warcio makes one up
