@@ -566,6 +566,18 @@ def _damage_before_scheme(scheme: bytes) -> int:
     return next((len(scheme) - len(known) for known in _ARC_SCHEMES if lowered.endswith(known)), 0)
 
 
+# a page's URL after what damage left before it: letters ("fhttps://"), or what is left of the
+# record before ("filedesc:/https://", a deletion that took the rest of its header and payload)
+_URL_AFTER_DAMAGE = re.compile(r"[A-Za-z]{0,16}?:?/{0,2}(?=(?:https?|ftp|rtsp|mms)://)", re.IGNORECASE)
+
+
+def _without_damage_before_scheme(url: str) -> str:
+    """An ARC record's URL without the bytes that damage left before its scheme, as the search
+    for the next header steps past them. A URL that opens with its scheme is left as it is."""
+    match = _URL_AFTER_DAMAGE.match(url)
+    return url[match.end() :] if match else url
+
+
 def iter_arc(handle: BinaryIO, errors: Counter, max_payload_bytes: int = 20_000_000) -> Iterator[RawRecord]:
     """ARC records (through warcio, which reads ARC as WARC), as ``RawRecord`` responses.
 
@@ -688,8 +700,8 @@ def _warcio_record(record: Any, block: bytes, offset: int, index_in_member: int,
         from warcio.timeutils import timestamp_to_iso_date
 
         url, date = version_2["url"], timestamp_to_iso_date(version_2["date"])
-    if arc and ":" in url:  # letters of damage before a known scheme ("fhttps://"), as the search steps past
-        url = url[_damage_before_scheme(url.partition(":")[0].encode()) :]
+    if arc:
+        url = _without_damage_before_scheme(url)
     common = {"offset": offset, "index_in_member": index_in_member, "record_type": record.rec_type,
               "url": url, "date": date,
               "record_id": "" if arc else headers.get_header("WARC-Record-ID") or "",  # ARC: warcio makes one up
