@@ -631,6 +631,8 @@ def test_normalizer_shortcut_every_character(sentence_encoder):
     assert 5000 < taken < len(texts)  # most letters and punctuation of Latin, Greek and Cyrillic scripts
     assert unsafe.search("Plain English — with “quotes”, 3½ € and\u00a0spaces.") is None
     assert unsafe.search("café") and unsafe.search("東") and unsafe.search("x\x01")
+    specials = ["[SEP]", "a [CLS] b", "x[MASK]y", "[PAD][UNK]", "[sep]"]  # the tokenizer matches these in the raw text
+    assert sentence_encoder.batcher.encode(specials) == [e.ids for e in sentence_encoder.tokenizer.encode_batch_fast(specials)]
 
 
 def test_the_pool_sample_reads_only_the_drawn_rows_and_draws_as_sampling_the_whole_list(tmp_path):
