@@ -10,13 +10,31 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 # CI draws the same examples every run (hypothesis' own advice), so a result there is
 # reproducible; locally each run explores new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``HYPOTHESIS_STRESS=N`` runs every property test with N times its examples and no example
+    database: how the readers' rarer cases were found, e.g.
+    ``HYPOTHESIS_STRESS=100 .venv/bin/python -m pytest tests/ingest/test_ingest.py -k arc``.
+    (Hypothesis has no public override of a test's own ``@settings``; this sets the attribute its
+    ``@given`` reads, once per function, whatever its parametrisations.)"""
+    factor = int(os.environ.get("HYPOTHESIS_STRESS", "1"))
+    if factor <= 1:
+        return
+    tests = {id(item.obj): item.obj for item in items if hasattr(getattr(item, "obj", None), "hypothesis")}
+    for test in tests.values():
+        current = getattr(test, "_hypothesis_internal_use_settings", settings.default)
+        test._hypothesis_internal_use_settings = settings(
+            current, max_examples=current.max_examples * factor, database=None, suppress_health_check=list(HealthCheck))
+
 
 REPO = Path(__file__).resolve().parent.parent
 CURATE = [sys.executable, "-m", "curation.cli"]
