@@ -64,6 +64,30 @@ _PAD_CANDIDATES = ("<|padding|>", "<|pad|>", "<pad>", "[PAD]")
 _BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>")
 
 
+def load_text_tokenizer(path: str, split_special_tokens: bool = True):
+    """A ``tokenizers.Tokenizer`` for document text.
+
+    With ``split_special_tokens`` (the default), a special token's text written in a document (a
+    page quoting ``<|endoftext|>`` or ``<|im_start|>``) is tokenized as ordinary text, as tiktoken
+    does with ``disallowed_special=()`` and transformers with ``split_special_tokens=True``:
+    otherwise it becomes the EOS id in the middle of a document, and a reader that finds document
+    boundaries by EOS (OLMo-core's ``iter_document_indices`` on the array, document masking) cuts
+    the document there. Added tokens that are not special (Dolma's ``|||EMAIL_ADDRESS|||``
+    masks, NeoX's whitespace runs) are still matched: they are text by design.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(path)
+    tokenizer.encode_special_tokens = split_special_tokens
+    return tokenizer
+
+
+def special_token_texts(tokenizer) -> list[str]:
+    """The contents of the tokenizer's special added tokens, longest first."""
+    found = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special and t.content}
+    return sorted(found, key=lambda text: (-len(text), text))
+
+
 def tokenizer_info(path: str, eos_token: str | None = None) -> TokenizerInfo:
     from tokenizers import Tokenizer
 

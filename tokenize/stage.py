@@ -22,7 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
-from curation.tokenize.shards import FORMAT_VERSION, pack_documents, to_bytes, tokenizer_info
+from curation.tokenize.shards import (
+    FORMAT_VERSION,
+    load_text_tokenizer,
+    pack_documents,
+    special_token_texts,
+    to_bytes,
+    tokenizer_info,
+)
 
 from curation.core import io as fio
 from curation.core.config import resolve_data_path
@@ -47,6 +54,10 @@ SPLITS = ("train", "validation")
 class TokenizeConfig:
     tokenizer: str = "${CURATION_DATA:-../shared/data}/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
     eos_token: str | None = None  # default: the tokenizer's <|endoftext|> (50279 for OLMo's NeoX)
+    # A special token's text inside a document ("<|endoftext|>" quoted on a page) is tokenized as
+    # text, so EOS only ever ends a document; False matches it as the special id (transformers'
+    # default). Documents holding such text are counted as `special_token_text` either way.
+    split_special_tokens: bool = True
     text_column: str = "text"
     id_column: str = "id"
     shuffle_seed: int | None = 0  # None keeps upstream order
@@ -143,9 +154,16 @@ class TokenizeStage(Stage):
         return {"format": FORMAT_VERSION, "tokenizer": dataclasses.asdict(info)}
 
     def setup(self, ctx: StageContext) -> None:
-        from tokenizers import Tokenizer
+        self.tokenizer = load_text_tokenizer(ctx.resolved["tokenizer"]["path"], self.config.split_special_tokens)
+        self.special_texts = special_token_texts(self.tokenizer)
 
-        self.tokenizer = Tokenizer.from_file(ctx.resolved["tokenizer"]["path"])
+    def count_special_token_text(self, texts: pa.Array) -> int:
+        """Documents whose text holds a special token's text (one vectorised pass per token)."""
+        holds = None
+        for special in self.special_texts:
+            found = pc.fill_null(pc.match_substring(texts, special), False)
+            holds = found if holds is None else pc.or_(holds, found)
+        return 0 if holds is None else int(pc.sum(holds).as_py() or 0)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
@@ -172,10 +190,13 @@ class TokenizeStage(Stage):
         is_validation = validation_mask(ids_all, self.config.validation_fraction)
         index_batches: list[pa.RecordBatch] = []
         tokens_total = 0
+        special_text_docs = 0
         for split in SPLITS:
             selected = table.filter(pa.array(is_validation if split == "validation" else ~is_validation))
             for batch in selected.to_batches(max_chunksize=self.config.batch_size):
-                texts = pc.fill_null(batch.column(self.config.text_column), "").to_pylist()
+                text_column = pc.fill_null(batch.column(self.config.text_column), "")
+                special_text_docs += self.count_special_token_text(text_column)
+                texts = text_column.to_pylist()
                 tokens, offsets = pack_documents(self.encode(texts), info["eos_id"], dtype)
                 names, starts, ends = writers[split].add(tokens, offsets)
                 tokens_total += len(tokens)
@@ -196,6 +217,7 @@ class TokenizeStage(Stage):
         stats.docs_out = stats.docs_in
         stats.bytes_out = tokens_total * dtype.itemsize
         stats.extra["tokens"] = float(tokens_total)
+        stats.extra["special_token_text"] = float(special_text_docs)
         files = [f for split in SPLITS for f in writers[split].files]
         schema = index_batches[0].schema if index_batches else pa.schema(
             [("id", pa.string()), ("file", pa.string()), ("start", pa.int64()), ("end", pa.int64()),

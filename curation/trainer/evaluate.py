@@ -114,14 +114,14 @@ def loss_and_bpb(model, windows: list[np.ndarray], tokenizer, device: str) -> di
 
 def evaluate(run: str | Path, tasks: list[str] | None = None, data_dir: str | Path | None = None,
              limit: int | None = 500, max_windows: int = 64) -> dict[str, Any]:
-    from tokenizers import Tokenizer
-
     from curation.core.config import resolve_data_path
+    from curation.tokenize.shards import load_text_tokenizer
     from curation.trainer.data import TokenStream, load_data
 
     model, config = load_model(run)
     device = next(model.parameters()).device.type
-    tokenizer = Tokenizer.from_file(config["tokenizer"])
+    # As the tokenize stage reads document text: a special token's text in an eval item is text.
+    tokenizer = load_text_tokenizer(config["tokenizer"])
     results: dict[str, Any] = {"run": str(run), "validation": {}, "tasks": {}}
     seq_len = model.c.seq_len
     data = Path(config["data"])

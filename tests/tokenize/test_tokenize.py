@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import run_single_stage
 from curation.tokenize.shards import dtype_for_vocab
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _docs(n: int = 300) -> list[dict]:
@@ -112,3 +114,63 @@ def test_files_cut_at_document_boundaries_and_validation_split(ray_local, tmp_pa
     validation = [r for r in index if r["split"] == "validation"]
     assert 5 <= len(validation) <= 40
     assert all("-validation-" in r["file"] for r in validation)
+
+
+def test_special_token_text_in_a_document_is_text_and_counted(ray_local, tmp_path, tokenizer_path):
+    """A page quoting "<|endoftext|>" must not put EOS inside its document: OLMo-core's readers
+    that find documents by EOS in the array would cut it there."""
+    import json
+
+    from olmo_core.data.utils import iter_document_indices
+
+    quoting = ["Models end a sample with <|endoftext|> and pad with <|padding|>.", "<|endoftext|>",
+               "a<|endoftext|><|endoftext|>b"]
+    rows = [{"id": f"q{i}", "text": t} for i, t in enumerate(quoting)] + _docs(40)
+    out = _tokenize(rows, tmp_path, tokenizer_path, "special", shards=1)
+    index = _index(out).to_pylist()
+    file = index[0]["file"]
+    tokens = np.memmap(out / file, dtype=np.uint16, mode="r")
+    texts = {r["id"]: r["text"] for r in rows}
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    for row in index:
+        span = tokens[row["start"] : row["end"]].tolist()
+        assert span[-1] == 50279 and 50279 not in span[:-1] and 1 not in span[:-1]
+        assert tokenizer.decode(span[:-1], skip_special_tokens=False) == texts[row["id"]]
+    spans = sorted((r["start"], r["end"]) for r in index)
+    assert list(iter_document_indices(out / file, use_array_if_local=True, eos_token_id=50279, dtype=np.uint16)) == spans
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["totals"]["extra"]["special_token_text"] == len(quoting)
+
+    # The transformers default, when asked for: the quoted text becomes the special ids.
+    matched = _tokenize(rows, tmp_path, tokenizer_path, "matched", shards=1, split_special_tokens=False)
+    by_id = {r["id"]: r for r in _index(matched).to_pylist()}
+    raw = np.memmap(matched / by_id["q1"]["file"], dtype=np.uint16, mode="r")
+    assert raw[by_id["q1"]["start"] : by_id["q1"]["end"]].tolist() == [50279, 50279]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["<|endoftext|>", "<|im_start|>", "<|fim_middle|>",
+                                                                    "|||EMAIL_ADDRESS|||", "<|endoftext", "|>"])),
+                max_size=8))
+def test_document_text_never_encodes_to_a_special_id(shared_data, pieces):
+    from curation.tokenize.shards import load_text_tokenizer, special_token_texts
+
+    text = "".join(pieces)
+    for name in ("allenai_gpt-neox-olmo-dolma-v1_5.json", "allenai_dolma2.json", "gpt2_tokenizer.json"):
+        tokenizer = _text_tokenizer(load_text_tokenizer, shared_data / "tokenizers" / name)
+        special = {tokenizer.token_to_id(t) for t in special_token_texts(tokenizer)}
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        assert not special & set(ids)
+        if "|||EMAIL_ADDRESS|||" in text and name == "allenai_dolma2.json":
+            assert tokenizer.token_to_id("|||EMAIL_ADDRESS|||") in ids  # Dolma's PII mask stays one token
+
+
+_TEXT_TOKENIZERS: dict = {}
+
+
+def _text_tokenizer(load, path: Path):
+    if path not in _TEXT_TOKENIZERS:
+        _TEXT_TOKENIZERS[path] = load(str(path))
+    return _TEXT_TOKENIZERS[path]
