@@ -61,6 +61,12 @@ class MixSource:
             raise ValueError(f"source {self.name}: top_percent needs score")
         if self.weight is None and self.tokens is None:
             raise ValueError(f"source {self.name}: give weight or tokens")
+        if self.top_percent is not None and not 0 < self.top_percent <= 100:
+            raise ValueError(f"source {self.name}: top_percent must be in (0, 100]")
+        if self.weight is not None and self.tokens is None and not self.weight > 0:
+            raise ValueError(f"source {self.name}: weight must be positive (leave a source out to give it none)")
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"source {self.name}: tokens must be positive")
 
 
 @dataclass
@@ -73,6 +79,17 @@ class MixSpec:
     description: str = ""
     license: str = "Common Crawl terms of use; page content keeps its authors' copyright"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            # Targets, reports and each document's `source` column are keyed by name.
+            raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
+        if not self.max_repetition > 0:
+            raise ValueError("max_repetition must be positive")
+        if self.total_tokens is not None and self.total_tokens < 1:
+            raise ValueError("total_tokens must be positive")
 
 
 def load_mix_spec(path: str, overrides: list[str] | None = None) -> MixSpec:

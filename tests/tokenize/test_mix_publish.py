@@ -136,3 +136,30 @@ def test_stats_plots_for_run_and_mix(token_run, tmp_path):
                        "--format", "json"]).stdout.strip().splitlines()
     mix = json.loads((out / "mix.json").read_text())
     assert {json.loads(r)["source"]: json.loads(r)["t"] for r in rows} == {s["name"]: s["achieved_tokens"] for s in mix["sources"]}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"sources[1].name": "long"}, "unique; repeated: long"),
+    ({"sources[0].weight": 0}, "weight must be positive"),
+    ({"sources[0].top_percent": 0, "sources[0].score": "quality"}, "top_percent must be in"),
+    ({"sources[0].top_percent": 150, "sources[0].score": "quality"}, "top_percent must be in"),
+    ({"sources[0].tokens": -5}, "tokens must be positive"),
+    ({"max_repetition": 0}, "max_repetition must be positive"),
+    ({"total_tokens": 0}, "total_tokens must be positive"),
+])
+def test_mix_spec_rejects_what_cannot_be_mixed(tmp_path, change, message):
+    import yaml
+    from curation.tokenize.mix import load_mix_spec
+
+    from curation.core.errors import ConfigError
+
+    spec = yaml.safe_load(_spec(tmp_path, tmp_path / "run").read_text())
+    for key, value in change.items():
+        if key.startswith("sources["):
+            position, option = int(key[8]), key.split(".", 1)[1]
+            spec["sources"][position][option] = value
+        else:
+            spec[key] = value
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_mix_spec(str(tmp_path / "bad.yaml"))
