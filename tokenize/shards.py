@@ -83,9 +83,8 @@ def load_text_tokenizer(path: str, split_special_tokens: bool = True):
 
 
 def special_token_texts(tokenizer) -> list[str]:
-    """The contents of the tokenizer's special added tokens, longest first."""
-    found = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special and t.content}
-    return sorted(found, key=lambda text: (-len(text), text))
+    """The contents of the tokenizer's special added tokens."""
+    return sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special and t.content})
 
 
 def tokenizer_info(path: str, eos_token: str | None = None) -> TokenizerInfo:

@@ -158,12 +158,11 @@ class TokenizeStage(Stage):
         self.special_texts = special_token_texts(self.tokenizer)
 
     def count_special_token_text(self, texts: pa.Array) -> int:
-        """Documents whose text holds a special token's text (one vectorised pass per token)."""
-        holds = None
+        """Documents (non-null texts) holding a special token's text; one vectorised pass per token."""
+        holds = pa.array(np.zeros(len(texts), dtype=bool))
         for special in self.special_texts:
-            found = pc.fill_null(pc.match_substring(texts, special), False)
-            holds = found if holds is None else pc.or_(holds, found)
-        return 0 if holds is None else int(pc.sum(holds).as_py() or 0)
+            holds = pc.or_(holds, pc.match_substring(texts, special))
+        return int(pc.sum(holds).as_py() or 0)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -155,11 +156,11 @@ def test_special_token_text_in_a_document_is_text_and_counted(ray_local, tmp_pat
                                                                     "|||EMAIL_ADDRESS|||", "<|endoftext", "|>"])),
                 max_size=8))
 def test_document_text_never_encodes_to_a_special_id(shared_data, pieces):
-    from curation.tokenize.shards import load_text_tokenizer, special_token_texts
+    from curation.tokenize.shards import special_token_texts
 
     text = "".join(pieces)
     for name in ("allenai_gpt-neox-olmo-dolma-v1_5.json", "allenai_dolma2.json", "gpt2_tokenizer.json"):
-        tokenizer = _text_tokenizer(load_text_tokenizer, shared_data / "tokenizers" / name)
+        tokenizer = _text_tokenizer(str(shared_data / "tokenizers" / name))
         special = {tokenizer.token_to_id(t) for t in special_token_texts(tokenizer)}
         ids = tokenizer.encode(text, add_special_tokens=False).ids
         assert not special & set(ids)
@@ -167,10 +168,9 @@ def test_document_text_never_encodes_to_a_special_id(shared_data, pieces):
             assert tokenizer.token_to_id("|||EMAIL_ADDRESS|||") in ids  # Dolma's PII mask stays one token
 
 
-_TEXT_TOKENIZERS: dict = {}
 
+@functools.cache
+def _text_tokenizer(path: str):
+    from curation.tokenize.shards import load_text_tokenizer
 
-def _text_tokenizer(load, path: Path):
-    if path not in _TEXT_TOKENIZERS:
-        _TEXT_TOKENIZERS[path] = load(str(path))
-    return _TEXT_TOKENIZERS[path]
+    return load_text_tokenizer(path)
