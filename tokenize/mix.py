@@ -112,13 +112,14 @@ def index_files(directory: str, storage: fio.Storage) -> list[str]:
 def _select_documents(source: MixSource, storage: fio.Storage, connection: duckdb.DuckDBPyConnection) -> pa.Table:
     files = index_files(source.index, storage)
     listing = layout.sql_list(files)
-    predicate = f"split = '{source.split}'" + (f" AND ({source.where})" if source.where else "")
+    # `where` and `score` are SQL by design; the split is a value, so it is bound, not spliced.
+    predicate = "split = $split" + (f" AND ({source.where})" if source.where else "")
     if source.top_percent is not None:
         predicate += (f" AND {source.score} >= (SELECT quantile_disc({source.score}, {1 - source.top_percent / 100.0}) "
                       f"FROM read_parquet({listing}, union_by_name = true) WHERE {predicate})")
     sql = f"SELECT id, file, start, \"end\", num_tokens FROM read_parquet({listing}, union_by_name = true) WHERE {predicate}"
     try:
-        table = connection.sql(sql).to_arrow_table()
+        table = connection.sql(sql, params={"split": source.split}).to_arrow_table()
     except duckdb.Error as exc:
         raise ConfigError(f"mix source {source.name}: {exc}") from None
     base = fio.normalize_root(files[0].rsplit("/", 1)[0]) if files else ""

@@ -163,3 +163,23 @@ def test_mix_spec_rejects_what_cannot_be_mixed(tmp_path, change, message):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_mix_spec(str(tmp_path / "bad.yaml"))
+
+
+def test_a_split_is_a_value_not_sql(token_run, tmp_path):
+    """A split name with a quote selects the documents of that split (none here), not a SQL error;
+    one that would widen the predicate if spliced in selects nothing either."""
+    import yaml
+    from curation.tokenize.mix import load_mix_spec, resolve_mix
+
+    from curation.core.errors import ConfigError, CurationError
+
+    for split in ["it's", "x' OR '1'='1"]:
+        spec = yaml.safe_load(_spec(tmp_path, token_run).read_text())
+        spec["sources"][0]["split"] = split
+        (tmp_path / "split.yaml").write_text(yaml.safe_dump(spec))
+        with pytest.raises(CurationError, match="mix source long selects no tokens") as raised:
+            resolve_mix(load_mix_spec(str(tmp_path / "split.yaml")))
+        assert not isinstance(raised.value, ConfigError)
+    spec["sources"][0]["split"] = "train"
+    (tmp_path / "split.yaml").write_text(yaml.safe_dump(spec))
+    assert resolve_mix(load_mix_spec(str(tmp_path / "split.yaml")))["total_tokens"] > 0
