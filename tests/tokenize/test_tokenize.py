@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,61 @@ def _text_tokenizer(path: str):
     from curation.tokenize.shards import load_text_tokenizer
 
     return load_text_tokenizer(path)
+
+
+class _CommittedBytes:
+    """What `_TokenFileWriter` needs of a stage: its limit, and a commit that records the bytes."""
+
+    def __init__(self, max_tokens_per_file: int):
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(max_tokens_per_file=max_tokens_per_file)
+        self.files: dict[str, bytes] = {}
+
+    def commit_bytes(self, ctx, name: str, data: bytes, count: int) -> str:
+        assert name not in self.files  # a file is written once
+        self.files[name] = data
+        return name
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.lists(st.lists(st.integers(0, 50_000), max_size=12), max_size=10), max_size=5),
+       limit=st.integers(1, 40))
+def test_token_files_are_cut_at_document_boundaries_and_match_the_index(batches, limit):
+    """Whatever the documents and the file limit: each document lies whole in one file, EOS last; a
+    file exceeds the limit only when it holds a single document that does alone; files are filled in
+    order (the next document would not have fitted); and each file's Dolma csv.gz lists exactly the
+    index's spans in it."""
+    import gzip
+
+    from curation.tokenize.shards import pack_documents
+    from curation.tokenize.stage import _TokenFileWriter
+
+    eos = 50_279
+    dtype = dtype_for_vocab(50_280)
+    stage = _CommittedBytes(limit)
+    writer = _TokenFileWriter(stage, None, "part-00000", "train", dtype)
+    spans = []
+    for documents in batches:
+        tokens, offsets = pack_documents(documents, eos, dtype)
+        assert tokens.dtype == dtype and offsets[-1] == len(tokens)
+        names, starts, ends = writer.add(tokens, offsets)
+        spans += list(zip(documents, names, starts.tolist(), ends.tolist(), strict=True))
+    writer.flush()
+    arrays = {n: np.frombuffer(b, dtype=dtype) for n, b in stage.files.items() if n.endswith(".npy")}
+    assert sorted(arrays) == [f"part-00000-train-{k:03d}.npy" for k in range(len(arrays))]
+    by_file: dict[str, list[tuple[int, int]]] = {}
+    for ids, name, start, end in spans:
+        assert arrays[name][start:end].tolist() == [*ids, eos]
+        by_file.setdefault(name, []).append((start, end))
+    names = sorted(arrays)
+    for k, name in enumerate(names):
+        held = by_file[name]
+        assert held[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(held)) and held[-1][1] == len(arrays[name])
+        assert len(arrays[name]) <= limit or len(held) == 1
+        if k + 1 < len(names):  # the next file's first document did not fit in this one
+            first_next = by_file[names[k + 1]][0]
+            assert len(arrays[name]) + first_next[1] - first_next[0] > limit
+        listed = gzip.decompress(stage.files[name.removesuffix(".npy") + ".csv.gz"]).decode().splitlines()
+        assert listed == [f"{s},{e}" for s, e in held]
+    assert sum(len(a) for a in arrays.values()) == sum(len(ids) + 1 for ids, *_ in spans)
