@@ -1,7 +1,8 @@
 """WARCs written by real crawlers against a real local web server (not built by hand): wget's
-``--warc-file`` and warcio's ``capture_http``. The server serves the fixture HTML pages, a page that
-redirects, and answers 404 for what it lacks (wget asks for robots.txt), so the WARCs hold what such
-crawls hold: requests, 200s, a 301, 404 error pages, wget's own log as resource records."""
+``--warc-file``, warcio's ``capture_http`` and warcio.js (Browsertrix's writer, from npm). The
+server serves the fixture HTML pages, a page that redirects, and answers 404 for what it lacks
+(wget asks for robots.txt), so the WARCs hold what such crawls hold: requests, 200s, a 301, 404
+error pages, wget's own log and Browsertrix's page text as resource records."""
 
 from __future__ import annotations
 
@@ -86,3 +87,35 @@ def test_a_warcio_capture_of_a_real_server(site, tmp_path):
     rows, stats = extract(path, tmp_path)
     _check(rows, stats, pages)
     assert stats.dropped == {"http_status:404": 1, "http_status:301": 1}
+
+
+_WRITERS = Path(__file__).resolve().parents[1] / "writers"
+
+
+def _needs_node_writers() -> None:
+    """warcio.js comes from npm (`make install` runs `npm ci` in tests/writers). CI sets
+    CURATION_REQUIRE_NODE_WRITERS so that a missing writer fails there instead of skipping."""
+    import os
+
+    missing = ("node is not installed" if shutil.which("node") is None else
+               None if (_WRITERS / "node_modules" / "warcio").is_dir() else "warcio.js is not installed (npm ci --prefix tests/writers)")
+    if missing and os.environ.get("CURATION_REQUIRE_NODE_WRITERS"):
+        pytest.fail(missing)
+    if missing:
+        pytest.skip(missing)
+
+
+def test_a_warcio_js_capture_as_browsertrix_writes_it(site, tmp_path):
+    """WARC/1.1 from webrecorder's JavaScript writer, records as browsertrix-crawler lays them out:
+    its text and page-info resources under urn: URIs are not web pages (the page is kept once)."""
+    _needs_node_writers()
+    base, pages = site
+    path = tmp_path / "browsertrix.warc.gz"
+    urls = [f"{base}/{name}" for name in ["index.html", *pages, "moved", "gone.html"]]
+    subprocess.run(["node", str(_WRITERS / "warcio_capture.mjs"), str(path), *urls], cwd=_WRITERS,
+                   timeout=120, check=True)
+    rows, stats = extract(path, tmp_path)
+    _check(rows, stats, pages)
+    assert stats.dropped == {"http_status:404": 1, "http_status:301": 1,
+                             "non_web_resource": 2 * (len(pages) + 1)}  # urn:text: and urn:pageinfo:
+    assert stats.extra["skipped:request"] == len(urls) and stats.extra["skipped:warcinfo"] == 1
