@@ -115,32 +115,41 @@ class _TokenFileWriter:
         return f"{self.shard}-{self.split}-{self.file_index:03d}.npy"
 
     def add(self, tokens: np.ndarray, offsets: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Add one batch; returns per-document (file, start, end)."""
-        names: list[str] = []
-        starts = np.empty(len(offsets) - 1, dtype=np.int64)
-        ends = np.empty(len(offsets) - 1, dtype=np.int64)
+        """Add one batch; returns per-document (file, start, end). Files are filled in order and
+        cut before the first document that would take one over the limit (a document over the
+        limit alone gets a file of its own): one step per file, not per document."""
+        limit = self.stage.config.max_tokens_per_file
         lengths = np.diff(offsets)
-        for i, length in enumerate(lengths.tolist()):
-            if self.size and self.size + length > self.stage.config.max_tokens_per_file:
-                self.flush()
-            names.append(self.current_name)
-            starts[i] = self.size
-            ends[i] = self.size + length
-            self.size += length
-            self.chunks.append(tokens[offsets[i] : offsets[i + 1]])
-        return names, starts, ends
+        names = np.empty(len(lengths), dtype=object)
+        starts = np.empty(len(lengths), dtype=np.int64)
+        first = 0
+        while first < len(lengths):
+            # the documents first..last-1 fit: self.size + offsets[last] - offsets[first] <= limit
+            last = int(np.searchsorted(offsets[1:], limit - self.size + offsets[first], side="right"))
+            if last <= first:  # the next document does not fit (or the file is already over)
+                if self.size:
+                    self.flush()
+                    continue
+                last = first + 1
+            starts[first:last] = self.size + offsets[first:last] - offsets[first]
+            names[first:last] = self.current_name
+            self.chunks.append(tokens[offsets[first] : offsets[last]])
+            self.lengths.append(lengths[first:last])
+            self.size += int(offsets[last] - offsets[first])
+            first = last
+        return names.tolist(), starts, starts + lengths
 
     def flush(self) -> None:
         if not self.chunks:
             return
         tokens = np.concatenate(self.chunks)
-        lengths = np.array([len(c) for c in self.chunks], dtype=np.int64)
+        lengths = np.concatenate(self.lengths)
         ends = np.cumsum(lengths)
         name = self.current_name
         self.files.append(self.stage.commit_bytes(self.ctx, name, to_bytes(tokens), len(tokens)))
         meta = name.removesuffix(".npy") + ".csv.gz"
         self.files.append(self.stage.commit_bytes(self.ctx, meta, dolma_metadata(ends - lengths, ends), len(lengths)))
-        self.chunks, self.size = [], 0
+        self.chunks, self.lengths, self.size = [], [], 0
         self.file_index += 1
 
 
