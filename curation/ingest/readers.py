@@ -12,7 +12,8 @@ skipped and counted (``skipped:<type>``). ARC files (old crawls, web archives) g
 A WACZ, or any ZIP of crawl files, is the files inside it (``iter_zip_crawl_files``).
 
 Compression: per-record gzip members (Common Crawl, the specification's recommendation), a whole
-file gzipped as one stream, and zstd (per-record frames or one frame) are read; records of one
+file gzipped as one stream, and zstd (per-record frames, with the dictionary of IIPC's WARC-zstd
+layout that ArchiveTeam's wget-at writes or without, or one frame) are read; records of one
 stream share its offset and are told apart by their place after it (``index_in_member``).
 Files whose writer FastWARC cannot read (header lines ending in bare LF, field names in another
 case: ``needs_lenient_reader``) are split into records by warcio instead, slower but alike.
@@ -47,6 +48,9 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 _WARC_MAGIC = b"WARC/"  # every version: 1.0, 1.1, and the drafts 0.17 / 0.18 (ClueWeb09, early Heritrix)
 _VERSION_LINE = re.compile(rb"WARC/\d\.\d+\r?\n")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# IIPC's WARC-zstd layout (ArchiveTeam's wget-at writes it): the file may open with a skippable
+# frame holding the dictionary every record's frame is compressed with, itself raw or zstd-compressed
+ZSTD_DICTIONARY_MAGIC = b"\x5d\x2a\x4d\x18"
 ZIP_MAGIC = b"PK\x03\x04"  # a ZIP: a WACZ, or any package of crawl files
 # the compressions a file's first bytes name, by the suffix that would have named them
 COMPRESSION_MAGIC = {".gz": b"\x1f\x8b", ".zst": ZSTD_MAGIC, ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
@@ -85,9 +89,63 @@ class RawRecord:
 _MEMBER_MAGIC = {"gzip": (GZIP_MAGIC, 4096), "zstd": (ZSTD_MAGIC, (1 << 17) + 4096)}
 
 
-def _looks_like_warc_member(handle: BinaryIO, offset: int, compression: str = "gzip") -> bool:
-    """A gzip member or zstd frame that decodes to ``WARC/1.`` (or to a prefix of it, when the
-    file ends)."""
+def zstd_dictionary_frame(handle: BinaryIO) -> bytes:
+    """The skippable frame (magic, size, dictionary) a WARC-zstd file opens with; empty when it
+    opens with none, or with one cut short. The handle is left at the start."""
+    handle.seek(0)
+    head = handle.read(8)
+    frame = b""
+    if len(head) == 8 and head.startswith(ZSTD_DICTIONARY_MAGIC):
+        size = int.from_bytes(head[4:], "little")
+        frame = head + handle.read(size)
+        frame = frame if len(frame) == 8 + size else b""
+    handle.seek(0)
+    return frame
+
+
+def zstd_decompressor(dictionary_frame: bytes = b"") -> zstandard.ZstdDecompressor:
+    """A decompressor with the dictionary of ``dictionary_frame`` (``zstd_dictionary_frame``);
+    without one when there is none or it does not decode (its records then count as damaged)."""
+    if dictionary_frame:
+        dictionary = dictionary_frame[8:]
+        try:
+            if dictionary.startswith(ZSTD_MAGIC):
+                dictionary = zstandard.ZstdDecompressor().decompressobj().decompress(dictionary)
+            return zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(dictionary))
+        except zstandard.ZstdError:
+            pass
+    return zstandard.ZstdDecompressor()
+
+
+class _AfterDictionary(io.RawIOBase):
+    """A WARC-zstd file's dictionary frame, then the file from ``start`` on: FastWARC takes a
+    file's dictionary from its first bytes, so reading on past damage, it needs it in front."""
+
+    def __init__(self, dictionary_frame: bytes, handle: BinaryIO, start: int):
+        self.frame, self.handle, self.start, self.position = dictionary_frame, handle, start, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.position < len(self.frame):
+            data = self.frame[self.position : self.position + len(view)]
+        else:  # the handle is also searched between passes: always seek first
+            self.handle.seek(self.start + self.position - len(self.frame))
+            data = self.handle.read(len(view))
+        view[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def _looks_like_warc_member(handle: BinaryIO, offset: int, compression: str = "gzip",
+                            decompressor: zstandard.ZstdDecompressor | None = None) -> bool:
+    """A gzip member or zstd frame (decoded by ``decompressor``: the file's dictionary) that
+    decodes to ``WARC/1.`` (or to a prefix of it, when the file ends)."""
     head_size = _MEMBER_MAGIC[compression][1]
     handle.seek(offset)
     head = handle.read(head_size)
@@ -95,7 +153,7 @@ def _looks_like_warc_member(handle: BinaryIO, offset: int, compression: str = "g
         if compression == "gzip":
             inflated = zlib.decompressobj(wbits=31).decompress(head, 16)
         else:
-            inflated = zstandard.ZstdDecompressor().decompressobj().decompress(head)[:16]
+            inflated = (decompressor or zstandard.ZstdDecompressor()).decompressobj().decompress(head)[:16]
     except (zlib.error, ValueError, zstandard.ZstdError):
         return False
     if inflated.startswith(_WARC_MAGIC):
@@ -104,13 +162,14 @@ def _looks_like_warc_member(handle: BinaryIO, offset: int, compression: str = "g
     return len(head) < head_size and _WARC_MAGIC.startswith(inflated[: len(_WARC_MAGIC)])
 
 
-def _find_next_start(handle: BinaryIO, after: int, compression: str | None) -> int | None:
+def _find_next_start(handle: BinaryIO, after: int, compression: str | None,
+                     decompressor: zstandard.ZstdDecompressor | None = None) -> int | None:
     """Offset of the next plausible record start at or after ``after``: a gzip member or zstd
     frame that opens a record, or in plain WARC a version line (not only at a line start: the byte
     before may be the damage resynchronised past)."""
     if compression:
         return find_magic(handle, after, _MEMBER_MAGIC[compression][0],
-                          lambda candidate: _looks_like_warc_member(handle, candidate, compression))
+                          lambda candidate: _looks_like_warc_member(handle, candidate, compression, decompressor))
     return find_magic(handle, after, _WARC_MAGIC, lambda candidate: bool(_VERSION_LINE.match(_bytes_at(handle, candidate, 16))))
 
 
@@ -144,7 +203,7 @@ def _member_compression(handle: BinaryIO) -> str | None:
     head = handle.read(len(_WARC_MAGIC))
     if head[:2] == b"\x1f\x8b":
         return "gzip"
-    if head[:4] == ZSTD_MAGIC:
+    if head[:4] in (ZSTD_MAGIC, ZSTD_DICTIONARY_MAGIC):
         return "zstd"
     if head.startswith(_WARC_MAGIC):
         return None
@@ -170,6 +229,8 @@ def iter_warc(
         yield from _resilient_warcio(handle, errors, max_payload_bytes, arc=False)
         return
     compression = _member_compression(handle)
+    dictionary_frame = zstd_dictionary_frame(handle) if compression == "zstd" else b""
+    decompressor = zstd_decompressor(dictionary_frame) if compression == "zstd" else None
     start = 0
     seen: set[tuple[int, int]] = set()
     # One damaged record, one count. ``pending``: the reason counted for the damage that ended the
@@ -184,8 +245,12 @@ def iter_warc(
         failure: str | None = None
         cut_short = False
         previous_offset, index_in_member, shift = None, 0, None
+        source: BinaryIO = handle
+        if dictionary_frame and start >= len(dictionary_frame):  # past damage: the dictionary in front
+            source = io.BufferedReader(_AfterDictionary(dictionary_frame, handle, start))
+            shift = start - len(dictionary_frame)
         try:
-            for record in ArchiveIterator(handle, record_types=WarcRecordType.any_type, parse_http=False):
+            for record in ArchiveIterator(source, record_types=WarcRecordType.any_type, parse_http=False):
                 if shift is None:  # FastWARC 2 counts from the file's start, not from where it began reading
                     shift = start if record.stream_pos < start else 0
                 offset = shift + record.stream_pos
@@ -212,7 +277,7 @@ def iter_warc(
             failure = _reason_for(exc)
         except Exception as exc:  # a malformed header can surface as any parse error
             failure = f"corrupt_record:{type(exc).__name__}"
-        next_start = _find_next_start(handle, last_start + 1, compression)
+        next_start = _find_next_start(handle, last_start + 1, compression, decompressor)
         if failure is None and next_start is not None:
             # FastWARC ended cleanly but a record start lies ahead: the member it ended on was
             # truncated or unreadable, and FastWARC stopped there silently.
@@ -459,6 +524,11 @@ def _decompressed_head(handle: BinaryIO, size: int = 2048) -> bytes:
     head = handle.read(4096)
     handle.seek(0)
     try:
+        if head.startswith(ZSTD_DICTIONARY_MAGIC):  # a dictionary first, of any size
+            try:
+                return _decompressed(handle).read(size)
+            finally:
+                handle.seek(0)
         compression = compression_by_magic(head)
         if compression == ".gz":
             return zlib.decompressobj(wbits=31).decompress(head, size)
@@ -511,7 +581,7 @@ def _layout_for_warcio(handle: BinaryIO) -> str:
     handle.seek(0)
     head = handle.read(1 << 16)
     handle.seek(0)
-    if head.startswith(ZSTD_MAGIC):
+    if head.startswith((ZSTD_MAGIC, ZSTD_DICTIONARY_MAGIC)):
         return "zstd"
     if head.startswith(b"\x1f\x8b"):
         inflater = zlib.decompressobj(wbits=31)
@@ -741,10 +811,8 @@ def _decompressed(handle: BinaryIO) -> BinaryIO:
         import gzip
 
         return gzip.GzipFile(fileobj=handle)  # every member, one after another
-    if magic == ZSTD_MAGIC:
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
+    if magic in (ZSTD_MAGIC, ZSTD_DICTIONARY_MAGIC):  # the dictionary's skippable frame is skipped
+        return zstd_decompressor(zstd_dictionary_frame(handle)).stream_reader(handle, read_across_frames=True)
     return handle
 
 

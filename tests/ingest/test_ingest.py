@@ -205,6 +205,31 @@ def _zstd_frames(raw: bytes, offsets: list[int]) -> tuple[bytes, list[int]]:
 ZST_WARC, ZST_OFFSETS = _zstd_frames(RAW_WARC, RAW_OFFSETS)
 
 
+def _zstd_dictionary_frames(raw: bytes, offsets: list[int], compress_dictionary: bool) -> tuple[bytes, list[int]]:
+    """IIPC's WARC-zstd layout as ArchiveTeam's wget-at writes it: a skippable frame holding a
+    trained dictionary (raw, or itself zstd-compressed), then each record its own frame compressed
+    with it; the frames' offsets."""
+    import struct
+
+    import zstandard
+
+    records = [raw[a:b] for a, b in zip(offsets, [*offsets[1:], len(raw)], strict=True)]
+    dictionary = zstandard.train_dictionary(2048, records * 8)
+    stored = dictionary.as_bytes()
+    if compress_dictionary:
+        stored = zstandard.ZstdCompressor().compress(stored)
+    parts = [struct.pack("<II", 0x184D2A5D, len(stored)) + stored]
+    parts += [zstandard.ZstdCompressor(dict_data=dictionary).compress(record) for record in records]
+    return b"".join(parts), [sum(len(part) for part in parts[:i]) for i in range(1, len(parts))]
+
+
+ZSTD_DICT_WARC, ZSTD_DICT_OFFSETS = _zstd_dictionary_frames(RAW_WARC, RAW_OFFSETS, compress_dictionary=False)
+ZSTD_CDICT_WARC, ZSTD_CDICT_OFFSETS = _zstd_dictionary_frames(RAW_WARC, RAW_OFFSETS, compress_dictionary=True)
+LAYOUTS = [(GZ_WARC, GZ_OFFSETS), (RAW_WARC, RAW_OFFSETS), (ZST_WARC, ZST_OFFSETS),
+           (ZSTD_DICT_WARC, ZSTD_DICT_OFFSETS), (ZSTD_CDICT_WARC, ZSTD_CDICT_OFFSETS)]
+LAYOUT_IDS = ["gzip", "plain", "zstd-frames", "zstd-dictionary", "zstd-compressed-dictionary"]
+
+
 def _member_of(position: int, offsets: list[int]) -> int:
     return max(i for i, start in enumerate(offsets) if start <= position)
 
@@ -214,11 +239,12 @@ def _starts(parts: list[bytes]) -> list[int]:
 
 
 def _random_edit(draw, data: bytes, offsets: list[int]) -> tuple[bytes, set[int], tuple]:
-    """One random edit of ``data`` (a flipped byte, inserted garbage, a deletion): the edited
-    bytes, the records it touched (and the one before: its end may be the damage), and what it was."""
+    """One random edit of ``data`` (a flipped byte, inserted garbage, a deletion) from its first
+    record on (a WARC-zstd dictionary before it is every record's): the edited bytes, the records
+    it touched (and the one before: its end may be the damage), and what it was."""
     blob = bytearray(data)
     kind = draw.draw(st.sampled_from(["flip", "garbage", "delete"]))
-    position = draw.draw(st.integers(0, len(blob) - 1))
+    position = draw.draw(st.integers(offsets[0], len(blob) - 1))
     end = position
     if kind == "flip":
         blob[position] ^= draw.draw(st.integers(1, 255))
@@ -230,14 +256,14 @@ def _random_edit(draw, data: bytes, offsets: list[int]) -> tuple[bytes, set[int]
     return bytes(blob), set(range(_member_of(position, offsets) - 1, _member_of(end, offsets) + 1)), (kind, position, end)
 
 
-@pytest.mark.parametrize(("data", "offsets"), [(GZ_WARC, GZ_OFFSETS), (RAW_WARC, RAW_OFFSETS), (ZST_WARC, ZST_OFFSETS)],
-                         ids=["gzip", "plain", "zstd-frames"])
+@pytest.mark.parametrize(("data", "offsets"), LAYOUTS, ids=LAYOUT_IDS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_corruption_never_loses_untouched_records(data, offsets, draw):
     """One random edit (flip, insertion, deletion): no exception, and every record whose bytes
     (or the end of the record before it) were not touched still comes through. zstd frames used to
-    end the file at the first damaged one: the search for the next record knew only gzip's magic."""
+    end the file at the first damaged one: the search for the next record knew only gzip's magic;
+    and with a dictionary, FastWARC could not decode a frame read on to without it in front."""
     blob, touched, edit = _random_edit(draw, data, offsets)
     records, errors = _read(blob)
     got = {r.url for r in records}
@@ -246,8 +272,7 @@ def test_corruption_never_loses_untouched_records(data, offsets, draw):
             assert url in got, (edit, index, errors)
 
 
-@pytest.mark.parametrize(("data", "offsets"), [(GZ_WARC, GZ_OFFSETS), (RAW_WARC, RAW_OFFSETS), (ZST_WARC, ZST_OFFSETS)],
-                         ids=["gzip", "plain", "zstd-frames"])
+@pytest.mark.parametrize(("data", "offsets"), LAYOUTS, ids=LAYOUT_IDS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_records_after_several_damaged_ones_keep_their_offsets(data, offsets, draw):
@@ -266,7 +291,30 @@ def test_records_after_several_damaged_ones_keep_their_offsets(data, offsets, dr
             assert (url, offsets[index]) in read, (index, damaged, sorted(read), errors)
 
 
+@pytest.mark.parametrize(("data", "offsets"), LAYOUTS[3:], ids=LAYOUT_IDS[3:])
+def test_a_warc_zstd_with_a_dictionary_reads_every_record_at_its_frame(data, offsets):
+    """Records at their frames' offsets (past the dictionary's frame), text as written; a
+    damaged dictionary is every record's damage, counted, never an exception."""
+    records, errors = _read(data)
+    assert [(r.url, r.offset) for r in records] == [(url, offset) for (url, _, _), offset in zip(PAGES, offsets, strict=True)]
+    assert [r.payload for r in records] == [body for _, _, body in PAGES] and not errors
+    blob = bytearray(data)
+    blob[offsets[0] // 2] ^= 0xFF
+    records, errors = _read(bytes(blob))
+    assert len(records) + sum(errors.values()) >= 1
+
+
 RAW_RECORDS = [RAW_WARC[a:b] for a, b in zip(RAW_OFFSETS, [*RAW_OFFSETS[1:], len(RAW_WARC)], strict=True)]
+
+
+@pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
+def test_a_warc_zstd_with_a_dictionary_of_a_writer_fastwarc_cannot_read_is_read(writer):
+    """Such a writer's records go to warcio decompressed, which needs the dictionary too (and
+    telling the writer needs the first record decoded past the dictionary's frame)."""
+    parts = [writer(record) for record in RAW_RECORDS]
+    data, _ = _zstd_dictionary_frames(b"".join(parts), _starts(parts), compress_dictionary=True)
+    records, errors = _read(data)
+    assert [r.url for r in records] == [url for url, _, _ in PAGES] and not errors
 
 
 @pytest.mark.parametrize("writer", [bare_lf, lower_case_names], ids=["bare-lf", "lower-case-names"])
