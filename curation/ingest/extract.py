@@ -51,9 +51,11 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xm
 _CRAWL_PATTERN = re.compile(r"(CC-MAIN-\d{4}-\d{2})", re.IGNORECASE)
 _STATUS_ENTRY = re.compile(r"[1-5](\d\d|xx)")
 OUTPUT_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + LANGUAGE_FIELDS)
+_NOT_WEB_SCHEMES = ("dns:", "whois:")  # lookups crawlers record beside the pages
 
 
 @dataclass
+
 class ExtractConfig:
     extractor: str = "resiliparse"  # resiliparse | trafilatura
     main_content: bool = True  # resiliparse's main-content heuristics (boilerplate removal)
@@ -245,8 +247,11 @@ class ExtractStage(Stage):
         if not self.config.keeps_http_status(record.http_status):  # before the body: a redirect's is empty
             stats.dropped[f"http_status:{record.http_status}"] += 1
             return None
-        if record.record_type == "resource" and not record.url.startswith(("http://", "https://")):
-            stats.dropped["non_web_resource"] += 1  # e.g. wget's log stored as metadata://
+        if (record.record_type == "resource" and not record.url.startswith(("http://", "https://"))
+                or record.url.startswith(_NOT_WEB_SCHEMES)):
+            # wget's log stored as metadata://, Browsertrix's urn:text:, and the dns: lookup that
+            # Heritrix and the Internet Archive's ARCs record for every host (a page over ftp:// is a page)
+            stats.dropped["non_web_resource"] += 1
             return None
         if record.payload is None:
             stats.dropped["payload_too_large"] += 1

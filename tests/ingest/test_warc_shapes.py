@@ -6,6 +6,7 @@ per-record gzip files, a truncated last record; records that are not pages are c
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -86,10 +87,24 @@ def test_arc_files_are_read(tmp_path, packing, version, caplog):
     assert len({row["id"] for row in rows}) == len(rows)
 
 
+def test_a_heritrix_dns_response_is_not_a_web_page(tmp_path):
+    """Heritrix writes a WARC response record for every host's DNS lookup (text/dns)."""
+    from warcio.warcwriter import WARCWriter
+
+    path = tmp_path / "heritrix.warc.gz"
+    with open(path, "wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        answer = b"20260101000000\nold.example.\t3600\tIN\tA\t192.0.2.7\n"
+        writer.write_record(writer.create_warc_record("dns:old.example", "response", payload=io.BytesIO(answer),
+                                                      warc_content_type="text/dns"))
+    rows, stats = extract(path, tmp_path)
+    assert rows == [] and stats.dropped == {"non_web_resource": 1}
+
+
 def test_arc_records_without_an_http_message_are_read_by_what_they_hold(tmp_path):
     """A dns: record and a page fetched over FTP hold no HTTP message; warcio types every ARC
     record application/http, so both were dropped as non_html:application. Now the page is
-    sniffed as HTML and the DNS answer is text/dns."""
+    sniffed as HTML, and the DNS answer (text/dns) is counted as what it is, not a web page."""
     records = arc_records([("http://old.example/0", page(0))])
     dns = b"20260101000000\nold.example.\t3600\tIN\tA\t192.0.2.7\n"
     ftp_page = page(1)
@@ -99,7 +114,7 @@ def test_arc_records_without_an_http_message_are_read_by_what_they_hold(tmp_path
     path.write_bytes(b"".join(records))
     rows, stats = extract(path, tmp_path)
     assert [row["url"] for row in rows] == ["http://old.example/0", "ftp://old.example/1.html"]
-    assert "Document number 1." in rows[1]["text"] and stats.dropped == {"non_html:text": 1}
+    assert "Document number 1." in rows[1]["text"] and stats.dropped == {"non_web_resource": 1}
 
 
 def test_strict_stops_at_the_first_bad_warc_record(tmp_path):
