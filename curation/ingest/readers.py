@@ -91,11 +91,12 @@ _MEMBER_MAGIC = {"gzip": (GZIP_MAGIC, 4096), "zstd": (ZSTD_MAGIC, (1 << 17) + 40
 
 def zstd_dictionary_frame(handle: BinaryIO) -> bytes:
     """The skippable frame (magic, size, dictionary) a WARC-zstd file opens with; empty when it
-    opens with none, or with one cut short. The handle is left at the start."""
+    opens with none, with one cut short, or with one declared over 128 MiB (damage, not read into
+    memory: zstd dictionaries are kilobytes to a few megabytes). The handle is left at the start."""
     handle.seek(0)
     head = handle.read(8)
     frame = b""
-    if len(head) == 8 and head.startswith(ZSTD_DICTIONARY_MAGIC):
+    if len(head) == 8 and head.startswith(ZSTD_DICTIONARY_MAGIC) and int.from_bytes(head[4:], "little") <= 1 << 27:
         size = int.from_bytes(head[4:], "little")
         frame = head + handle.read(size)
         frame = frame if len(frame) == 8 + size else b""
