@@ -9,7 +9,9 @@ document: ``id``, ``file``, ``start``, ``end`` (token offsets, end exclusive, EO
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,60 @@ _PAD_CANDIDATES = ("<|padding|>", "<|pad|>", "<pad>", "[PAD]")
 _BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>")
 
 
+# tiktoken's BPE files (a base64 token and its rank a line: DCLM's tokshuf-rs reads GPT-NeoX-20B
+# so) carry no pre-tokenizer pattern; GPT-2's is GPT-NeoX's and r50k/p50k's. A tokenizer that
+# splits otherwise (cl100k, o200k) is better given as its tokenizer.json.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_SPECIAL_TEXT = re.compile(r"<\|[^|<>\s]+\|>")  # <|endoftext|>, <|padding|>: the specials a tiktoken file ranks
+
+
+def tokenizer_files(path: str) -> list[Path]:
+    """The files a tokenizer is read from: a ``tokenizer.json``, a tiktoken BPE file, or a folder
+    of GPT-2's original ``encoder.json`` + ``vocab.bpe`` (or the ``vocab.json`` + ``merges.txt``
+    of a slow Hugging Face tokenizer)."""
+    location = Path(path)
+    if not location.is_dir():
+        return [location]
+    for vocab, merges in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
+        if (location / vocab).is_file() and (location / merges).is_file():
+            return [location / vocab, location / merges]
+    if (location / "tokenizer.json").is_file():
+        return [location / "tokenizer.json"]
+    raise ValueError(f"{path}: a folder without tokenizer.json, encoder.json + vocab.bpe or vocab.json + merges.txt")
+
+
+def _is_tiktoken_file(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        first = handle.readline(4096).split()
+    return len(first) == 2 and first[1].isdigit() and re.fullmatch(rb"[A-Za-z0-9+/]+=*", first[0]) is not None
+
+
+def load_tokenizer(path: str):
+    """A ``tokenizers.Tokenizer`` from any of ``tokenizer_files``' forms. GPT-2's files become its
+    byte-level BPE (the same ids as its tokenizer.json); a tiktoken file becomes the BPE whose merges
+    its ranks imply (transformers' converter; the same ids as tiktoken's ``encode_ordinary``), with
+    the ``<|...|>`` tokens it ranks as special tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    files = tokenizer_files(path)
+    if len(files) == 2:
+        tokenizer = Tokenizer(models.BPE.from_file(str(files[0]), str(files[1])))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        specials = [t for t in tokenizer.get_vocab() if _SPECIAL_TEXT.fullmatch(t)]
+    elif _is_tiktoken_file(files[0]):
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        with open(files[0], "rb") as handle:
+            ranked = (base64.b64decode(line.split()[0]).decode("utf-8", "replace") for line in handle if line.strip())
+            specials = sorted({token for token in ranked if _SPECIAL_TEXT.fullmatch(token)})
+        tokenizer = TikTokenConverter(vocab_file=str(files[0]), pattern=GPT2_PATTERN).converted()
+    else:
+        return Tokenizer.from_file(str(files[0]))
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return tokenizer
+
+
 def load_text_tokenizer(path: str, split_special_tokens: bool = True):
     """A ``tokenizers.Tokenizer`` for document text.
 
@@ -75,9 +131,7 @@ def load_text_tokenizer(path: str, split_special_tokens: bool = True):
     the document there. Added tokens that are not special (Dolma's ``|||EMAIL_ADDRESS|||``
     masks, NeoX's whitespace runs) are still matched: they are text by design.
     """
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(path)
+    tokenizer = load_tokenizer(path)
     tokenizer.encode_special_tokens = split_special_tokens
     return tokenizer
 
@@ -88,10 +142,10 @@ def special_token_texts(tokenizer) -> list[str]:
 
 
 def tokenizer_info(path: str, eos_token: str | None = None) -> TokenizerInfo:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(path)
-    data = Path(path).read_bytes()
+    tokenizer = load_tokenizer(path)
+    digest = hashlib.sha256()
+    for file in tokenizer_files(path):
+        digest.update(file.read_bytes())
 
     def first(candidates: tuple[str, ...]) -> int | None:
         for token in candidates:
@@ -106,7 +160,7 @@ def tokenizer_info(path: str, eos_token: str | None = None) -> TokenizerInfo:
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     return TokenizerInfo(
         path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=digest.hexdigest(),
         vocab_size=vocab,
         eos_id=eos,
         bos_id=first(_BOS_CANDIDATES),

@@ -28,6 +28,7 @@ from curation.tokenize.shards import (
     pack_documents,
     special_token_texts,
     to_bytes,
+    tokenizer_files,
     tokenizer_info,
 )
 
@@ -75,9 +76,14 @@ class TokenizeConfig:
 
 def resolve_tokenizer_path(path: str) -> str:
     candidate = resolve_data_path(path)
-    if os.path.isfile(candidate):
+    if os.path.isfile(candidate) or os.path.isdir(candidate):
+        try:
+            tokenizer_files(candidate)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return os.path.abspath(candidate)
-    raise ConfigError(f"tokenizer not found: {path} (set tokenize.tokenizer=PATH to a tokenizer.json)")
+    raise ConfigError(f"tokenizer not found: {path} (set tokenize.tokenizer=PATH to a tokenizer.json, a tiktoken "
+                      "BPE file, or a folder of GPT-2's encoder.json + vocab.bpe)")
 
 
 def id_hash(ids: list[str], salt: str) -> np.ndarray:

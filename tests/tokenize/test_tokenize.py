@@ -233,3 +233,66 @@ def test_token_files_are_cut_at_document_boundaries_and_match_the_index(batches,
         listed = gzip.decompress(stage.files[name.removesuffix(".npy") + ".csv.gz"]).decode().splitlines()
         assert listed == [f"{s},{e}" for s, e in held]
     assert sum(len(a) for a in arrays.values()) == sum(len(ids) + 1 for ids, *_ in spans)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["<|endoftext|>", "<|padding|>", "'s", "'LL", "  ", "\r\n",
+                                                                    "\u00a0", "\u3000", "😀", " 123"])), max_size=10))
+def test_tokenizer_files_in_other_forms_give_their_own_ids(shared_data, pieces):
+    """A tiktoken BPE file (DCLM's tokshuf-rs GPT-NeoX-20B ranks) encodes every text as tiktoken's
+    own `encode_ordinary` does with GPT-2's pattern; GPT-2's original encoder.json + vocab.bpe as
+    its tokenizer.json does; a special token's text in either is text, and decodes back."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    text = "".join(pieces)
+    ranks = str(shared_data / "tokenizers" / "EleutherAI_gpt-neox-20b.tiktoken")
+    peer = _tiktoken_encoding(ranks, r50k_pat_str, tiktoken.Encoding, load_tiktoken_bpe)
+    ours = _text_tokenizer(ranks).encode(text, add_special_tokens=False).ids
+    assert ours == peer.encode_ordinary(text)
+    gpt2_files = _text_tokenizer(str(shared_data / "tokenizers" / "gpt2_openai")).encode(text, add_special_tokens=False).ids
+    assert gpt2_files == _text_tokenizer(str(shared_data / "tokenizers" / "gpt2_tokenizer.json")).encode(
+        text, add_special_tokens=False).ids
+    assert _text_tokenizer(ranks).decode(ours, skip_special_tokens=False) == text or "\ufffd" in text
+
+
+@functools.cache
+def _tiktoken_encoding(path, pattern, encoding, load):
+    return encoding("neox-ranks", pat_str=pattern, mergeable_ranks=load(path), special_tokens={})
+
+
+def test_the_stage_writes_shards_with_a_tiktoken_file_or_gpt2s_own_files(ray_local, tmp_path, shared_data):
+    """The stage takes the other forms as it takes a tokenizer.json: EOS found among the specials
+    (the NeoX ranks put <|endoftext|> at 0), the index's spans decode to the documents, and the
+    manifest's tokenizer hash covers both of GPT-2's files."""
+    from curation.tokenize.shards import load_text_tokenizer, tokenizer_info
+
+    rows = _docs(60)
+    rows[3]["text"] = "a page quoting <|endoftext|> and <|padding|> in its text"
+    for name, eos in [("EleutherAI_gpt-neox-20b.tiktoken", 0), ("gpt2_openai", 50256)]:
+        path = shared_data / "tokenizers" / name
+        info = tokenizer_info(str(path))
+        assert info.eos_id == eos and info.dtype == "<u2"
+        out = _tokenize(rows, tmp_path, path, name, shards=1)
+        index = _index(out)
+        tokenizer = load_text_tokenizer(str(path))
+        texts = {r["id"]: r["text"] for r in rows}
+        for row in index.to_pylist():
+            ids = np.memmap(out / row["file"], dtype=np.uint16, mode="r")[row["start"] : row["end"]].tolist()
+            assert ids[-1] == eos and eos not in ids[:-1]
+            assert tokenizer.decode(ids[:-1], skip_special_tokens=False) == texts[row["id"]]
+    gpt2 = shared_data / "tokenizers" / "gpt2_openai"
+    both = hashlib.sha256((gpt2 / "encoder.json").read_bytes() + (gpt2 / "vocab.bpe").read_bytes()).hexdigest()
+    assert tokenizer_info(str(gpt2)).sha256 == both
+
+
+def test_a_tokenizer_folder_without_known_files_is_a_config_error(tmp_path):
+    import pytest
+    from curation.tokenize.stage import resolve_tokenizer_path
+
+    from curation.core.errors import ConfigError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="without tokenizer.json, encoder.json"):
+        resolve_tokenizer_path(str(tmp_path / "empty"))
