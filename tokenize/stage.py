@@ -27,6 +27,7 @@ from curation.tokenize.shards import (
     load_text_tokenizer,
     pack_documents,
     special_token_texts,
+    tiktoken_encoding,
     to_bytes,
     tokenizer_files,
     tokenizer_info,
@@ -171,6 +172,8 @@ class TokenizeStage(Stage):
     def setup(self, ctx: StageContext) -> None:
         self.tokenizer = load_text_tokenizer(ctx.resolved["tokenizer"]["path"], self.config.split_special_tokens)
         self.special_texts = special_token_texts(self.tokenizer)
+        # a tiktoken file encodes with tiktoken itself (the same ids); its specials are text there
+        self.tiktoken = tiktoken_encoding(ctx.resolved["tokenizer"]["path"]) if self.config.split_special_tokens else None
 
     def count_special_token_text(self, texts: pa.Array) -> int:
         """Documents (non-null texts) holding a special token's text; one vectorised pass per token."""
@@ -180,6 +183,9 @@ class TokenizeStage(Stage):
         return int(pc.sum(holds).as_py() or 0)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
+        if self.tiktoken is not None:  # one thread per core, as the tokenizers library batches
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            return self.tiktoken.encode_ordinary_batch(texts, num_threads=cores)
         return [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _read_ordered(self, task: ShardTask, ctx: StageContext) -> pa.Table:
