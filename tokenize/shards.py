@@ -74,17 +74,18 @@ _SPECIAL_TEXT = re.compile(r"<\|[^|<>\s]+\|>")  # <|endoftext|>, <|padding|>: th
 
 
 def tokenizer_files(path: str) -> list[Path]:
-    """The files a tokenizer is read from: a ``tokenizer.json``, a tiktoken BPE file, or a folder
-    of GPT-2's original ``encoder.json`` + ``vocab.bpe`` (or the ``vocab.json`` + ``merges.txt``
-    of a slow Hugging Face tokenizer)."""
+    """The files a tokenizer is read from: a ``tokenizer.json``, a tiktoken BPE file, or a folder:
+    its ``tokenizer.json`` when it has one (a Hugging Face model folder: the fast tokenizer, with
+    its added tokens, is the one the model was trained with), else GPT-2's original
+    ``encoder.json`` + ``vocab.bpe`` (or a slow tokenizer's ``vocab.json`` + ``merges.txt``)."""
     location = Path(path)
     if not location.is_dir():
         return [location]
+    if (location / "tokenizer.json").is_file():
+        return [location / "tokenizer.json"]
     for vocab, merges in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
         if (location / vocab).is_file() and (location / merges).is_file():
             return [location / vocab, location / merges]
-    if (location / "tokenizer.json").is_file():
-        return [location / "tokenizer.json"]
     raise ValueError(f"{path}: a folder without tokenizer.json, encoder.json + vocab.bpe or vocab.json + merges.txt")
 
 

@@ -296,3 +296,20 @@ def test_a_tokenizer_folder_without_known_files_is_a_config_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="without tokenizer.json, encoder.json"):
         resolve_tokenizer_path(str(tmp_path / "empty"))
+
+
+def test_a_model_folder_is_read_by_its_tokenizer_json_before_its_slow_files(tmp_path, shared_data):
+    """A Hugging Face model folder holds both; the fast tokenizer.json is the one with the
+    model's added tokens (here NeoX's, against GPT-2's slow files beside it)."""
+    import shutil
+
+    from curation.tokenize.shards import tokenizer_files, tokenizer_info
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(shared_data / "tokenizers" / "gpt2_openai" / name, folder / name)
+    assert tokenizer_info(str(folder)).eos_id == 50256 and len(tokenizer_files(str(folder))) == 2
+    shutil.copy(shared_data / "tokenizers" / "allenai_gpt-neox-olmo-dolma-v1_5.json", folder / "tokenizer.json")
+    assert tokenizer_files(str(folder)) == [folder / "tokenizer.json"]
+    assert tokenizer_info(str(folder)).eos_id == 50279
