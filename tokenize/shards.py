@@ -9,7 +9,6 @@ document: ``id``, ``file``, ``start``, ``end`` (token offsets, end exclusive, EO
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from dataclasses import dataclass
@@ -107,16 +106,14 @@ def load_tokenizer(path: str):
         tokenizer = Tokenizer(models.BPE.from_file(str(files[0]), str(files[1])))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
-        specials = [t for t in tokenizer.get_vocab() if _SPECIAL_TEXT.fullmatch(t)]
     elif _is_tiktoken_file(files[0]):
         from transformers.convert_slow_tokenizer import TikTokenConverter
 
-        with open(files[0], "rb") as handle:
-            ranked = (base64.b64decode(line.split()[0]).decode("utf-8", "replace") for line in handle if line.strip())
-            specials = sorted({token for token in ranked if _SPECIAL_TEXT.fullmatch(token)})
         tokenizer = TikTokenConverter(vocab_file=str(files[0]), pattern=GPT2_PATTERN).converted()
     else:
         return Tokenizer.from_file(str(files[0]))
+    # both are byte-level BPEs, whose vocabularies spell printable ASCII as itself
+    specials = sorted(t for t in tokenizer.get_vocab() if _SPECIAL_TEXT.fullmatch(t))
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return tokenizer
 

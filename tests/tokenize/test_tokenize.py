@@ -242,13 +242,9 @@ def test_tokenizer_files_in_other_forms_give_their_own_ids(shared_data, pieces):
     """A tiktoken BPE file (DCLM's tokshuf-rs GPT-NeoX-20B ranks) encodes every text as tiktoken's
     own `encode_ordinary` does with GPT-2's pattern; GPT-2's original encoder.json + vocab.bpe as
     its tokenizer.json does; a special token's text in either is text, and decodes back."""
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
-    from tiktoken_ext.openai_public import r50k_pat_str
-
     text = "".join(pieces)
     ranks = str(shared_data / "tokenizers" / "EleutherAI_gpt-neox-20b.tiktoken")
-    peer = _tiktoken_encoding(ranks, r50k_pat_str, tiktoken.Encoding, load_tiktoken_bpe)
+    peer = _tiktoken_encoding(ranks)
     ours = _text_tokenizer(ranks).encode(text, add_special_tokens=False).ids
     assert ours == peer.encode_ordinary(text)
     gpt2_files = _text_tokenizer(str(shared_data / "tokenizers" / "gpt2_openai")).encode(text, add_special_tokens=False).ids
@@ -258,8 +254,13 @@ def test_tokenizer_files_in_other_forms_give_their_own_ids(shared_data, pieces):
 
 
 @functools.cache
-def _tiktoken_encoding(path, pattern, encoding, load):
-    return encoding("neox-ranks", pat_str=pattern, mergeable_ranks=load(path), special_tokens={})
+def _tiktoken_encoding(path: str):
+    """tiktoken's own reading of the ranks, with tiktoken's own GPT-2 (r50k) pattern."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    return tiktoken.Encoding("neox-ranks", pat_str=r50k_pat_str, mergeable_ranks=load_tiktoken_bpe(path), special_tokens={})
 
 
 def test_the_stage_writes_shards_with_a_tiktoken_file_or_gpt2s_own_files(ray_local, tmp_path, shared_data):
